@@ -1,0 +1,32 @@
+"""The config schema and its validation. Imports without torch: the API process uses it."""
+
+from quantlib.config.errors import ConfigError
+from quantlib.config.parse import check_calibration, check_layers, load_config, parse_config
+from quantlib.config.schema import (
+    BITS,
+    MAX_CALIBRATION_IMAGES,
+    QUANTIZABLE_TYPES,
+    DataConfig,
+    LayerConfig,
+    QuantConfig,
+    WeightConfig,
+)
+from quantlib.config.simple import SimpleConfig, build_config, load_simple_config
+
+__all__ = [
+    "BITS",
+    "MAX_CALIBRATION_IMAGES",
+    "QUANTIZABLE_TYPES",
+    "ConfigError",
+    "DataConfig",
+    "LayerConfig",
+    "QuantConfig",
+    "SimpleConfig",
+    "WeightConfig",
+    "build_config",
+    "check_calibration",
+    "check_layers",
+    "load_config",
+    "load_simple_config",
+    "parse_config",
+]

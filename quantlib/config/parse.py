@@ -1,0 +1,180 @@
+"""Reading config files and turning every mistake into a message that says the fix.
+
+The file layout mixes global keys (``version``, ``batch_num``) with layer entries keyed
+by module path, so it is split here before pydantic checks each part.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from quantlib.config.errors import ConfigError
+from quantlib.config.schema import (
+    MAX_CALIBRATION_IMAGES,
+    QUANTIZABLE_TYPES,
+    DataConfig,
+    LayerConfig,
+    QuantConfig,
+    WeightConfig,
+)
+
+GLOBAL_KEYS = ("version", "batch_num")
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "retrain_data_config": DataConfig,
+    "retrain_weight_config": WeightConfig,
+}
+_TYPE_NAMES = {
+    "bool_type": "true or false",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "string_type": "a string",
+}
+
+
+def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> QuantConfig:
+    """Parse a config file path, JSON text or already-decoded mapping."""
+    if isinstance(source, Mapping):
+        return parse_config(source)
+    text = str(source)
+    if not text.lstrip().startswith("{"):
+        try:
+            with open(text, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {source!s}: {exc.strerror}", field="config") from exc
+    return parse_config(decode_json(text))
+
+
+def decode_json(text: str) -> Mapping[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"config is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", field="config"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config must be a JSON object, got {type(data).__name__}", field="config")
+    return data
+
+
+def parse_config(data: Mapping[str, Any]) -> QuantConfig:
+    """Validate a decoded config file; raise :class:`ConfigError` on the first problem."""
+    version = data.get("version", 1)
+    if type(version) is not int or version != 1:
+        raise ConfigError(f"version must be 1 (the only config version), got {version!r}", field="version")
+    batch_num = data.get("batch_num", 1)
+    if type(batch_num) is not int or batch_num <= 0:
+        raise ConfigError(
+            f"batch_num must be an integer greater than 0, got {batch_num!r}; calibration uses "
+            f"batch_num x batch_size <= {MAX_CALIBRATION_IMAGES} images",
+            field="batch_num",
+        )
+    layers = {name: parse_layer(name, entry) for name, entry in data.items() if name not in GLOBAL_KEYS}
+    return QuantConfig(version=1, batch_num=batch_num, layers=layers)
+
+
+def parse_layer(name: str, entry: Any) -> LayerConfig:
+    """Validate one layer entry, section by section, so messages can name the section."""
+    if not isinstance(entry, Mapping):
+        raise ConfigError(
+            f"layer '{name}': the entry must be an object with retrain_enable, retrain_data_config and "
+            f"retrain_weight_config, got {entry!r}",
+            field=name,
+        )
+    sections: dict[str, Any] = {}
+    for key, value in entry.items():
+        if key in _SECTIONS:
+            sections[key] = _parse_model(_SECTIONS[key], value, f"{name}.{key}", f"layer '{name}': {key}")
+        elif key == "retrain_enable":
+            sections[key] = value
+        else:
+            allowed = ["retrain_enable", *_SECTIONS]
+            raise ConfigError(
+                f"layer '{name}': unknown key '{key}'; allowed keys: {', '.join(allowed)}{_did_you_mean(key, allowed)}",
+                field=f"{name}.{key}",
+            )
+    return _parse_model(LayerConfig, sections, name, f"layer '{name}'")
+
+
+def _parse_model(model: type[BaseModel], value: Any, field: str, where: str) -> Any:
+    if isinstance(value, BaseModel):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be an object, got {value!r}", field=field)
+    try:
+        return model.model_validate(dict(value))
+    except ValidationError as exc:
+        raise _friendly(exc, model, field, where) from None
+
+
+def _friendly(exc: ValidationError, model: type[BaseModel], field: str, where: str) -> ConfigError:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    value = err.get("input")
+    path = f"{field}.{key}" if key else field
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = list(model.model_fields)
+        return ConfigError(
+            f"{where}: unknown key '{key}'; allowed keys: {', '.join(allowed)}{_did_you_mean(key, allowed)}",
+            field=path,
+        )
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        return ConfigError(f"{where}: {key} must be {expected}, got {value!r}", field=path)
+    if kind in ("greater_than", "less_than"):
+        op, bound = (">", err["ctx"]["gt"]) if kind == "greater_than" else ("<", err["ctx"]["lt"])
+        hint = " (clip_max is the upper clip and must be positive)" if key == "clip_max" else ""
+        hint = " (clip_min is the lower clip and must be negative; use fixed_min: true for 0)" if key == "clip_min" else hint
+        return ConfigError(f"{where}: {key} must be {op} {bound}, got {value!r}{hint}", field=path)
+    if kind in _TYPE_NAMES:
+        return ConfigError(
+            f"{where}: {key} must be {_TYPE_NAMES[kind]}, got {value!r} ({type(value).__name__})", field=path
+        )
+    return ConfigError(f"{where}: {key}: {err['msg']} (got {value!r})", field=path)
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def check_layers(config: QuantConfig, layer_types: Mapping[str, str]) -> None:
+    """Reject layer names the model lacks, or that name layers we cannot quantize.
+
+    ``layer_types`` maps every module path of the model to its class name.
+    """
+    quantizable = sorted(n for n, t in layer_types.items() if t in QUANTIZABLE_TYPES)
+    for name in config.layers:
+        kind = layer_types.get(name)
+        if kind is None:
+            close = difflib.get_close_matches(name, quantizable, n=1, cutoff=0.5)
+            hint = f"did you mean '{close[0]}'?" if close else f"quantizable layers: {', '.join(quantizable[:20])}"
+            if len(quantizable) > 20 and not close:
+                hint += f" and {len(quantizable) - 20} more"
+            raise ConfigError(f"layer '{name}' is not in the model; {hint}", field=name)
+        if kind not in QUANTIZABLE_TYPES:
+            raise ConfigError(
+                f"layer '{name}' is a {kind}, which cannot be quantized; quantizable types: "
+                f"{', '.join(QUANTIZABLE_TYPES)}",
+                field=name,
+            )
+
+
+def check_calibration(batch_num: int, batch_size: int) -> None:
+    """AMCT's advice made a rule: calibration sees at most 50 images."""
+    if batch_num * batch_size > MAX_CALIBRATION_IMAGES:
+        raise ConfigError(
+            f"calibration would use batch_num x batch_size = {batch_num} x {batch_size} = "
+            f"{batch_num * batch_size} images; the limit is {MAX_CALIBRATION_IMAGES}. Lower batch_num "
+            f"to {max(1, MAX_CALIBRATION_IMAGES // batch_size)} or the batch size",
+            field="batch_num",
+        )

@@ -1,0 +1,75 @@
+"""The AMCT-style quantization config, version 1, as typed objects.
+
+Pydantic models give us strict types and a JSON schema the service publishes; the
+messages users read are written by :mod:`quantlib.config.parse`, not by pydantic.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DstType = Literal["INT8", "INT4"]
+DST_TYPES: tuple[str, ...] = ("INT8", "INT4")
+BITS: dict[str, int] = {"INT8": 8, "INT4": 4}
+
+# Module class names the library can quantize; keep in sync with quantlib.layers.
+QUANTIZABLE_TYPES: tuple[str, ...] = (
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "Linear",
+)
+
+MAX_CALIBRATION_IMAGES = 50
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class DataConfig(_Strict):
+    """How a layer's input activations are quantized (ULQ)."""
+
+    algo: Literal["ulq_quantize"] = "ulq_quantize"
+    clip_max: float | None = Field(default=None, gt=0)
+    clip_min: float | None = Field(default=None, lt=0)
+    fixed_min: bool | None = None
+    dst_type: DstType = "INT8"
+
+
+class WeightConfig(_Strict):
+    """How a layer's weights are quantized (ARQ)."""
+
+    algo: Literal["arq_retrain"] = "arq_retrain"
+    channel_wise: bool = True
+    dst_type: DstType = "INT8"
+
+
+class LayerConfig(_Strict):
+    """One layer's entry, keyed by its module path in the config file."""
+
+    retrain_enable: bool = True
+    retrain_data_config: DataConfig = Field(default_factory=DataConfig)
+    retrain_weight_config: WeightConfig = Field(default_factory=WeightConfig)
+
+
+class QuantConfig(_Strict):
+    """A whole config file: global keys plus one entry per quantized layer."""
+
+    version: Literal[1] = 1
+    batch_num: int = Field(default=1, gt=0)
+    layers: dict[str, LayerConfig] = Field(default_factory=dict)
+
+    def enabled_layers(self) -> dict[str, LayerConfig]:
+        return {name: layer for name, layer in self.layers.items() if layer.retrain_enable}
+
+    def to_file_dict(self) -> dict[str, object]:
+        """The config in the file layout: layers inline, keyed by name, unset keys omitted."""
+        out: dict[str, object] = {"version": self.version, "batch_num": self.batch_num}
+        for name, layer in self.layers.items():
+            out[name] = layer.model_dump(exclude_none=True)
+        return out

@@ -1,0 +1,81 @@
+"""From a trained QuantLayer to the numbers that get deployed, BatchNorm folded in.
+
+Folding scales output channel c by k_c = gamma_c / sqrt(var_c + eps). Symmetric
+quantization commutes with that scaling, so the deployed integers are the QAT integers
+(negated where k_c < 0) and only the scales change: the folded model computes what the
+QAT model computes in eval mode, also when weights were quantized per tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from quantlib.layers import QuantLayer
+from quantlib.quant import IntRange, ulq_scale_offset
+
+
+@dataclass
+class DeployedLayer:
+    """Everything export and the record need about one quantized layer."""
+
+    weight_q: torch.Tensor  # int8 storage of int8/int4 values
+    weight_scale: torch.Tensor  # one scale, or one per output channel
+    weight_axis: int
+    weight_bits: int
+    weight_float: torch.Tensor  # folded float weight (input of the fake-quant model's QDQ)
+    bias: torch.Tensor | None
+    act_scale: torch.Tensor
+    act_offset: torch.Tensor
+    act_bits: int
+
+
+def bn_factors(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(k, shift) with ``bn(y) == k * y + shift`` per channel in eval mode."""
+    k = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        k = k * bn.weight
+    shift = -bn.running_mean * k
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return k.detach(), shift.detach()
+
+
+def can_fold(layer: QuantLayer) -> bool:
+    """Grouped ConvTranspose mixes groups on its scale axis, so per-channel factors don't fit."""
+    return layer.weight_quant.axis == 0 or getattr(layer.layer, "groups", 1) == 1
+
+
+@torch.no_grad()
+def deploy_layer(layer: QuantLayer, bn: nn.modules.batchnorm._BatchNorm | None) -> DeployedLayer:
+    wq = layer.weight_quant
+    weight = layer.layer.weight.detach().float()
+    q, scale = wq.quantize(weight)
+    bias = None if layer.layer.bias is None else layer.layer.bias.detach().float()
+    axis = wq.axis
+    if bn is not None:
+        k, shift = bn_factors(bn)
+        shape = [1] * weight.dim()
+        shape[axis] = -1
+        scale = scale.expand_as(k) * k.abs() if scale.numel() == 1 else scale * k.abs()
+        sign = torch.where(k < 0, -1, 1).reshape(shape)
+        q = (q.to(torch.int16) * sign).to(torch.int8)
+        weight = weight * k.reshape(shape)
+        bias = shift if bias is None else bias * k + shift
+    act = layer.act_quant
+    clip_max = act.clip_max.detach().clamp_min(1e-8)
+    clip_min = act.clip_min.detach().clamp_max(0.0)
+    act_scale, act_offset = ulq_scale_offset(clip_max, clip_min, IntRange(act.bits))
+    return DeployedLayer(
+        weight_q=q,
+        weight_scale=scale.float(),
+        weight_axis=axis,
+        weight_bits=wq.bits,
+        weight_float=weight,
+        bias=bias,
+        act_scale=act_scale.float(),
+        act_offset=act_offset,
+        act_bits=act.bits,
+    )

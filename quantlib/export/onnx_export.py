@@ -1,0 +1,71 @@
+"""Writing the fake-quant and deploy ONNX models with the dynamo exporter."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from quantlib.export.ops import translation_table
+from quantlib.export.modules import export_form
+
+log = logging.getLogger(__name__)
+
+DynamicAxes = Mapping[str, Mapping[int, str] | Sequence[int]]
+
+
+def needs_int4(model: nn.Module) -> bool:
+    return any(getattr(m, "bits", 8) == 4 for m in model.modules())
+
+
+def default_names(inputs: Sequence[torch.Tensor], prefix: str) -> list[str]:
+    return [prefix] if len(inputs) == 1 else [f"{prefix}{i}" for i in range(len(inputs))]
+
+
+def _widen_batch(inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """torch.export specialises a batch of 1; a batch of 2 keeps the axis symbolic."""
+    return tuple(t.expand(2, *t.shape[1:]).contiguous() if t.dim() and t.shape[0] == 1 else t for t in inputs)
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    inputs: tuple[torch.Tensor, ...],
+    *,
+    int_weights: bool,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    dynamic_axes: DynamicAxes | None = None,
+) -> Path:
+    """Export the QAT ``model`` as QDQ ONNX; opset 21 when INT4 is used, else 18."""
+    opset = 21 if needs_int4(model) else 18
+    form = export_form(model, int_weights=int_weights)
+    input_names = list(input_names or default_names(inputs, "input"))
+    with torch.no_grad():
+        outputs = form(*inputs)
+    n_out = len(outputs) if isinstance(outputs, (tuple, list)) else 1
+    output_names = list(output_names or default_names([None] * n_out, "output"))  # type: ignore[list-item]
+    if dynamic_axes is None:
+        dynamic_axes = {name: {0: "batch"} for name in [*input_names, *output_names]}
+        inputs = _widen_batch(inputs)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            form,
+            inputs,
+            dynamo=True,
+            opset_version=opset,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dict(dynamic_axes) or None,
+            custom_translation_table=translation_table(opset),
+            verbose=False,
+        )
+    program.save(str(path), external_data=False)
+    return path

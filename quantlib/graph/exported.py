@@ -1,0 +1,159 @@
+"""Turn an ExportedProgram (a ``.pt2`` upload) into an nn.Module that trains.
+
+``ExportedProgram.module()`` gives a GraphModule that refuses ``.train()`` and calls
+convolutions as functions on raw weights. We lift conv, linear, batch-norm and dropout
+calls into real modules named by their parameters' paths (``layer1.0.conv1``), so the
+rest of the library swaps layers exactly as it does in a user's own nn.Module, and
+``.train()`` / ``.eval()`` switch BatchNorm and dropout as usual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from quantlib.graph.analysis import op_name
+
+
+def _arg(node: fx.Node, index: int, name: str, default: Any) -> Any:
+    if len(node.args) > index:
+        return node.args[index]
+    return node.kwargs.get(name, default)
+
+
+def _conv(cls: type[nn.Module]) -> Callable[[fx.Node, torch.Tensor, torch.Tensor | None], nn.Module]:
+    def make(node: fx.Node, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+        transposed = issubclass(cls, nn.modules.conv._ConvTransposeNd)
+        groups = _arg(node, 7 if transposed else 6, "groups", 1)
+        out_ch = weight.shape[1] * groups if transposed else weight.shape[0]
+        in_ch = weight.shape[0] if transposed else weight.shape[1] * groups
+        kwargs: dict[str, Any] = {
+            "stride": _arg(node, 3, "stride", 1),
+            "padding": _arg(node, 4, "padding", 0),
+            "groups": groups,
+            "bias": bias is not None,
+        }
+        if transposed:
+            kwargs["output_padding"] = _arg(node, 5, "output_padding", 0)
+            kwargs["dilation"] = _arg(node, 6, "dilation", 1)
+        else:
+            kwargs["dilation"] = _arg(node, 5, "dilation", 1)
+        return cls(in_ch, out_ch, tuple(weight.shape[2:]), device="meta", **kwargs)
+
+    return make
+
+
+def _linear(node: fx.Node, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+    return nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+
+
+LIFTABLE: dict[str, Callable[[fx.Node, torch.Tensor, torch.Tensor | None], nn.Module]] = {
+    "conv1d": _conv(nn.Conv1d),
+    "conv2d": _conv(nn.Conv2d),
+    "conv3d": _conv(nn.Conv3d),
+    "conv_transpose1d": _conv(nn.ConvTranspose1d),
+    "conv_transpose2d": _conv(nn.ConvTranspose2d),
+    "linear": _linear,
+}
+_BATCH_NORMS = {3: nn.BatchNorm1d, 2: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
+
+
+def _owner(gm: fx.GraphModule, node: object, leaf: str) -> str | None:
+    """Module path of a get_attr node that reads ``<path>.<leaf>``."""
+    if isinstance(node, fx.Node) and node.op == "get_attr" and isinstance(node.target, str):
+        path, _, name = node.target.rpartition(".")
+        if name == leaf:
+            return path
+    return None
+
+
+def _replaceable(gm: fx.GraphModule, path: str, keep: set[str]) -> bool:
+    """Only a container that holds nothing but the lifted tensors may be replaced."""
+    if not path:
+        return False
+    holder = gm.get_submodule(path)
+    own = {n for n, _ in holder.named_parameters(recurse=False)} | {n for n, _ in holder.named_buffers(recurse=False)}
+    return own <= keep and not list(holder.children())
+
+
+def _install(gm: fx.GraphModule, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, name, module)
+
+
+def _lift_layer(gm: fx.GraphModule, node: fx.Node) -> None:
+    path = _owner(gm, node.args[1], "weight")
+    bias_node = _arg(node, 2, "bias", None)
+    if path is None or (bias_node is not None and _owner(gm, bias_node, "bias") != path):
+        return
+    if len(node.args[1].users) > 1 or not _replaceable(gm, path, {"weight", "bias"}):
+        return
+    holder = gm.get_submodule(path)
+    weight = holder.weight
+    bias = getattr(holder, "bias", None) if bias_node is not None else None
+    module = LIFTABLE[op_name(node)](node, weight, bias)
+    module.weight = weight
+    module.bias = bias
+    _install(gm, path, module)
+    with gm.graph.inserting_before(node):
+        call = gm.graph.call_module(path, (node.args[0],))
+    call.meta = dict(node.meta)
+    node.replace_all_uses_with(call)
+    gm.graph.erase_node(node)
+
+
+def _lift_batch_norm(gm: fx.GraphModule, node: fx.Node) -> None:
+    path = _owner(gm, node.args[3], "running_mean")
+    if path is None or not _replaceable(gm, path, {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}):
+        return
+    holder = gm.get_submodule(path)
+    ndim = node.args[0].meta["val"].dim() if "val" in node.args[0].meta else 4
+    affine = node.args[1] is not None
+    bn = _BATCH_NORMS[ndim](
+        holder.running_mean.shape[0], eps=node.args[7], momentum=node.args[6], affine=affine, device="meta"
+    )
+    for name in ("weight", "bias") if affine else ():
+        setattr(bn, name, getattr(holder, name))
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        if hasattr(holder, name):
+            bn.register_buffer(name, getattr(holder, name))
+    bn.train(bool(node.args[5]))
+    _install(gm, path, bn)
+    with gm.graph.inserting_before(node):
+        call = gm.graph.call_module(path, (node.args[0],))
+    call.meta = dict(node.meta)
+    node.replace_all_uses_with(call)
+    gm.graph.erase_node(node)
+
+
+def _lift_dropout(gm: fx.GraphModule, node: fx.Node, index: int) -> None:
+    name = f"dropout_{index}"
+    gm.add_submodule(name, nn.Dropout(float(node.args[1])))
+    with gm.graph.inserting_before(node):
+        call = gm.graph.call_module(name, (node.args[0],))
+    node.replace_all_uses_with(call)
+    gm.graph.erase_node(node)
+
+
+def trainable_module(ep: torch.export.ExportedProgram) -> fx.GraphModule:
+    """A GraphModule with the program's layers as modules; ``.train()`` works."""
+    gm = ep.module()
+    for attr in ("train", "eval"):
+        gm.__dict__.pop(attr, None)
+    for index, node in enumerate(list(gm.graph.nodes)):
+        name = op_name(node)
+        if node.op == "call_module" and node.target == "_guards_fn":
+            gm.graph.erase_node(node)
+        elif name in LIFTABLE:
+            _lift_layer(gm, node)
+        elif name == "batch_norm":
+            _lift_batch_norm(gm, node)
+        elif name == "dropout":
+            _lift_dropout(gm, node, index)
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm.train(False)
