@@ -18,7 +18,8 @@ ModelLike = nn.Module | torch.export.ExportedProgram
 def as_module(model: ModelLike) -> tuple[nn.Module, GraphFacts | None]:
     """A private, trainable nn.Module for ``model``, and graph facts when they come free."""
     if isinstance(model, torch.export.ExportedProgram):
-        return trainable_module(model), analyze_exported(model)
+        # ep.module() shares the program's tensors: lift a copy, so training leaves ``model`` as it was.
+        return trainable_module(copy.deepcopy(model)), analyze_exported(model)
     if isinstance(model, nn.Module):
         return copy.deepcopy(model), None
     raise TypeError(f"model must be a torch.nn.Module or torch.export.ExportedProgram, got {type(model).__name__}")

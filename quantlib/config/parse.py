@@ -33,6 +33,7 @@ _TYPE_NAMES = {
     "bool_type": "true or false",
     "int_type": "an integer",
     "float_type": "a number",
+    "finite_number": "a finite number",
     "dict_type": "an object",
     "model_type": "an object",
     "string_type": "a string",

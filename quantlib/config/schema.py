@@ -35,8 +35,8 @@ class DataConfig(_Strict):
     """How a layer's input activations are quantized (ULQ)."""
 
     algo: Literal["ulq_quantize"] = "ulq_quantize"
-    clip_max: float | None = Field(default=None, gt=0)
-    clip_min: float | None = Field(default=None, lt=0)
+    clip_max: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    clip_min: float | None = Field(default=None, lt=0, allow_inf_nan=False)
     fixed_min: bool | None = None
     dst_type: DstType = "INT8"
 

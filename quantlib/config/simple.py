@@ -37,8 +37,8 @@ class Override(BaseModel):
     weight_dst_type: DstType | None = None
     channel_wise: bool | None = None
     fixed_min: bool | None = None
-    clip_max: float | None = Field(default=None, gt=0)
-    clip_min: float | None = Field(default=None, lt=0)
+    clip_max: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    clip_min: float | None = Field(default=None, lt=0, allow_inf_nan=False)
 
     def apply(self, layer: dict[str, Any]) -> None:
         data, weight = layer["retrain_data_config"], layer["retrain_weight_config"]
@@ -103,12 +103,14 @@ def default_layer() -> dict[str, Any]:
 def build_config(layer_types: Mapping[str, str], simple: SimpleConfig | None = None) -> QuantConfig:
     """The full config for a model: every quantizable layer, with ``simple``'s changes applied."""
     simple = simple or SimpleConfig()
-    for kind in [*simple.skip_layer_types, *simple.type_overrides]:
-        if kind not in QUANTIZABLE_TYPES:
-            raise ConfigError(
-                f"config_defination: unknown layer type '{kind}'; quantizable types: {', '.join(QUANTIZABLE_TYPES)}",
-                field="config_defination.skip_layer_types",
-            )
+    for key, kinds in (("skip_layer_types", simple.skip_layer_types), ("type_overrides", simple.type_overrides)):
+        for kind in kinds:
+            if kind not in QUANTIZABLE_TYPES:
+                raise ConfigError(
+                    f"config_defination: {key}: unknown layer type '{kind}'; quantizable types: "
+                    f"{', '.join(QUANTIZABLE_TYPES)}",
+                    field=f"config_defination.{key}",
+                )
     named = QuantConfig(layers={n: LayerConfig() for n in [*simple.skip_layers, *simple.layer_overrides]})
     check_layers(named, layer_types)
     layers: dict[str, LayerConfig] = {}

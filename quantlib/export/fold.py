@@ -15,6 +15,7 @@ from torch import nn
 
 from quantlib.layers import QuantLayer
 from quantlib.quant import IntRange, ulq_scale_offset
+from quantlib.quant.functional import CLIP_EPS
 
 
 @dataclass
@@ -65,7 +66,7 @@ def deploy_layer(layer: QuantLayer, bn: nn.modules.batchnorm._BatchNorm | None) 
         weight = weight * k.reshape(shape)
         bias = shift if bias is None else bias * k + shift
     act = layer.act_quant
-    clip_max = act.clip_max.detach().clamp_min(1e-8)
+    clip_max = act.clip_max.detach().clamp_min(CLIP_EPS)
     clip_min = act.clip_min.detach().clamp_max(0.0)
     act_scale, act_offset = ulq_scale_offset(clip_max, clip_min, IntRange(act.bits))
     return DeployedLayer(

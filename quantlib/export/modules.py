@@ -15,12 +15,20 @@ from quantlib.quant import IntRange
 
 
 class QDQLayer(nn.Module):
-    """A quantized layer as deployed: QDQ on the input, integer (or QDQ float) weights."""
+    """A quantized layer as deployed: QDQ on the input, integer (or QDQ float) weights.
+
+    The bias is added after the layer, as its own float ``Add``: a Conv/Gemm whose inputs
+    come from DequantizeLinear and whose bias is a float initializer is read by ONNX
+    Runtime as having an int32 bias on the ``scale_in x scale_w`` grid (its
+    WeightBiasQuantization pass), which the QAT model does not compute; with INT4 that
+    rounding is large enough to change predictions.
+    """
 
     def __init__(self, source: QuantLayer, deployed: DeployedLayer, *, int_weights: bool) -> None:
         super().__init__()
         self.layer = copy.deepcopy(source.layer)
-        self.layer.bias = None if deployed.bias is None else nn.Parameter(deployed.bias)
+        self.layer.bias = None
+        self.bias = None if deployed.bias is None else nn.Parameter(deployed.bias)
         self._run = source._run
         self.int_weights = int_weights
         self.act_grid = IntRange(deployed.act_bits)
@@ -42,7 +50,12 @@ class QDQLayer(nn.Module):
             weight = dequant(self.weight_q, self.weight_scale, self.axis, w.qmin, w.qmax)
         else:
             weight = quant_dequant(self.layer.weight, self.weight_scale, self.weight_zero_point, self.axis, w.qmin, w.qmax)
-        return self._run(self.layer, x, weight)
+        y = self._run(self.layer, x, weight)
+        if self.bias is None:
+            return y
+        if isinstance(self.layer, nn.Linear):
+            return y + self.bias
+        return y + self.bias.reshape(-1, *[1] * (y.dim() - 2))
 
 
 def _set(model: nn.Module, path: str, module: nn.Module) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -12,8 +14,6 @@ from torch import nn
 
 from quantlib.export.ops import translation_table
 from quantlib.export.modules import export_form
-
-log = logging.getLogger(__name__)
 
 DynamicAxes = Mapping[str, Mapping[int, str] | Sequence[int]]
 
@@ -29,6 +29,21 @@ def default_names(inputs: Sequence[torch.Tensor], prefix: str) -> list[str]:
 def _widen_batch(inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """torch.export specialises a batch of 1; a batch of 2 keeps the axis symbolic."""
     return tuple(t.expand(2, *t.shape[1:]).contiguous() if t.dim() and t.shape[0] == 1 else t for t in inputs)
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter narrates every stage on stdout and warns about optional packages;
+    our callers show their own progress, so that chatter is dropped."""
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        onnx_log.setLevel(level)
 
 
 def export_onnx(
@@ -54,8 +69,7 @@ def export_onnx(
         inputs = _widen_batch(inputs)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _quiet_exporter():
         program = torch.onnx.export(
             form,
             inputs,

@@ -9,6 +9,7 @@ rest of the library swaps layers exactly as it does in a user's own nn.Module, a
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,10 @@ import torch
 from torch import fx, nn
 
 from quantlib.graph.analysis import op_name
+
+# Deep-copying a GraphModule from torch.export trips a deprecation inside torch itself
+# (its own pytree LeafSpec); nothing a user can act on.
+warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
 
 
 def _arg(node: fx.Node, index: int, name: str, default: Any) -> Any:

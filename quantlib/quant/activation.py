@@ -60,9 +60,7 @@ class ActivationQuantizer(nn.Module):
         if not self.calibrated:
             self._observe(x)
             return x
-        clip_max = self.clip_max.clamp_min(1e-8)
-        clip_min = self.clip_min.clamp_max(0.0)
-        return ULQFunction.apply(x, clip_max, clip_min, self.bits)
+        return ULQFunction.apply(x, self.clip_max, self.clip_min, self.bits)
 
     @torch.no_grad()
     def _observe(self, x: torch.Tensor) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench [--quick]`` (``make bench``) writes bench/results/latest.{json,md}."""

@@ -1,0 +1,89 @@
+"""QAT training-step cost against FP32, measured interleaved in one process.
+
+Each round runs one step of every variant in turn, so machine noise hits all of them
+alike; the medians are reported as ratios to FP32.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import quantlib
+from bench.models import BenchModel
+
+
+def _ours(model: nn.Module, example: tuple[torch.Tensor, ...]) -> nn.Module:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.json"
+        quantlib.create_quant_retrain_config(config, model, example)
+        return quantlib.create_quant_retrain_model(config, model, Path(tmp) / "record.txt", example)
+
+
+def _torch_ao_fx(model: nn.Module, example: tuple[torch.Tensor, ...]) -> nn.Module:
+    from torch.ao.quantization import get_default_qat_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+    return prepare_qat_fx(copy.deepcopy(model).train(), get_default_qat_qconfig_mapping("x86"), example)
+
+
+VARIANTS: dict[str, Callable[[nn.Module, tuple[torch.Tensor, ...]], nn.Module]] = {
+    "fp32": lambda model, example: copy.deepcopy(model),
+    "quantlib": _ours,
+    "torch.ao fx": _torch_ao_fx,
+}
+
+
+def _loss(spec: BenchModel, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out, y) if spec.classes else F.mse_loss(out, x)
+
+
+def measure(spec: BenchModel, rounds: int, warmup: int = 3) -> dict[str, Any]:
+    torch.manual_seed(0)
+    base = spec.build()
+    x = torch.randn(*spec.input_shape)
+    y = torch.randint(0, spec.classes or 1, (spec.input_shape[0],))
+    example = (x,)
+    steps: dict[str, Callable[[], None]] = {}
+    errors: dict[str, str] = {}
+    for name, make in VARIANTS.items():
+        try:
+            model = make(base, example).train()
+        except Exception as exc:  # noqa: BLE001 - a tool that cannot take a model is a result
+            errors[name] = f"{type(exc).__name__}: {exc}"[:200]
+            continue
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+        def step(model: nn.Module = model, opt: torch.optim.Optimizer = opt) -> None:
+            loss = _loss(spec, model(x), x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        steps[name] = step
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(warmup + rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    fp32 = medians["fp32"]
+    return {
+        "model": spec.name,
+        "input_shape": list(spec.input_shape),
+        "rounds": rounds,
+        "median_ms": {name: round(m * 1e3, 3) for name, m in medians.items()},
+        "ratio_to_fp32": {name: round(m / fp32, 3) for name, m in medians.items()},
+        "errors": errors,
+    }

@@ -1,0 +1,158 @@
+"""``qat quantize``: the library as one command, from a ``.pt2`` and an ``.npz`` to INT8 ONNX.
+
+Torch loads inside the command, so ``qat --help`` and commands that never touch a
+model stay fast. Input mistakes print one line, ``error [CODE] field: message``, and
+exit with status 2; the progress bar and the tables go to stderr and stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from quantlib.config import ConfigError
+from quantlib.data import DataError, load_dataset
+from quantlib.modelfile import ModelError, load_exported_program
+from quantlib.spec import QATSpec, parse_spec
+
+if TYPE_CHECKING:
+    from quantlib.train import Report
+
+USER_ERROR_EXIT = 2
+_ROWS = {"fp32": "FP32", "int8_simulated": "INT8 simulated (PyTorch)", "int8_onnxruntime": "INT8 deploy (onnxruntime)"}
+_FILES = {
+    "deploy_model": "deploy model (int8 weights)",
+    "fake_quant_model": "fake-quant model",
+    "record": "record",
+    "record_json": "record (JSON)",
+    "config": "config",
+    "report": "report",
+}
+
+
+class PhaseBar:
+    """One bar per pipeline phase; the loss shows while training."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {}
+
+    def __call__(self, phase: str, step: int, total: int, loss: float | None, epoch: int | None) -> None:
+        if phase not in self.tasks:
+            self.tasks[phase] = self.progress.add_task(phase, total=max(total, 1), status="")
+        status = f"epoch {epoch}  loss {loss:.4f}" if loss is not None else None
+        fields = {"status": status} if status is not None else {}
+        self.progress.update(self.tasks[phase], completed=step, total=max(total, 1), **fields)
+
+
+def _progress(console: Console, disable: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=disable,
+    )
+
+
+def _quiet_libraries() -> None:
+    """The ONNX exporter warns about optional packages a user cannot act on."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    logging.getLogger("torch").setLevel(logging.ERROR)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def _db(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{value:.1f}"
+
+
+def _summary(report: Report) -> Table:
+    table = Table(title="FP32 vs INT8 on " + report.dataset["eval_source"].replace("x_", "") + " data")
+    table.add_column("model")
+    table.add_column("top-1 %", justify="right")
+    table.add_column("agrees with FP32 %", justify="right")
+    table.add_column("output SQNR dB", justify="right")
+    for key, label in _ROWS.items():
+        row = report.accuracy[key]
+        table.add_row(label, _pct(row.top1), _pct(row.agreement), _db(row.sqnr_db))
+    return table
+
+
+def _spec_values(**options: Any) -> dict[str, Any]:
+    """Only the options given: QATSpec owns the defaults."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def _default(name: str) -> Any:
+    return QATSpec.model_fields[name].default
+
+
+@click.command("quantize")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path), metavar="MODEL.pt2")
+@click.option("--data", required=True, type=click.Path(dir_okay=False, path_type=Path), help="dataset .npz (x_train, y_train, x_eval, y_eval)")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="config.json (AMCT format, version 1); default: generated")
+@click.option("--config-defination", type=click.Path(dir_okay=False, path_type=Path), help="simplified config (JSON/YAML) to generate config.json from")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="output directory")
+@click.option("--epochs", type=int, help=f"fine-tuning epochs, 0 = calibrate only [default: {_default('epochs')}]")
+@click.option("--lr", type=float, help=f"learning rate [default: {_default('lr')}]")
+@click.option("--batch-size", type=int, help=f"training and calibration batch size [default: {_default('batch_size')}]")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help=f"[default: {_default('optimizer')}]")
+@click.option("--loss", type=click.Choice(["auto", "ce", "mse", "kl"]), help="auto: ce with labels, mse distillation without")
+@click.option("--seed", type=int, help=f"[default: {_default('seed')}]")
+@click.option("--device", type=str, help="cpu, cuda or cuda:N [default: cpu]")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON on stdout, no progress bar")
+def quantize(
+    model: Path,
+    data: Path,
+    config_file: Path | None,
+    config_defination: Path | None,
+    out: Path,
+    as_json: bool,
+    **spec_options: Any,
+) -> None:
+    """Calibrate, fine-tune (QAT), evaluate FP32 vs INT8 and export MODEL.pt2 as INT8 ONNX."""
+    stdout, stderr = Console(), Console(stderr=True)
+    try:
+        spec = parse_spec(_spec_values(**spec_options))
+        dataset = load_dataset(data)
+        _quiet_libraries()
+        from quantlib.train import run_qat
+
+        program = load_exported_program(model)
+        with _progress(stderr, disable=as_json) as progress:
+            report = run_qat(
+                program,
+                dataset,
+                out,
+                config_file=config_file,
+                config_defination=config_defination,
+                spec=spec,
+                on_progress=PhaseBar(progress),
+            )
+    except (ConfigError, DataError, ModelError) as exc:
+        message = " ".join(exc.message.split())
+        click.echo(f"error [{exc.code}] {exc.field or 'input'}: {message}", err=True)
+        raise SystemExit(USER_ERROR_EXIT) from None
+    if as_json:
+        files = {key: str(path) for key, path in report.files.items()}
+        click.echo(json.dumps({**report.to_dict(), "files": files}, indent=2))
+        return
+    stdout.print(_summary(report))
+    for key, label in _FILES.items():
+        stdout.print(f"{label:<30} {report.files[key]}", highlight=False, soft_wrap=True)

@@ -1,0 +1,58 @@
+"""The training settings of one QAT run, checked before any work starts.
+
+Torch-free: the API server validates the settings a job is submitted with using the
+same model the worker runs with, so a bad value fails at submission, not on a GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from quantlib.config.errors import ConfigError
+
+Optimizer = Literal["sgd", "adam"]
+Loss = Literal["auto", "ce", "mse", "kl"]
+
+
+class QATSpec(BaseModel):
+    """How to fine-tune: ``loss='auto'`` is cross-entropy with labels, MSE distillation without."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(default=2, ge=0, description="0 calibrates and exports without training")
+    batch_size: int = Field(default=32, ge=1, description="training and calibration batch size")
+    lr: float = Field(default=1e-4, gt=0)
+    optimizer: Optimizer = "adam"
+    loss: Loss = "auto"
+    seed: int = 0
+    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
+
+    def resolved_loss(self, has_labels: bool) -> Literal["ce", "mse", "kl"]:
+        """The loss to train with; cross-entropy without labels is a user error."""
+        if self.loss == "auto":
+            return "ce" if has_labels else "mse"
+        if self.loss == "ce" and not has_labels:
+            raise ConfigError(
+                "loss 'ce' needs labels, but the data has no y_train; add labels or use loss mse or kl "
+                "(distillation from the FP32 model)",
+                field="loss",
+                code="BAD_SPEC",
+            )
+        return self.loss
+
+
+def parse_spec(values: Mapping[str, Any]) -> QATSpec:
+    """A :class:`QATSpec` from user input; the first bad value raises a ``BAD_SPEC`` ConfigError."""
+    try:
+        return QATSpec.model_validate(dict(values))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "spec"
+        if err["type"] == "extra_forbidden":
+            message = f"unknown setting '{key}'; allowed: {', '.join(QATSpec.model_fields)}"
+        else:
+            message = f"{key}: {err['msg']} (got {err.get('input')!r})"
+        raise ConfigError(message, field=key, code="BAD_SPEC") from None
