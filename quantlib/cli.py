@@ -2,7 +2,8 @@
 
 Torch loads inside the command, so ``qat --help`` and commands that never touch a
 model stay fast. Input mistakes print one line, ``error [CODE] field: message``, and
-exit with status 2; the progress bar and the tables go to stderr and stdout.
+exit with status 2. The progress bar goes to stderr when it is a terminal, the tables
+(or, with ``--json``, the report) to stdout.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from quantlib.config import ConfigError
+from quantlib.config import ConfigError, check_calibration, load_config, load_simple_config
 from quantlib.data import DataError, load_dataset
 from quantlib.modelfile import ModelError, load_exported_program
 from quantlib.spec import QATSpec, parse_spec
@@ -63,11 +64,18 @@ def _progress(console: Console, disable: bool) -> Progress:
         TimeRemainingColumn(),
         console=console,
         disable=disable,
+        transient=True,
     )
 
 
 def _quiet_libraries() -> None:
-    """The ONNX exporter warns about optional packages a user cannot act on."""
+    """Torch logs and warns about things a user cannot act on (optional packages of the
+    ONNX exporter, the traceback of a file it failed to load that we report in one line).
+
+    Torch sets its loggers' levels when it is imported, so this imports it first.
+    """
+    import torch  # noqa: F401
+
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
@@ -99,22 +107,50 @@ def _spec_values(**options: Any) -> dict[str, Any]:
     return {key: value for key, value in options.items() if value is not None}
 
 
+def _precheck_config(config_file: Path | None, config_defination: Path | None, spec: QATSpec) -> None:
+    """What can be checked without the model, before torch loads (seconds): syntax, keys,
+    values and the calibration budget. Layer names are checked against the model later."""
+    if config_file is not None:
+        check_calibration(load_config(config_file).batch_num, spec.batch_size)
+    if config_defination is not None:
+        check_calibration(load_simple_config(config_defination).batch_num, spec.batch_size)
+
+
 def _default(name: str) -> Any:
     return QATSpec.model_fields[name].default
 
 
 @click.command("quantize")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path), metavar="MODEL.pt2")
-@click.option("--data", required=True, type=click.Path(dir_okay=False, path_type=Path), help="dataset .npz (x_train, y_train, x_eval, y_eval)")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="config.json (AMCT format, version 1); default: generated")
-@click.option("--config-defination", type=click.Path(dir_okay=False, path_type=Path), help="simplified config (JSON/YAML) to generate config.json from")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="dataset .npz (x_train, y_train, x_eval, y_eval)",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="config.json (AMCT format, version 1); default: generated",
+)
+@click.option(
+    "--config-defination",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="simplified config (JSON/YAML) to generate config.json from",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="output directory")
 @click.option("--epochs", type=int, help=f"fine-tuning epochs, 0 = calibrate only [default: {_default('epochs')}]")
 @click.option("--lr", type=float, help=f"learning rate [default: {_default('lr')}]")
 @click.option("--batch-size", type=int, help=f"training and calibration batch size [default: {_default('batch_size')}]")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help=f"[default: {_default('optimizer')}]")
-@click.option("--loss", type=click.Choice(["auto", "ce", "mse", "kl"]), help="auto: ce with labels, mse distillation without")
+@click.option(
+    "--loss", type=click.Choice(["auto", "ce", "mse", "kl"]), help="auto: ce with labels, mse distillation without"
+)
 @click.option("--seed", type=int, help=f"[default: {_default('seed')}]")
+@click.option(
+    "--freeze-bn/--update-bn", default=None, help="keep BatchNorm statistics fixed while fine-tuning [default: freeze]"
+)
 @click.option("--device", type=str, help="cpu, cuda or cuda:N [default: cpu]")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON on stdout, no progress bar")
 def quantize(
@@ -130,12 +166,13 @@ def quantize(
     stdout, stderr = Console(), Console(stderr=True)
     try:
         spec = parse_spec(_spec_values(**spec_options))
+        _precheck_config(config_file, config_defination, spec)
         dataset = load_dataset(data)
         _quiet_libraries()
         from quantlib.train import run_qat
 
         program = load_exported_program(model)
-        with _progress(stderr, disable=as_json) as progress:
+        with _progress(stderr, disable=as_json or not stderr.is_terminal) as progress:
             report = run_qat(
                 program,
                 dataset,
@@ -154,5 +191,7 @@ def quantize(
         click.echo(json.dumps({**report.to_dict(), "files": files}, indent=2))
         return
     stdout.print(_summary(report))
+    phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report.timings_s.items())
+    stdout.print(f"took {sum(report.timings_s.values()):.1f} s ({phases})", highlight=False, soft_wrap=True)
     for key, label in _FILES.items():
         stdout.print(f"{label:<30} {report.files[key]}", highlight=False, soft_wrap=True)

@@ -65,7 +65,9 @@ def load_dataset(source: str | os.PathLike[str] | BinaryIO) -> Dataset:
     except FileNotFoundError as exc:
         raise DataError(f"data file {source!s} does not exist", field="data") from exc
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"data is not a readable .npz archive ({exc}); write it with numpy.savez", field="data") from exc
+        raise DataError(
+            f"data is not a readable .npz archive ({exc}); write it with numpy.savez", field="data"
+        ) from exc
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(
             "data is a single .npy array, not an .npz archive; write it with "
@@ -90,9 +92,7 @@ def _read(archive: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
     try:
         return archive[key]
     except ValueError as exc:  # object arrays need pickle, which is refused
-        raise DataError(
-            f"{key} cannot be read without pickle ({exc}); store plain numeric arrays", field=key
-        ) from exc
+        raise DataError(f"{key} cannot be read without pickle ({exc}); store plain numeric arrays", field=key) from exc
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{key} is damaged in the archive: {exc}", field=key) from exc
 
@@ -135,7 +135,9 @@ def _check_dtype(key: str, array: np.ndarray) -> None:
     expected = _DTYPES[key]
     if array.dtype != expected:
         name = np.dtype(expected).name
-        raise DataError(f"{key} has dtype {array.dtype}, expected {name}; cast it with {key}.astype(np.{name})", field=key)
+        raise DataError(
+            f"{key} has dtype {array.dtype}, expected {name}; cast it with {key}.astype(np.{name})", field=key
+        )
 
 
 def _check_shape(key: str, array: np.ndarray) -> None:
@@ -160,7 +162,10 @@ def _check_finite(key: str, array: np.ndarray) -> None:
 def _check_labels_nonneg(key: str, labels: np.ndarray) -> None:
     if (labels < 0).any():
         first = int(np.argmax(labels < 0))
-        raise DataError(f"{key} has negative labels (first: {labels[first]} at sample {first}); labels are class indices >= 0", field=key)
+        raise DataError(
+            f"{key} has negative labels (first: {labels[first]} at sample {first}); labels are class indices >= 0",
+            field=key,
+        )
 
 
 def check_labels(dataset: Dataset, num_classes: int) -> None:

@@ -8,14 +8,13 @@ record, the config that was used and ``report.json``.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +71,16 @@ class LayerReport:
 
 @dataclass
 class Report:
-    """The outcome of a run; ``report.json`` holds the same, paths relative to ``out_dir``."""
+    """The outcome of a run; ``report.json`` holds the same, paths relative to ``out_dir``.
+
+    ``deploy_vs_simulated`` compares the exported ONNX model with the PyTorch QAT model
+    (top1 is None there): the evidence that what ships computes what was evaluated.
+    """
 
     out_dir: Path
     files: dict[str, Path]
     accuracy: dict[str, Scores]
+    deploy_vs_simulated: Scores
     layers: dict[str, LayerReport]
     loss: str
     epoch_losses: list[float]
@@ -90,6 +94,7 @@ class Report:
             {
                 "files": {key: path.name for key, path in self.files.items()},
                 "accuracy": {key: asdict(row) for key, row in self.accuracy.items()},
+                "deploy_vs_simulated": asdict(self.deploy_vs_simulated),
                 "layers": {key: asdict(layer) for key, layer in self.layers.items()},
                 "loss": {"kind": self.loss, "epoch_means": self.epoch_losses},
                 "timings_s": self.timings_s,
@@ -176,11 +181,11 @@ def run_qat(
     }
 
     with phases.phase("loading", 1):
-        reference = as_module(_private(model))[0].eval().to(device)
+        reference = as_module(model)[0].eval().to(device)
         _probe(reference, dataset, device)
         config = _write_config(files["config"], model, example, config_file, config_defination)
         check_calibration(config.batch_num, spec.batch_size)
-        qat = create_quant_retrain_model(files["config"], _private(model), files["record"], example).to(device)
+        qat = create_quant_retrain_model(files["config"], model, files["record"], example).to(device)
         teacher = _predict(reference, dataset.x_train, device) if loss_kind != "ce" else None
 
     with phases.phase("calibrating", config.batch_num):
@@ -190,14 +195,14 @@ def run_qat(
     with phases.phase("training", _steps_per_epoch(len(x_train), spec.batch_size) * spec.epochs):
         epoch_losses = _train(qat, x_train, targets, loss_kind, spec, device, phases)
 
-    qat = qat.eval().cpu()
-    with phases.phase("exporting", 1):
-        save_quant_retrain_model(files["config"], qat, files["record"], out / "model", example)
+    with phases.phase("exporting", 1):  # on the CPU, where the example input lives
+        save_quant_retrain_model(files["config"], qat.eval().cpu(), files["record"], out / "model", example)
+    qat.to(device)
 
     x_eval, y_eval, eval_source = dataset.eval_split()
     with phases.phase("evaluating", 3):
         fp32 = _predict(reference, x_eval, device)
-        simulated = _predict(qat, x_eval, torch.device("cpu"))
+        simulated = _predict(qat, x_eval, device)
         deployed = _predict_onnx(files["deploy_model"], x_eval)
         accuracy = {
             "fp32": _scores(fp32, fp32, y_eval),
@@ -209,6 +214,7 @@ def run_qat(
         out_dir=out,
         files=files,
         accuracy=accuracy,
+        deploy_vs_simulated=_scores(simulated, deployed, None),
         layers=_layer_reports(qat, config),
         loss=loss_kind,
         epoch_losses=epoch_losses,
@@ -225,12 +231,6 @@ def run_qat(
     )
     files["report"].write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     return report
-
-
-def _private(model: ModelLike) -> ModelLike:
-    """A copy of an ExportedProgram: modules lifted from one program share its tensors,
-    so without it QAT training would rewrite the caller's program and the FP32 reference."""
-    return copy.deepcopy(model) if isinstance(model, torch.export.ExportedProgram) else model
 
 
 def _device(name: str) -> torch.device:
@@ -270,9 +270,7 @@ def _write_config(
 ) -> QuantConfig:
     """The run's config at ``path``: the user's (validated, copied) or a generated default."""
     if config_file is not None and config_defination is not None:
-        raise ConfigError(
-            "give either a config file or a config_defination, not both", field="config_defination"
-        )
+        raise ConfigError("give either a config file or a config_defination, not both", field="config_defination")
     if config_file is None:
         create_quant_retrain_config(path, model, example, config_defination)
         return load_config(path)
@@ -324,7 +322,9 @@ def _train(
     device: torch.device,
     phases: _Phases,
 ) -> list[float]:
-    """Fine-tune; the loss is read on the host only when progress is due and once per epoch."""
+    """Fine-tune with the lr decaying to 0 (cosine): a converged FP32 model needs polishing,
+    not another descent. The loss is read on the host only when progress is due and once
+    per epoch, so steps queue up on a GPU without waiting."""
     params = [p for p in qat.parameters() if p.requires_grad]
     if spec.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=spec.lr, momentum=0.9)
@@ -332,23 +332,37 @@ def _train(
         optimizer = torch.optim.Adam(params, lr=spec.lr)
     generator = torch.Generator().manual_seed(spec.seed)
     total = _steps_per_epoch(len(x), spec.batch_size) * spec.epochs
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
     step = 0
     epoch_losses: list[float] = []
-    qat.train()
+    _train_mode(qat, freeze_bn=spec.freeze_bn)
     for epoch in range(1, spec.epochs + 1):
         batches = _batches(len(x), spec.batch_size, generator)
         running = torch.zeros((), device=device)
         for idx in batches:
-            loss = _loss(loss_kind, qat(x[idx].to(device, non_blocking=True)), targets[idx].to(device, non_blocking=True))
+            loss = _loss(
+                loss_kind, qat(x[idx].to(device, non_blocking=True)), targets[idx].to(device, non_blocking=True)
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
             running += loss.detach()
             step += 1
             if phases.due():
                 phases.step(step, total, loss.item(), epoch)
         epoch_losses.append(float(running) / len(batches))
     return epoch_losses
+
+
+def _train_mode(model: nn.Module, *, freeze_bn: bool) -> None:
+    """Training mode; with ``freeze_bn`` BatchNorm normalises with its running statistics
+    (its affine weights still train), so training sees what evaluation will see."""
+    model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
 
 @torch.no_grad()
@@ -363,6 +377,7 @@ def _predict(model: nn.Module, x: np.ndarray, device: torch.device) -> np.ndarra
 def _predict_onnx(path: Path, x: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
+    x = np.ascontiguousarray(x)
     return np.concatenate([session.run(None, {name: x[i : i + EVAL_BATCH]})[0] for i in range(0, len(x), EVAL_BATCH)])
 
 

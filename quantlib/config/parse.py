@@ -45,7 +45,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> QuantConf
     if isinstance(source, Mapping):
         return parse_config(source)
     text = str(source)
-    if not text.lstrip().startswith("{"):
+    if text.lstrip()[:1] not in ("{", "["):
         try:
             with open(text, encoding="utf-8") as fh:
                 text = fh.read()
@@ -102,7 +102,15 @@ def parse_layer(name: str, entry: Any) -> LayerConfig:
                 f"layer '{name}': unknown key '{key}'; allowed keys: {', '.join(allowed)}{_did_you_mean(key, allowed)}",
                 field=f"{name}.{key}",
             )
-    return _parse_model(LayerConfig, sections, name, f"layer '{name}'")
+    layer: LayerConfig = _parse_model(LayerConfig, sections, name, f"layer '{name}'")
+    data = layer.retrain_data_config
+    if data.fixed_min and data.clip_min is not None:
+        raise ConfigError(
+            f"layer '{name}': retrain_data_config has fixed_min: true, which pins the lower bound at 0, "
+            f"and also clip_min: {data.clip_min!r}; remove one of them",
+            field=f"{name}.retrain_data_config.clip_min",
+        )
+    return layer
 
 
 def _parse_model(model: type[BaseModel], value: Any, field: str, where: str) -> Any:

@@ -62,9 +62,7 @@ def digits_dataset(seed: int = 0, eval_fraction: float = 0.25) -> dict[str, np.n
     digits = load_digits()
     x = digits.images.astype(np.float32)[:, None]
     y = digits.target.astype(np.int64)
-    x_train, x_eval, y_train, y_eval = train_test_split(
-        x, y, test_size=eval_fraction, random_state=seed, stratify=y
-    )
+    x_train, x_eval, y_train, y_eval = train_test_split(x, y, test_size=eval_fraction, random_state=seed, stratify=y)
     mean, std = x_train.mean(), x_train.std()
     return {
         "x_train": ((x_train - mean) / std).astype(np.float32),
@@ -89,7 +87,7 @@ def train_fp32(model: nn.Module, data: dict[str, np.ndarray], epochs: int = 30, 
     model.train()
     for _ in range(epochs):
         for idx in torch.randperm(len(x), generator=generator).split(64):
-            loss = F.cross_entropy(model(x[idx]), y[idx], label_smoothing=0.05)
+            loss = F.cross_entropy(model(x[idx]), y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+import onnx
 import torch
 from torch import nn
 
@@ -29,6 +30,15 @@ def default_names(inputs: Sequence[torch.Tensor], prefix: str) -> list[str]:
 def _widen_batch(inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """torch.export specialises a batch of 1; a batch of 2 keeps the axis symbolic."""
     return tuple(t.expand(2, *t.shape[1:]).contiguous() if t.dim() and t.shape[0] == 1 else t for t in inputs)
+
+
+def _without_trace_metadata(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop the exporter's per-node debug records: they hold stack traces with the
+    uploader's file paths and are most of a small model's bytes."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    return model
 
 
 @contextlib.contextmanager
@@ -81,5 +91,5 @@ def export_onnx(
             custom_translation_table=translation_table(opset),
             verbose=False,
         )
-    program.save(str(path), external_data=False)
+    onnx.save(_without_trace_metadata(program.model_proto), str(path))
     return path

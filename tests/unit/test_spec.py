@@ -1,0 +1,37 @@
+"""Run settings are checked where they are given, with a BAD_SPEC error naming the setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from quantlib.config import ConfigError
+from quantlib.spec import QATSpec, parse_spec
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"epochs": -1}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"lr": 0.0}, "lr"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"loss": "hinge"}, "loss"),
+        ({"device": "tpu"}, "device"),
+        ({"epoch": 3}, "epoch"),
+    ],
+)
+def test_bad_settings_name_the_field(values: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_spec(values)
+    assert info.value.code == "BAD_SPEC" and info.value.field == field
+
+
+def test_defaults_and_loss_resolution() -> None:
+    spec = parse_spec({"device": "cuda:1", "epochs": 0})
+    assert spec.device == "cuda:1" and spec.epochs == 0 and spec.freeze_bn
+    assert QATSpec().resolved_loss(has_labels=True) == "ce"
+    assert QATSpec().resolved_loss(has_labels=False) == "mse"
+    assert QATSpec(loss="kl").resolved_loss(has_labels=True) == "kl"
+    with pytest.raises(ConfigError) as info:
+        QATSpec(loss="ce").resolved_loss(has_labels=False)
+    assert info.value.field == "loss" and "y_train" in info.value.message
