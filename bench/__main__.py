@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from bench import report, step_time
+from bench import accuracy, report, step_time
 from bench.models import ZOO
 
 RESULTS = Path(__file__).parent / "results"
@@ -21,6 +21,9 @@ def main() -> None:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     rounds = 10 if args.quick else 40
     results: dict = {"mode": "quick" if args.quick else "full", "environment": report.environment()}
+    results["accuracy"] = accuracy.measure([0] if args.quick else [0, 1, 2])
+    for row in results["accuracy"]:
+        print(f"accuracy {row['model']}: fp32 {row['fp32_top1']:.4f} int8 {row['int8_top1']:.4f}", flush=True)
     results["step_time"] = []
     for spec in ZOO:
         row = step_time.measure(spec, rounds)

@@ -43,13 +43,14 @@ def step_time_table(rows: list[dict[str, Any]]) -> str:
 
 def accuracy_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| model | FP32 top-1 | INT8 QAT top-1 (sim) | INT8 ONNX top-1 | drop (points) | SQNR dB | top-1 agreement |",
-        "|---|---|---|---|---|---|---|",
+        "| model | seeds | FP32 top-1 | quantized top-1 (sim) | ONNX Runtime top-1 | drop (points, spread) | SQNR dB | top-1 agreement |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['fp32_top1']:.4f} | {r['int8_top1']:.4f} | {r['onnx_top1']:.4f} | "
-            f"{100 * (r['fp32_top1'] - r['int8_top1']):.2f} | {r['sqnr_db']:.1f} | {r['agreement']:.4f} |"
+            f"| {r['model']} | {len(r['seeds'])} | {r['fp32_top1']:.4f} | {r['int8_top1']:.4f} | {r['onnx_top1']:.4f} | "
+            f"{100 * (r['fp32_top1'] - r['int8_top1']):.2f} ({r['drop_spread_points']:.2f}) | {r['sqnr_db']:.1f} | "
+            f"{r['agreement']:.4f} |"
         )
     return "\n".join(lines)
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from quantlib.config import build_config, load_config, load_simple_config
 from quantlib.export.modules import deployed_layers
-from quantlib.export.onnx_export import DynamicAxes, export_onnx
+from quantlib.export.onnx_export import DynamicAxes, export_onnx, write_models
 from quantlib.export.record import write_record
 from quantlib.prepare import ModelLike, as_inputs, as_module, layer_types, prepare
 
@@ -90,17 +90,7 @@ def save_quant_retrain_model(
     load_config(config_file)
     inputs = as_inputs(input_data)
     write_record(record_file, deployed_layers(model))
-    paths = []
-    for suffix, int_weights in (("fake_quant_model", False), ("deploy_model", True)):
-        paths.append(
-            export_onnx(
-                model,
-                f"{save_path}_{suffix}.onnx",
-                inputs,
-                int_weights=int_weights,
-                input_names=input_names,
-                output_names=output_names,
-                dynamic_axes=dynamic_axes,
-            )
-        )
-    return paths[0], paths[1]
+    fake_quant = export_onnx(
+        model, inputs, input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes
+    )
+    return write_models(fake_quant, save_path)

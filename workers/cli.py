@@ -12,6 +12,8 @@ import click
 
 # command name -> "module:attribute" of its click command
 COMMANDS = {
+    "admin": "service.cli:admin",
+    "db": "service.cli:db",
     "quantize": "quantlib.cli:quantize",
 }
 

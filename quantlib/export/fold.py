@@ -26,11 +26,17 @@ class DeployedLayer:
     weight_scale: torch.Tensor  # one scale, or one per output channel
     weight_axis: int
     weight_bits: int
-    weight_float: torch.Tensor  # folded float weight (input of the fake-quant model's QDQ)
     bias: torch.Tensor | None
     act_scale: torch.Tensor
     act_offset: torch.Tensor
     act_bits: int
+
+    def grid_weight(self) -> torch.Tensor:
+        """The weight as the values on its grid, ``q * scale``: quantizing it again gives ``q`` exactly."""
+        shape = [1] * self.weight_q.dim()
+        if self.weight_scale.numel() > 1:
+            shape[self.weight_axis] = -1
+        return self.weight_q.float() * self.weight_scale.reshape(shape)
 
 
 def bn_factors(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +69,6 @@ def deploy_layer(layer: QuantLayer, bn: nn.modules.batchnorm._BatchNorm | None) 
         scale = scale.expand_as(k) * k.abs() if scale.numel() == 1 else scale * k.abs()
         sign = torch.where(k < 0, -1, 1).reshape(shape)
         q = (q.to(torch.int16) * sign).to(torch.int8)
-        weight = weight * k.reshape(shape)
         bias = shift if bias is None else bias * k + shift
     act = layer.act_quant
     clip_max = act.clip_max.detach().clamp_min(CLIP_EPS)
@@ -74,7 +79,6 @@ def deploy_layer(layer: QuantLayer, bn: nn.modules.batchnorm._BatchNorm | None) 
         weight_scale=scale.float(),
         weight_axis=axis,
         weight_bits=wq.bits,
-        weight_float=weight,
         bias=bias,
         act_scale=act_scale.float(),
         act_offset=act_offset,

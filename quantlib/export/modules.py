@@ -8,14 +8,14 @@ import torch
 from torch import nn
 
 from quantlib.export.fold import DeployedLayer, can_fold, deploy_layer
-from quantlib.export.ops import dequant, quant_dequant
+from quantlib.export.ops import quant_dequant
 from quantlib.layers import QuantLayer
 from quantlib.prepare import quant_layers
 from quantlib.quant import IntRange
 
 
 class QDQLayer(nn.Module):
-    """A quantized layer as deployed: QDQ on the input, integer (or QDQ float) weights.
+    """A quantized layer as exported: QDQ on the input and on the (grid-valued) weight.
 
     The bias is added after the layer, as its own float ``Add``: a Conv/Gemm whose inputs
     come from DequantizeLinear and whose bias is a float initializer is read by ONNX
@@ -24,32 +24,25 @@ class QDQLayer(nn.Module):
     rounding is large enough to change predictions.
     """
 
-    def __init__(self, source: QuantLayer, deployed: DeployedLayer, *, int_weights: bool) -> None:
+    def __init__(self, source: QuantLayer, deployed: DeployedLayer) -> None:
         super().__init__()
         self.layer = copy.deepcopy(source.layer)
         self.layer.bias = None
         self.bias = None if deployed.bias is None else nn.Parameter(deployed.bias)
         self._run = source._run
-        self.int_weights = int_weights
         self.act_grid = IntRange(deployed.act_bits)
         self.weight_grid = IntRange(deployed.weight_bits)
         self.axis = deployed.weight_axis
         self.register_buffer("act_scale", deployed.act_scale.reshape(()))
         self.register_buffer("act_zero_point", deployed.act_offset.to(torch.int32).reshape(()))
         self.register_buffer("weight_scale", deployed.weight_scale)
-        if int_weights:
-            self.register_buffer("weight_q", deployed.weight_q)
-        else:
-            self.register_buffer("weight_zero_point", torch.zeros_like(deployed.weight_scale, dtype=torch.int32))
-            self.layer.weight = nn.Parameter(deployed.weight_float)
+        self.register_buffer("weight_zero_point", torch.zeros_like(deployed.weight_scale, dtype=torch.int32))
+        self.layer.weight = nn.Parameter(deployed.grid_weight())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, w = self.act_grid, self.weight_grid
         x = quant_dequant(x, self.act_scale, self.act_zero_point, 1, a.qmin, a.qmax)
-        if self.int_weights:
-            weight = dequant(self.weight_q, self.weight_scale, self.axis, w.qmin, w.qmax)
-        else:
-            weight = quant_dequant(self.layer.weight, self.weight_scale, self.weight_zero_point, self.axis, w.qmin, w.qmax)
+        weight = quant_dequant(self.layer.weight, self.weight_scale, self.weight_zero_point, self.axis, w.qmin, w.qmax)
         y = self._run(self.layer, x, weight)
         if self.bias is None:
             return y
@@ -72,12 +65,12 @@ def deployed_layers(model: nn.Module) -> dict[str, DeployedLayer]:
     return out
 
 
-def export_form(model: nn.Module, *, int_weights: bool) -> nn.Module:
+def export_form(model: nn.Module) -> nn.Module:
     """A copy of the QAT model in eval mode, ready for ``torch.onnx.export``."""
     model = copy.deepcopy(model).eval()
     deployed = deployed_layers(model)
     for name, layer in list(quant_layers(model)):
-        _set(model, name, QDQLayer(layer, deployed[name], int_weights=int_weights))
+        _set(model, name, QDQLayer(layer, deployed[name]))
         if layer.folds_bn and can_fold(layer):
             _set(model, layer.folds_bn, nn.Identity())
     return model

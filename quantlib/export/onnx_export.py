@@ -1,4 +1,4 @@
-"""Writing the fake-quant and deploy ONNX models with the dynamo exporter."""
+"""Exporting the QAT model once with the dynamo exporter, and writing both ONNX models."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from quantlib.export.ops import translation_table
+from quantlib.export.int_weights import store_weights_as_integers
 from quantlib.export.modules import export_form
 
 DynamicAxes = Mapping[str, Mapping[int, str] | Sequence[int]]
@@ -58,17 +59,15 @@ def _quiet_exporter() -> Iterator[None]:
 
 def export_onnx(
     model: nn.Module,
-    path: str | Path,
     inputs: tuple[torch.Tensor, ...],
     *,
-    int_weights: bool,
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
     dynamic_axes: DynamicAxes | None = None,
-) -> Path:
-    """Export the QAT ``model`` as QDQ ONNX; opset 21 when INT4 is used, else 18."""
+) -> onnx.ModelProto:
+    """The QAT ``model`` as fake-quant QDQ ONNX; opset 21 when INT4 is used, else 18."""
     opset = 21 if needs_int4(model) else 18
-    form = export_form(model, int_weights=int_weights)
+    form = export_form(model)
     input_names = list(input_names or default_names(inputs, "input"))
     with torch.no_grad():
         outputs = form(*inputs)
@@ -77,8 +76,6 @@ def export_onnx(
     if dynamic_axes is None:
         dynamic_axes = {name: {0: "batch"} for name in [*input_names, *output_names]}
         inputs = _widen_batch(inputs)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with _quiet_exporter():
         program = torch.onnx.export(
             form,
@@ -91,5 +88,16 @@ def export_onnx(
             custom_translation_table=translation_table(opset),
             verbose=False,
         )
-    onnx.save(_without_trace_metadata(program.model_proto), str(path))
-    return path
+    return _without_trace_metadata(program.model_proto)
+
+
+def write_models(fake_quant: onnx.ModelProto, save_path: str | Path) -> tuple[Path, Path]:
+    """``{save_path}_fake_quant_model.onnx`` and ``{save_path}_deploy_model.onnx`` (integer weights)."""
+    fake_path = Path(f"{save_path}_fake_quant_model.onnx")
+    deploy_path = Path(f"{save_path}_deploy_model.onnx")
+    fake_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(fake_quant, str(fake_path))
+    deploy = onnx.ModelProto()
+    deploy.CopyFrom(fake_quant)
+    onnx.save(store_weights_as_integers(deploy), str(deploy_path))
+    return fake_path, deploy_path

@@ -1,7 +1,7 @@
-"""Quantize/dequantize as torch custom ops that the ONNX exporter turns into
-QuantizeLinear/DequantizeLinear, with int8 or int4 zero points and storage.
+"""Quantize-dequantize as a torch custom op that the ONNX exporter turns into
+QuantizeLinear/DequantizeLinear, with int8 or int4 zero points.
 
-The torch implementations compute exactly what ONNX Runtime computes, so the exported
+The torch implementation computes exactly what ONNX Runtime computes, so the exported
 graph can be checked against the export-form module in PyTorch.
 """
 
@@ -20,12 +20,6 @@ def onnx_int_type(qmin: int) -> int:
     return TensorProto.INT4 if qmin >= INT4_RANGE[0] else TensorProto.INT8
 
 
-def _channel_shape(t: torch.Tensor, axis: int) -> list[int]:
-    shape = [1] * t.dim()
-    shape[axis] = -1
-    return shape
-
-
 @torch.library.custom_op("quantlib::quant_dequant", mutates_args=())
 def quant_dequant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int, qmin: int, qmax: int) -> torch.Tensor:
     """Per-tensor (scale has one element) or per-``axis`` fake quantization."""
@@ -39,36 +33,17 @@ def _(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int,
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("quantlib::dequant", mutates_args=())
-def dequant(q: torch.Tensor, scale: torch.Tensor, axis: int, qmin: int, qmax: int) -> torch.Tensor:
-    """Integer weights (stored as int8) back to float: ``q * scale`` per tensor or per axis."""
-    if scale.numel() == 1:
-        return q.float() * scale.reshape(())
-    return q.float() * scale.reshape(_channel_shape(q, axis))
-
-
-@dequant.register_fake
-def _(q: torch.Tensor, scale: torch.Tensor, axis: int, qmin: int, qmax: int) -> torch.Tensor:
-    return torch.empty(q.shape, dtype=torch.float32, device=q.device)
-
-
 def translation_table(opset: int) -> dict[Callable[..., object], Callable[..., object]]:
-    """ONNX translations of the two ops for the exporter's ``custom_translation_table``."""
+    """The ONNX translation of the op for the exporter's ``custom_translation_table``."""
     op = opset21 if opset >= 21 else opset13
 
     def onnx_quant_dequant(x, scale, zero_point, axis: int, qmin: int, qmax: int):  # noqa: ANN001, ANN202
         zp = op.Cast(zero_point, to=onnx_int_type(qmin))
         return op.DequantizeLinear(op.QuantizeLinear(x, scale, zp, axis=axis), scale, zp, axis=axis)
 
-    def onnx_dequant(q, scale, axis: int, qmin: int, qmax: int):  # noqa: ANN001, ANN202
-        if onnx_int_type(qmin) == TensorProto.INT4:
-            q = op.Cast(q, to=TensorProto.INT4)
-        return op.DequantizeLinear(q, scale, axis=axis)
-
     return {
         torch.ops.quantlib.quant_dequant.default: onnx_quant_dequant,
-        torch.ops.quantlib.dequant.default: onnx_dequant,
     }
 
 
-__all__ = ["dequant", "quant_dequant", "translation_table"]
+__all__ = ["quant_dequant", "translation_table"]

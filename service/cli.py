@@ -1,0 +1,129 @@
+"""``qat db`` and ``qat admin``: schema migrations and team administration from a shell.
+
+These commands read the same ``QAT_*`` variables as the API and workers and never import
+torch, so they are quick and work on hosts without it. Mistakes print one line,
+``error [CODE] field: message``, and exit with status 2, like ``qat quantize``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from sqlalchemy.exc import OperationalError
+
+from service import migrate, teams
+from service.db import SessionFactory, make_engine, session_factory
+from service.errors import DatabaseUnavailable, ServiceError
+from service.settings import Settings
+
+USER_ERROR_EXIT = 2
+
+
+class _UserError(click.ClickException):
+    exit_code = USER_ERROR_EXIT
+
+    def __init__(self, error: ServiceError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error {self.error}", err=True)
+
+
+class ServiceGroup(click.Group):
+    """A group whose commands report ``ServiceError`` (and an unreachable database) as one line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ServiceError as exc:
+            raise _UserError(exc) from exc
+        except OperationalError as exc:
+            unavailable = DatabaseUnavailable(f"cannot use the database: {exc.orig}", field="QAT_DATABASE_URL")
+            raise _UserError(unavailable) from exc
+
+
+def _database() -> SessionFactory:
+    """Sessions on the configured database, after checking its schema is current."""
+    engine = make_engine(Settings.from_env().database_url)
+    migrate.require_current_schema(engine)
+    return session_factory(engine)
+
+
+@click.group(cls=ServiceGroup)
+def db() -> None:
+    """The job store's database schema."""
+
+
+@db.command()
+def upgrade() -> None:
+    """Create or migrate the schema of QAT_DATABASE_URL to this code's revision."""
+    before = migrate.current_revision(make_engine(Settings.from_env().database_url))
+    migrate.upgrade()  # migrations/env.py reads the same settings
+    click.echo(f"database schema at revision {migrate.head_revision()} (was {before or 'empty'})")
+
+
+@click.group(cls=ServiceGroup)
+def admin() -> None:
+    """Teams and their API tokens."""
+
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+@admin.command("create-team")
+@click.argument("name")
+@click.option("--max-running", type=click.IntRange(min=1), default=2, show_default=True, help="Jobs running at once.")
+@click.option("--max-queued", type=click.IntRange(min=1), default=100, show_default=True, help="Jobs waiting at once.")
+@click.option("--weight", type=click.IntRange(min=1), default=1, show_default=True, help="Share of the GPU pool.")
+@_json_option
+def create_team(name: str, max_running: int, max_queued: int, weight: int, as_json: bool) -> None:
+    """Create team NAME and print its first API token (shown only this once)."""
+    issued = teams.create_team(_database(), name, max_running=max_running, max_queued=max_queued, weight=weight)
+    if not as_json:
+        click.echo(f"created team {name!r} (max_running={max_running}, max_queued={max_queued}, weight={weight})")
+    _print_token(issued, as_json)
+
+
+@admin.command("create-token")
+@click.argument("team")
+@_json_option
+def create_token(team: str, as_json: bool) -> None:
+    """Print a new API token for TEAM (shown only this once)."""
+    _print_token(teams.create_token(_database(), team), as_json)
+
+
+@admin.command("revoke-token")
+@click.argument("prefix")
+def revoke_token(prefix: str) -> None:
+    """Revoke the token whose prefix (qat_ and 12 hex digits) is PREFIX."""
+    token = teams.revoke_token(_database(), prefix)
+    click.echo(f"token {token.prefix} revoked at {token.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
+
+
+@admin.command("list-teams")
+@_json_option
+def list_teams(as_json: bool) -> None:
+    """Every team with its limits and number of active tokens."""
+    rows = teams.list_teams(_database())
+    if as_json:
+        click.echo(json.dumps([{**vars(row), "created_at": row.created_at.isoformat()} for row in rows]))
+        return
+    header = ("NAME", "MAX_RUNNING", "MAX_QUEUED", "WEIGHT", "TOKENS", "CREATED")
+    table = [header] + [
+        (r.name, str(r.max_running), str(r.max_queued), str(r.weight), str(r.active_tokens), f"{r.created_at:%Y-%m-%d}")
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _print_token(issued: teams.IssuedToken, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"team": issued.team, "prefix": issued.prefix, "token": issued.token}))
+        return
+    click.echo(f"token: {issued.token}")
+    click.echo(f"Store it now: it is shown only this once. Revoke it with `qat admin revoke-token {issued.prefix}`.")

@@ -1,0 +1,198 @@
+"""The service's one settings object, read from ``QAT_*`` environment variables.
+
+The API, the workers and the ``qat`` admin commands all call :meth:`Settings.from_env`,
+so one set of variables configures every process. With nothing set, everything lives
+under ``./var`` (SQLite, a filesystem broker, a local artifact directory): the embedded
+default that needs no server. A bad value fails at startup with a :class:`BadSetting`
+naming the variable, never later inside a request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from service.errors import BadSetting
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(?:([KMG])(?:i?B)?|B)?\s*$", re.IGNORECASE)
+_UNITS = {None: 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+# AWS's rules for new buckets; S3-compatible servers accept a superset.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_SUPPORTED_DATABASES = ("sqlite", "postgresql")
+_DATABASE_ALIASES = {"postgres": "postgresql"}
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+@dataclass(frozen=True)
+class LocalArtifacts:
+    """Artifacts in a directory on this machine (``QAT_ARTIFACTS=/srv/qat/artifacts``)."""
+
+    root: Path
+
+
+@dataclass(frozen=True)
+class S3Artifacts:
+    """Artifacts in an S3 bucket under a key prefix (``QAT_ARTIFACTS=s3://bucket/prefix``)."""
+
+    bucket: str
+    prefix: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment, parsed and checked once.
+
+    Attributes:
+        database_url: ``QAT_DATABASE_URL``, a SQLAlchemy URL for SQLite or PostgreSQL
+            (``postgresql://user@host/db``); default ``sqlite:///<cwd>/var/qat.db``.
+        broker_url: ``QAT_BROKER_URL``, the Celery broker that carries job ids
+            (``redis://host:6379/0``); default ``filesystem://<cwd>/var/broker``, kombu's
+            server-less filesystem transport.
+        broker_folder: the folder of a ``filesystem://`` broker, ``None`` for any other.
+        artifacts: ``QAT_ARTIFACTS``, a local directory (default ``<cwd>/var/artifacts``)
+            or ``s3://bucket/prefix``.
+        s3_endpoint_url: ``QAT_S3_ENDPOINT_URL``, an S3-compatible server (MinIO, Ceph,
+            ...); unset means AWS S3. Credentials come from the usual ``AWS_*`` variables.
+        max_model_bytes / max_data_bytes / max_config_bytes: ``QAT_MAX_MODEL_BYTES``,
+            ``QAT_MAX_DATA_BYTES``, ``QAT_MAX_CONFIG_BYTES``, upload limits; plain bytes
+            or with a unit (``512MiB``, ``2G``).
+        lease_seconds: ``QAT_LEASE_SECONDS``, how long a worker's claim on a job lasts
+            without a heartbeat before the reaper re-queues the job.
+        max_attempts: ``QAT_MAX_ATTEMPTS``, how many times a job may be started before a
+            lost worker fails it for good (``WORKER_LOST``).
+        download_redirect: ``QAT_DOWNLOAD_REDIRECT`` (``1``/``true``), answer artifact
+            downloads with a 302 to a presigned URL where the store has them (S3), so the
+            bytes bypass the API process.
+        download_url_expiry_s: ``QAT_DOWNLOAD_URL_EXPIRY_S``, how long those URLs stay valid.
+    """
+
+    database_url: str
+    broker_url: str
+    broker_folder: Path | None
+    artifacts: LocalArtifacts | S3Artifacts
+    s3_endpoint_url: str | None
+    max_model_bytes: int
+    max_data_bytes: int
+    max_config_bytes: int
+    lease_seconds: int
+    max_attempts: int
+    download_redirect: bool = False
+    download_url_expiry_s: int = 3600
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> Settings:
+        """Read the settings from ``environ`` (default ``os.environ``); an empty value counts as unset.
+
+        Relative paths, and the ``./var`` defaults, are resolved against ``cwd``
+        (default: the current directory) so every later use sees absolute paths.
+        """
+        env = {k: v for k, v in (os.environ if environ is None else environ).items() if v.strip()}
+        var = (cwd or Path.cwd()).resolve() / "var"
+        broker_url = env.get("QAT_BROKER_URL", f"filesystem://{var / 'broker'}")
+        return cls(
+            database_url=_database_url(env.get("QAT_DATABASE_URL", f"sqlite:///{var / 'qat.db'}")),
+            broker_url=broker_url,
+            broker_folder=_broker_folder(broker_url),
+            artifacts=_artifacts(env.get("QAT_ARTIFACTS", str(var / "artifacts")), cwd),
+            s3_endpoint_url=_endpoint(env.get("QAT_S3_ENDPOINT_URL")),
+            max_model_bytes=_size(env, "QAT_MAX_MODEL_BYTES", 512 << 20),
+            max_data_bytes=_size(env, "QAT_MAX_DATA_BYTES", 2 << 30),
+            max_config_bytes=_size(env, "QAT_MAX_CONFIG_BYTES", 1 << 20),
+            lease_seconds=_positive_int(env, "QAT_LEASE_SECONDS", 60),
+            max_attempts=_positive_int(env, "QAT_MAX_ATTEMPTS", 3),
+            download_redirect=_flag(env, "QAT_DOWNLOAD_REDIRECT"),
+            download_url_expiry_s=_positive_int(env, "QAT_DOWNLOAD_URL_EXPIRY_S", 3600),
+        )
+
+
+def _database_url(raw: str) -> str:
+    try:
+        backend = make_url(raw).get_backend_name()
+        backend = _DATABASE_ALIASES.get(backend, backend)
+    except ArgumentError:
+        raise BadSetting(
+            f"not a database URL: {raw!r}; use sqlite:////abs/path/qat.db or postgresql://user@host/db",
+            field="QAT_DATABASE_URL",
+        ) from None
+    if backend not in _SUPPORTED_DATABASES:
+        raise BadSetting(
+            f"database {backend!r} is not supported; use one of {', '.join(_SUPPORTED_DATABASES)}",
+            field="QAT_DATABASE_URL",
+        )
+    return raw
+
+
+def _broker_folder(url: str) -> Path | None:
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme:
+        raise BadSetting(
+            f"not a broker URL: {url!r}; use redis://host:6379/0 or filesystem:///abs/folder", field="QAT_BROKER_URL"
+        )
+    if scheme != "filesystem":
+        return None
+    if not rest.startswith("/"):
+        raise BadSetting(
+            f"a filesystem broker needs an absolute folder, e.g. filesystem:///srv/qat/broker; got {url!r}",
+            field="QAT_BROKER_URL",
+        )
+    return Path(rest)
+
+
+def _artifacts(raw: str, cwd: Path | None) -> LocalArtifacts | S3Artifacts:
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        return LocalArtifacts((cwd or Path.cwd()).resolve() / Path(raw).expanduser())
+    if scheme != "s3":
+        raise BadSetting(
+            f"unsupported artifact store {raw!r}; use a directory or s3://bucket/prefix", field="QAT_ARTIFACTS"
+        )
+    bucket, _, prefix = rest.partition("/")
+    if not _BUCKET.match(bucket):
+        raise BadSetting(
+            f"{bucket!r} is not a valid bucket name: 3-63 characters of a-z, 0-9, '.' and '-'",
+            field="QAT_ARTIFACTS",
+        )
+    return S3Artifacts(bucket=bucket, prefix=prefix.strip("/"))
+
+
+def _endpoint(raw: str | None) -> str | None:
+    if raw is not None and not raw.startswith(("http://", "https://")):
+        raise BadSetting(f"expected an http:// or https:// URL, got {raw!r}", field="QAT_S3_ENDPOINT_URL")
+    return raw
+
+
+def _size(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    match = _SIZE.match(raw)
+    if not match or int(match[1]) == 0:
+        raise BadSetting(f"expected a positive size such as 524288000 or 500MiB, got {raw!r}", field=name)
+    unit = match[2].upper() if match[2] else None
+    return int(match[1]) * _UNITS[unit]
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise BadSetting(f"expected a positive whole number, got {raw!r}", field=name)
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "false").strip().lower()
+    if raw not in _FLAGS:
+        raise BadSetting(f"expected true or false (1/0, yes/no), got {raw!r}", field=name)
+    return _FLAGS[raw]

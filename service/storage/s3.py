@@ -1,0 +1,118 @@
+"""Artifacts in S3 or any S3-compatible server (MinIO, Ceph, moto) through boto3.
+
+Two client settings make S3-compatible servers work: checksums only ``when_required``
+(recent boto3 adds CRC32 trailers by default, which many servers reject or store as
+part of the body) and path-style addressing (``http://host/bucket/key``, no per-bucket
+DNS). ``s3v4`` signatures make presigned URLs valid everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO
+
+import boto3
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from service.errors import NotFound, StorageUnavailable
+from service.storage.base import CHUNK_SIZE, HashingReader, validate_key, validate_prefix
+
+_MISSING = ("404", "NoSuchKey", "NotFound")
+# Multipart above 8 MiB in 8 MiB parts. The reader is not seekable, so boto3 reads it
+# part by part in order and holds at most ten parts (80 MiB) in memory, whatever the size.
+_TRANSFER = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=4)
+
+
+class S3Store:
+    """Keys live under ``prefix/`` in ``bucket``; credentials come from boto3's usual chain."""
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        session = boto3.session.Session()
+        self.client: Any = session.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=session.region_name or "us-east-1",
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                retries={"max_attempts": 5, "mode": "standard"},
+            ),
+        )
+
+    def _object(self, key: str) -> str:
+        return self.prefix + validate_key(key)
+
+    def put_stream(self, key: str, fileobj: BinaryIO) -> tuple[int, str]:
+        name = self._object(key)
+        reader = HashingReader(fileobj)
+        with _errors(key):
+            self.client.upload_fileobj(reader, self.bucket, name, Config=_TRANSFER)
+        return reader.size, reader.sha256
+
+    def open_stream(self, key: str) -> Iterator[bytes]:
+        name = self._object(key)
+        with _errors(key):
+            body = self.client.get_object(Bucket=self.bucket, Key=name)["Body"]
+        return _chunks(body)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.size(key)
+        except NotFound:
+            return False
+        return True
+
+    def delete(self, key: str) -> None:
+        name = self._object(key)
+        with _errors(key):
+            self.client.delete_object(Bucket=self.bucket, Key=name)
+
+    def size(self, key: str) -> int:
+        name = self._object(key)
+        with _errors(key):
+            return int(self.client.head_object(Bucket=self.bucket, Key=name)["ContentLength"])
+
+    def presigned_url(self, key: str, expires_s: int) -> str | None:
+        name = self._object(key)
+        with _errors(key):
+            url: str = self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": name}, ExpiresIn=expires_s
+            )
+        return url
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        full = self.prefix + validate_prefix(prefix)
+        with _errors(prefix):
+            pages = list(self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full))
+        return iter([item["Key"][len(self.prefix) :] for page in pages for item in page.get("Contents", [])])
+
+
+@contextmanager
+def _errors(key: str) -> Iterator[None]:
+    """botocore's exceptions as the service's: a missing object is ``NotFound``, the rest unavailable."""
+    try:
+        yield
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in _MISSING:
+            raise NotFound(f"no stored object {key!r}", field="key") from None
+        raise StorageUnavailable(f"S3 refused the request for {key!r}: {exc}", field="key") from exc
+    except S3UploadFailedError as exc:
+        raise StorageUnavailable(f"S3 refused the upload of {key!r}: {exc}", field="key") from exc
+    except BotoCoreError as exc:
+        raise StorageUnavailable(f"S3 could not be reached for {key!r}: {exc}", field="key") from exc
+
+
+def _chunks(body: Any) -> Iterator[bytes]:
+    try:
+        yield from body.iter_chunks(CHUNK_SIZE)
+    finally:
+        body.close()

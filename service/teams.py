@@ -1,0 +1,130 @@
+"""Teams and their API tokens: creation, revocation and bearer-token authentication.
+
+A token is shown exactly once, when it is made; the database keeps only its sha256 and
+a short random prefix (``qat_1a2b3c4d5e6f``) by which people can name it, e.g. to revoke
+it. Authentication finds the row by that prefix and compares hashes in constant time,
+so response timing says nothing about how much of a guessed token was right.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.db import ApiToken, SessionFactory, Team, reading, utcnow, writing
+from service.errors import Conflict, InvalidArgument, NotFound
+
+TOKEN_SCHEME = "qat_"
+PREFIX_LENGTH = len(TOKEN_SCHEME) + 12
+_TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A freshly made token: ``token`` is the secret, printed once and never stored."""
+
+    team: str
+    prefix: str
+    token: str
+
+
+@dataclass(frozen=True)
+class TeamSummary:
+    """A team's limits and how many unrevoked tokens it has, for ``qat admin list-teams``."""
+
+    name: str
+    max_running: int
+    max_queued: int
+    weight: int
+    active_tokens: int
+    created_at: datetime
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a token: hex sha256 (tokens are 256-bit random, so no salt is needed)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_team(
+    db: SessionFactory, name: str, *, max_running: int = 2, max_queued: int = 100, weight: int = 1
+) -> IssuedToken:
+    """Create team ``name`` with its first token; ``Conflict`` if the name is taken."""
+    if not _TEAM_NAME.match(name):
+        raise InvalidArgument(
+            f"bad team name {name!r}: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            field="name",
+        )
+    for field, value in (("max_running", max_running), ("max_queued", max_queued), ("weight", weight)):
+        if value < 1:
+            raise InvalidArgument(f"{field} must be at least 1, got {value}", field=field)
+    try:
+        with writing(db) as session:
+            if session.scalar(select(Team.id).where(Team.name == name)) is not None:
+                raise Conflict(f"team {name!r} already exists", field="name")
+            team = Team(name=name, max_running=max_running, max_queued=max_queued, weight=weight)
+            session.add(team)
+            session.flush()
+            return _issue(session, team)
+    except IntegrityError:
+        raise Conflict(f"team {name!r} already exists", field="name") from None
+
+
+def create_token(db: SessionFactory, team_name: str) -> IssuedToken:
+    """Another token for an existing team (rotation: create the new one, then revoke the old)."""
+    with writing(db) as session:
+        team = session.scalar(select(Team).where(Team.name == team_name))
+        if team is None:
+            raise NotFound(f"no team named {team_name!r}", field="team")
+        return _issue(session, team)
+
+
+def revoke_token(db: SessionFactory, prefix: str) -> ApiToken:
+    """Revoke the token shown as ``prefix``; revoking twice keeps the first revocation time."""
+    with writing(db) as session:
+        token = session.scalar(select(ApiToken).where(ApiToken.prefix == prefix))
+        if token is None:
+            raise NotFound(f"no token with prefix {prefix!r}", field="prefix")
+        if token.revoked_at is None:
+            token.revoked_at = utcnow()
+        return token
+
+
+def list_teams(db: SessionFactory) -> list[TeamSummary]:
+    """Every team by name, with its count of unrevoked tokens."""
+    active = and_(ApiToken.team_id == Team.id, ApiToken.revoked_at.is_(None))
+    query = select(Team, func.count(ApiToken.id)).outerjoin(ApiToken, active).group_by(Team.id).order_by(Team.name)
+    with reading(db) as session:
+        return [
+            TeamSummary(t.name, t.max_running, t.max_queued, t.weight, count, t.created_at)
+            for t, count in session.execute(query).tuples()
+        ]
+
+
+def authenticate(db: SessionFactory, token: str) -> Team | None:
+    """The team a bearer token belongs to, or ``None`` for an unknown, malformed or revoked token."""
+    if not token.startswith(TOKEN_SCHEME) or len(token) <= PREFIX_LENGTH:
+        return None
+    query = select(ApiToken, Team).join(Team).where(ApiToken.prefix == token[:PREFIX_LENGTH])
+    with reading(db) as session:
+        row = session.execute(query).tuples().one_or_none()
+    if row is None:
+        return None
+    stored, team = row
+    if not hmac.compare_digest(stored.token_sha256, hash_token(token)) or stored.revoked_at is not None:
+        return None
+    return team
+
+
+def _issue(session: Session, team: Team) -> IssuedToken:
+    prefix = TOKEN_SCHEME + secrets.token_hex(6)
+    token = f"{prefix}_{secrets.token_urlsafe(32)}"
+    session.add(ApiToken(team_id=team.id, prefix=prefix, token_sha256=hash_token(token)))
+    return IssuedToken(team=team.name, prefix=prefix, token=token)

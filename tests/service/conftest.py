@@ -1,0 +1,184 @@
+"""Real backends for the service tests: PostgreSQL, SQLite files and an S3-compatible server.
+
+PostgreSQL is the server already running on this machine (``QAT_TEST_POSTGRES_URL``,
+default ``postgresql://postgres@127.0.0.1:5432/postgres``); each test session creates
+its own databases there and drops them at the end. The S3 server is moto's, started on
+a free loopback port for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, text
+
+from service import migrate
+from service.db import Base, SessionFactory, Team, make_engine, session_factory
+from service.storage import ArtifactStore, LocalStore, S3Store
+from service.teams import authenticate, create_team
+
+ADMIN_URL = os.environ.get("QAT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+BACKENDS = ("sqlite", "postgresql")
+
+
+# ------------------------------------------------------------------------- databases
+
+
+@pytest.fixture(scope="session")
+def new_pg_database() -> Iterator[Callable[[], str]]:
+    """Makes empty PostgreSQL databases (``qat_test_<random>``) and drops them all at the end."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"qat_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+    yield make
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        for name in created:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def migrated_pg_url(new_pg_database: Callable[[], str]) -> str:
+    """One migrated PostgreSQL database shared by the session; tests empty it after use."""
+    url = new_pg_database()
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (faster than migrating each time)."""
+    path = tmp_path_factory.mktemp("template") / "qat.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(f"sqlite:///{path}")
+    with engine.connect() as connection:  # fold the WAL into the file so a copy is complete
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def empty_db_url(backend: str, new_pg_database: Callable[[], str], tmp_path: Path) -> str:
+    """A database with no tables at all, for migration tests."""
+    return new_pg_database() if backend == "postgresql" else f"sqlite:///{tmp_path / 'empty.db'}"
+
+
+@pytest.fixture
+def engine(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated, empty database of ``backend``, private to the test."""
+    if backend == "sqlite":
+        path = tmp_path / "qat.db"
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite_template"), path)
+        engine = make_engine(f"sqlite:///{path}")
+        yield engine
+        engine.dispose()
+        return
+    engine = make_engine(request.getfixturevalue("migrated_pg_url"))
+    yield engine
+    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def db(engine: Engine) -> SessionFactory:
+    return session_factory(engine)
+
+
+@pytest.fixture
+def make_team(db: SessionFactory) -> Callable[..., Team]:
+    """Creates a team (through its first token, so authentication is exercised too)."""
+
+    def make(max_running: int = 2, max_queued: int = 100) -> Team:
+        issued = create_team(db, f"team-{uuid.uuid4().hex[:8]}", max_running=max_running, max_queued=max_queued)
+        team = authenticate(db, issued.token)
+        assert team is not None
+        return team
+
+    return make
+
+
+# ---------------------------------------------------------------------------- storage
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on a free loopback port, with dummy credentials in the environment."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        try:
+            _wait_until_answering(endpoint, server)
+            yield endpoint
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+def _wait_until_answering(endpoint: str, server: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"moto server exited with status {server.returncode}")
+        try:
+            urllib.request.urlopen(endpoint, timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # an HTTP answer, even an error, means it is serving
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"moto server did not answer on {endpoint} within {timeout_s} s")
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A new, empty bucket for the test."""
+    name = f"qat-{uuid.uuid4().hex[:12]}"
+    S3Store(name, endpoint_url=s3_endpoint).client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(params=["local", "s3"])
+def artifact_store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
+    """Each store implementation, empty; the S3 one keeps its keys under a prefix."""
+    if request.param == "local":
+        return LocalStore(tmp_path / "artifacts")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    return S3Store(request.getfixturevalue("s3_bucket"), "some/prefix", endpoint)
