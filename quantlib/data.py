@@ -15,23 +15,18 @@ from typing import BinaryIO
 
 import numpy as np
 
+from quantlib.errors import QuantlibError
+
 X_KEYS = ("x_train", "x_eval")
 Y_KEYS = ("y_train", "y_eval")
 ALLOWED_KEYS = ("x_train", "y_train", "x_eval", "y_eval")
 _DTYPES = {"x_train": np.float32, "x_eval": np.float32, "y_train": np.int64, "y_eval": np.int64}
 
 
-class DataError(ValueError):
+class DataError(QuantlibError):
     """A dataset that cannot be used; ``field`` names the array (``y_train``) or ``data``."""
 
-    def __init__(self, message: str, *, field: str | None = None, code: str = "BAD_DATA") -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.field = field
-
-    def to_dict(self) -> dict[str, str | None]:
-        return {"code": self.code, "message": self.message, "field": self.field}
+    default_code = "BAD_DATA"
 
 
 @dataclass(frozen=True)

@@ -14,21 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from quantlib.errors import QuantlibError
+
 if TYPE_CHECKING:
     import torch
 
 
-class ModelError(ValueError):
+class ModelError(QuantlibError):
     """A model file that cannot be used; ``field`` is ``model``."""
 
-    def __init__(self, message: str, *, field: str | None = "model", code: str = "BAD_MODEL") -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.field = field
-
-    def to_dict(self) -> dict[str, str | None]:
-        return {"code": self.code, "message": self.message, "field": self.field}
+    default_code = "BAD_MODEL"
+    default_field = "model"
 
 
 @contextlib.contextmanager

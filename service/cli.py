@@ -1,4 +1,4 @@
-"""``qat db`` and ``qat admin``: schema migrations and team administration from a shell.
+"""``qat db``, ``qat admin`` and ``qat serve``: migrations, team administration and the API server.
 
 These commands read the same ``QAT_*`` variables as the API and workers and never import
 torch, so they are quick and work on hosts without it. Mistakes print one line,
@@ -8,9 +8,12 @@ torch, so they are quick and work on hosts without it. Mistakes print one line,
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from service import migrate, teams
@@ -32,17 +35,32 @@ class _UserError(click.ClickException):
         click.echo(f"error {self.error}", err=True)
 
 
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Report ``ServiceError`` (and an unreachable database) as one line instead of a traceback."""
+    try:
+        yield
+    except ServiceError as exc:
+        raise _UserError(exc) from exc
+    except OperationalError as exc:
+        unavailable = DatabaseUnavailable(f"cannot use the database: {exc.orig}", field="QAT_DATABASE_URL")
+        raise _UserError(unavailable) from exc
+
+
 class ServiceGroup(click.Group):
-    """A group whose commands report ``ServiceError`` (and an unreachable database) as one line."""
+    """A group whose commands report mistakes as one line (see :func:`_user_errors`)."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
+        with _user_errors():
             return super().invoke(ctx)
-        except ServiceError as exc:
-            raise _UserError(exc) from exc
-        except OperationalError as exc:
-            unavailable = DatabaseUnavailable(f"cannot use the database: {exc.orig}", field="QAT_DATABASE_URL")
-            raise _UserError(unavailable) from exc
+
+
+class ServiceCommand(click.Command):
+    """A single command that reports mistakes as one line (see :func:`_user_errors`)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _user_errors():
+            return super().invoke(ctx)
 
 
 def _database() -> SessionFactory:
@@ -127,3 +145,22 @@ def _print_token(issued: teams.IssuedToken, as_json: bool) -> None:
         return
     click.echo(f"token: {issued.token}")
     click.echo(f"Store it now: it is shown only this once. Revoke it with `qat admin revoke-token {issued.prefix}`.")
+
+
+@click.command(cls=ServiceCommand)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port.")
+@click.option("--threads", type=click.IntRange(min=1), default=16, show_default=True, help="Requests served at once.")
+def serve(host: str, port: int, threads: int) -> None:
+    """Run the HTTP API with waitress (a production WSGI server) until interrupted."""
+    # imported here so `qat db` and `qat admin` stay quick: they need neither Flask nor waitress
+    import waitress
+
+    from service.app import create_app
+    from service.uploads import server_body_limit
+
+    settings = Settings.from_env()
+    app = create_app(settings)
+    database = make_url(settings.database_url).render_as_string(hide_password=True)
+    click.echo(f"qat API on http://{host}:{port}/ (database {database})")
+    waitress.serve(app, host=host, port=port, threads=threads, max_request_body_size=server_body_limit(settings))

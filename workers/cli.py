@@ -15,6 +15,7 @@ COMMANDS = {
     "admin": "service.cli:admin",
     "db": "service.cli:db",
     "quantize": "quantlib.cli:quantize",
+    "serve": "service.cli:serve",
 }
 
 

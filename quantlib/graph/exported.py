@@ -89,6 +89,16 @@ def _install(gm: fx.GraphModule, path: str, module: nn.Module) -> None:
     setattr(gm.get_submodule(parent) if parent else gm, name, module)
 
 
+def _replace_call(gm: fx.GraphModule, node: fx.Node, path: str, module: nn.Module) -> None:
+    """Install ``module`` at ``path`` and call it on the node's input instead of the node."""
+    _install(gm, path, module)
+    with gm.graph.inserting_before(node):
+        call = gm.graph.call_module(path, (node.args[0],))
+    call.meta = dict(node.meta)
+    node.replace_all_uses_with(call)
+    gm.graph.erase_node(node)
+
+
 def _lift_layer(gm: fx.GraphModule, node: fx.Node) -> None:
     path = _owner(gm, node.args[1], "weight")
     bias_node = _arg(node, 2, "bias", None)
@@ -102,12 +112,7 @@ def _lift_layer(gm: fx.GraphModule, node: fx.Node) -> None:
     module = LIFTABLE[op_name(node)](node, weight, bias)
     module.weight = weight
     module.bias = bias
-    _install(gm, path, module)
-    with gm.graph.inserting_before(node):
-        call = gm.graph.call_module(path, (node.args[0],))
-    call.meta = dict(node.meta)
-    node.replace_all_uses_with(call)
-    gm.graph.erase_node(node)
+    _replace_call(gm, node, path, module)
 
 
 def _lift_batch_norm(gm: fx.GraphModule, node: fx.Node) -> None:
@@ -126,12 +131,7 @@ def _lift_batch_norm(gm: fx.GraphModule, node: fx.Node) -> None:
         if hasattr(holder, name):
             bn.register_buffer(name, getattr(holder, name))
     bn.train(bool(node.args[5]))
-    _install(gm, path, bn)
-    with gm.graph.inserting_before(node):
-        call = gm.graph.call_module(path, (node.args[0],))
-    call.meta = dict(node.meta)
-    node.replace_all_uses_with(call)
-    gm.graph.erase_node(node)
+    _replace_call(gm, node, path, bn)
 
 
 def _lift_dropout(gm: fx.GraphModule, node: fx.Node, index: int) -> None:

@@ -80,9 +80,10 @@ class ULQFunction(torch.autograd.Function):
 
     Cost: torch's fused fake-quantize kernels are scalar loops, several times slower
     than four vectorised in-place passes, so the forward is written out. The backward
-    stores no masks: in range ``y - x`` is the rounding error, and out of range ``y`` is
-    the top grid value above and the bottom one below, so two sums over the
-    out-of-range gradient (plain and weighted by ``y``) separate U from L.
+    stores no masks and allocates only the input gradient: in range ``y - x`` is the
+    rounding error, and out of range ``y`` is the top grid value above and the bottom
+    one below, so the clip gradients follow from five read-only reductions (sums of the
+    gradient and dot products with ``x`` and ``y``, all and in-range only).
     """
 
     @staticmethod
@@ -104,10 +105,12 @@ class ULQFunction(torch.autograd.Function):
         grad_x = _grad_in_range(grad, x, bottom - 0.5 * scale, top + 0.5 * scale)
         if not (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
             return grad_x, None, None, None
-        g_out = (grad - grad_x).flatten()
-        err_sum = torch.dot(grad_x.flatten(), (y - x).flatten()) / (scale * grid.levels)
-        out_sum = g_out.sum()
-        grad_above = (torch.dot(g_out, y.flatten()) - bottom * out_sum) / (top - bottom)
+        g, g_in, xs, ys = grad.flatten(), grad_x.flatten(), x.flatten(), y.flatten()
+        in_y = torch.dot(g_in, ys)
+        err_sum = (in_y - torch.dot(g_in, xs)) / (scale * grid.levels)
+        out_sum = g.sum() - g_in.sum()
+        out_y = torch.dot(g, ys) - in_y
+        grad_above = (out_y - bottom * out_sum) / (top - bottom)
         grad_below = out_sum - grad_above
         grad_max = (err_sum + grad_above).reshape(()) if ctx.needs_input_grad[1] else None
         grad_min = (grad_below - err_sum).reshape(()) if ctx.needs_input_grad[2] else None

@@ -1,5 +1,6 @@
 """Real backends for the service tests: PostgreSQL, SQLite files and an S3-compatible server.
 
+API tests serve the real app with waitress on a loopback port (``make_api``/``api``).
 PostgreSQL is the server already running on this machine (``QAT_TEST_POSTGRES_URL``,
 default ``postgresql://postgres@127.0.0.1:5432/postgres``); each test session creates
 its own databases there and drops them at the end. The S3 server is moto's, started on
@@ -13,19 +14,27 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+import requests
+import waitress
+from waitress import wasyncore
 from sqlalchemy import Engine, text
 
 from service import migrate
+from service.app import create_app
 from service.db import Base, SessionFactory, Team, make_engine, session_factory
+from service.services import EXTENSION, Services
+from service.settings import Settings
 from service.storage import ArtifactStore, LocalStore, S3Store
 from service.teams import authenticate, create_team
 
@@ -182,3 +191,79 @@ def artifact_store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactSt
         return LocalStore(tmp_path / "artifacts")
     endpoint = request.getfixturevalue("s3_endpoint")
     return S3Store(request.getfixturevalue("s3_bucket"), "some/prefix", endpoint)
+
+
+# ------------------------------------------------------------------------ API servers
+
+
+class ApiServer:
+    """The API app served by waitress on a free loopback port, in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8)
+        self.url = f"http://127.0.0.1:{self.server.effective_port}"
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    @property
+    def services(self) -> Services:
+        found: Services = self.app.extensions[EXTENSION]
+        return found
+
+    def client(self, token: str | None) -> requests.Session:
+        """A session that sends ``token`` as its bearer token and prefixes paths with the server URL."""
+        session = _BaseUrlSession(self.url)
+        if token is not None:
+            session.headers["Authorization"] = f"Bearer {token}"
+        return session
+
+    def new_team(self, **limits: int) -> requests.Session:
+        """A client for a new team."""
+        return self.client(create_team(self.services.db, f"team-{uuid.uuid4().hex[:8]}", **limits).token)
+
+    def close(self) -> None:
+        # close every socket from the server's own loop thread, so its select() never sees a
+        # closed descriptor; with no sockets left the loop returns and the thread ends
+        self.server.trigger.pull_trigger(lambda: wasyncore.close_all(self.server._map))
+        self.thread.join(timeout=10)
+        self.server.task_dispatcher.shutdown()
+        self.services.engine.dispose()
+
+
+class _BaseUrlSession(requests.Session):
+    def __init__(self, base: str) -> None:
+        super().__init__()
+        self.base = base
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        return super().request(method, f"{self.base}{url!s}", *args, **kwargs)
+
+
+@pytest.fixture
+def make_api(
+    engine: Engine, artifact_store: ArtifactStore, tmp_path: Path
+) -> Iterator[Callable[..., ApiServer]]:
+    """Starts API servers on the test's database and store (or ``store``); ``env`` adds ``QAT_*`` settings."""
+    servers: list[ApiServer] = []
+
+    def make(store: ArtifactStore | None = None, **env: str) -> ApiServer:
+        base = {
+            "QAT_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+            "QAT_BROKER_URL": f"filesystem://{tmp_path / 'broker'}",
+            "QAT_ARTIFACTS": str(tmp_path / "unused-artifacts"),  # the fixture's store is passed directly
+        }
+        server = ApiServer(create_app(Settings.from_env({**base, **env}), store=store or artifact_store))
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def api(make_api: Callable[..., ApiServer]) -> ApiServer:
+    """An API server with default settings."""
+    return make_api()

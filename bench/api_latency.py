@@ -1,0 +1,181 @@
+"""API latency under load: p50/p99 of ``GET /v1/jobs/{id}`` and of a small ``POST /v1/jobs``.
+
+Starts ``qat serve`` (waitress) on loopback against a fresh PostgreSQL database and a
+temporary local artifact directory, then drives it from 50 client threads, each with
+its own keep-alive connection. The server is a separate process, so the clients' GIL
+does not slow it down. Run: ``python -m bench.api_latency``; the database is dropped
+afterwards. Results go to stdout and ``bench/results/api_latency.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import requests
+import torch
+
+from service import migrate
+from service.db import make_engine, session_factory
+from service.teams import create_team
+
+RESULTS = Path(__file__).parent / "results" / "api_latency.json"
+ADMIN_URL = os.environ.get("QAT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+QAT = Path(sys.executable).parent / "qat"
+Call = Callable[[requests.Session], requests.Response]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="p50/p99 latency of the job API under concurrent clients")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--gets", type=int, default=40, help="GET requests per client")
+    parser.add_argument("--posts", type=int, default=10, help="POST requests per client")
+    parser.add_argument("--server-threads", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    model, data = _tiny_inputs()
+    files = {"model": ("m.pt2", model), "data": ("d.npz", data), "spec": (None, '{"epochs": 1, "batch_size": 8}')}
+    with _database() as url, tempfile.TemporaryDirectory() as artifacts:
+        engine = make_engine(url)
+        token = create_team(session_factory(engine), "bench", max_queued=10**9).token
+        engine.dispose()
+        with _server(url, artifacts, args.server_threads) as base:
+            auth = {"Authorization": f"Bearer {token}"}
+            job_id = requests.post(f"{base}/v1/jobs", files=files, headers=auth, timeout=30).json()["id"]
+            get_job = _load(args.clients, args.gets, auth, lambda s: s.get(f"{base}/v1/jobs/{job_id}", timeout=30))
+            post_job = _load(
+                args.clients, args.posts, auth, lambda s: s.post(f"{base}/v1/jobs", files=files, timeout=30)
+            )
+    results = {
+        "clients": args.clients,
+        "server": f"qat serve (waitress, {args.server_threads} threads), PostgreSQL, local artifact store, loopback",
+        "request_bytes": {"model": len(model), "data": len(data)},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "get_job": get_job,
+        "post_job": post_job,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    for name in ("get_job", "post_job"):
+        row = results[name]
+        print(f"{name}: p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms", end=" ")
+        print(f"({row['requests']} requests, {row['rps']} req/s)")
+    print(f"results: {args.out}")
+
+
+def _load(clients: int, per_client: int, headers: dict[str, str], call: Call) -> dict[str, Any]:
+    """Run ``call`` ``per_client`` times on each of ``clients`` threads at once; latency percentiles."""
+    latencies: list[float] = []
+    failures: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(clients + 1)
+
+    def client() -> None:
+        with requests.Session() as session:
+            session.headers.update(headers)
+            start.wait()
+            mine, bad = [], []
+            for _ in range(per_client):
+                began = time.perf_counter()
+                response = call(session)
+                mine.append(time.perf_counter() - began)
+                if response.status_code >= 300:
+                    bad.append(response.status_code)
+        with lock:
+            latencies.extend(mine)
+            failures.extend(bad)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    if failures:
+        raise RuntimeError(f"{len(failures)} requests failed, e.g. HTTP {failures[0]}")
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {
+        "requests": len(latencies),
+        "p50_ms": round(cuts[49] * 1000, 1),
+        "p99_ms": round(cuts[98] * 1000, 1),
+        "max_ms": round(max(latencies) * 1000, 1),
+        "rps": round(len(latencies) / elapsed, 1),
+    }
+
+
+def _tiny_inputs() -> tuple[bytes, bytes]:
+    """A one-layer ``.pt2`` and an eight-sample ``.npz``: the smallest realistic submission."""
+    model = io.BytesIO()
+    torch.export.save(torch.export.export(torch.nn.Linear(4, 2).eval(), (torch.randn(1, 4),)), model)
+    data = io.BytesIO()
+    np.savez(data, x_train=np.zeros((8, 4), np.float32), y_train=np.zeros(8, np.int64))
+    return model.getvalue(), data.getvalue()
+
+
+@contextmanager
+def _database() -> Iterator[str]:
+    """A migrated, empty PostgreSQL database, dropped on exit."""
+    name = f"qat_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def _server(database_url: str, artifacts: str, threads: int) -> Iterator[str]:
+    """``qat serve`` on a free loopback port; yields its base URL once it answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("QAT_")},
+        "QAT_DATABASE_URL": database_url,
+        "QAT_ARTIFACTS": artifacts,
+        "QAT_BROKER_URL": f"filesystem://{artifacts}/broker",
+    }
+    command = [str(QAT), "serve", "--port", str(port), "--threads", str(threads)]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"{base}/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("qat serve did not start") from None
+                time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""``/v1/datasets``: training data uploaded once and named by id in many jobs."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Blueprint, url_for
+
+from service.auth import current_team_id, require_team
+from service.datasets import get_dataset
+from service.schemas import DatasetOut
+from service.services import services
+from service.submission import upload_dataset
+from service.uploads import dataset_body_limit, limit_body, required_file_part
+from service.validation import check_data
+
+bp = Blueprint("datasets", __name__, url_prefix="/v1/datasets")
+bp.before_request(require_team)
+
+
+@bp.post("")
+def create_dataset() -> tuple[dict[str, object], int, dict[str, str]]:
+    """Validate and store an ``.npz``; the same bytes again return the existing dataset (200)."""
+    svc = services()
+    limit_body(dataset_body_limit(svc.settings))
+    data = required_file_part("data", svc.settings.max_data_bytes)
+    check_data(data)
+    dataset, created = upload_dataset(svc, current_team_id(), data)
+    location = url_for("datasets.get_dataset_by_id", dataset_id=dataset.id)
+    return DatasetOut.from_row(dataset).model_dump(mode="json"), 201 if created else 200, {"Location": location}
+
+
+@bp.get("/<uuid:dataset_id>")
+def get_dataset_by_id(dataset_id: uuid.UUID) -> dict[str, object]:
+    return DatasetOut.from_row(get_dataset(services().db, current_team_id(), dataset_id)).model_dump(mode="json")

@@ -1,0 +1,31 @@
+"""Probes for orchestrators and Prometheus; unauthenticated and cheap."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app
+
+from service.metrics import render_metrics
+from service.readiness import readiness
+from service.schemas import HealthOut
+from service.services import services
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> dict[str, object]:
+    """The process answers: nothing else is checked, so a slow database does not get it restarted."""
+    return HealthOut(status="ok").model_dump()
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[dict[str, object], int]:
+    """Ready to take traffic: database, broker and artifact store all reachable (else 503)."""
+    checks = readiness(services())
+    ready = all(result == "ok" for result in checks.values())
+    return HealthOut(status="ok" if ready else "unavailable", checks=checks).model_dump(), 200 if ready else 503
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    return render_metrics(current_app)

@@ -1,0 +1,103 @@
+"""``/v1/jobs``: submit, list, inspect and cancel jobs, and download their artifacts."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Blueprint, Response, redirect, request, url_for
+
+from service import store
+from service.auth import current_team_id, require_team
+from service.errors import InvalidArgument
+from service.schemas import ArtifactListOut, ArtifactOut, JobOut, JobPageOut, ListJobsQuery, parse_query
+from service.services import services
+from service.submission import Submission, submit_job
+from service.uploads import file_part, job_body_limit, limit_body, required_file_part, text_part
+from service.validation import check_data, check_model, parse_config_text, parse_spec_text
+
+bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
+bp.before_request(require_team)
+
+
+@bp.post("")
+def create_job() -> tuple[dict[str, object], int, dict[str, str]]:
+    """Validate everything that can be checked without torch, store the inputs, queue the job."""
+    svc = services()
+    settings = svc.settings
+    limit_body(job_body_limit(settings))
+    model = required_file_part("model", settings.max_model_bytes)
+    check_model(model)
+    data = file_part("data", settings.max_data_bytes)
+    dataset_id = _dataset_id(request.form.get("dataset_id"))
+    if (data is None) == (dataset_id is None):
+        raise InvalidArgument("give exactly one of a 'data' file (.npz) and a 'dataset_id'", field="data")
+    if data is not None:
+        check_data(data)
+    spec = parse_spec_text(text_part("spec", settings.max_config_bytes))
+    config = parse_config_text(text_part("config", settings.max_config_bytes), spec)
+    submission = Submission(model=model, spec=spec, config=config, data=data, dataset_id=dataset_id)
+    job, created = submit_job(svc, current_team_id(), submission, request.headers.get("Idempotency-Key"))
+    location = url_for("jobs.get_job", job_id=job.id)
+    return JobOut.from_row(job).model_dump(mode="json"), 201 if created else 200, {"Location": location}
+
+
+@bp.get("")
+def list_jobs() -> dict[str, object]:
+    """The team's jobs, newest first, a page at a time."""
+    query = parse_query(ListJobsQuery, request.args)
+    page = store.list_jobs(
+        services().db, current_team_id(), state=query.state, page_size=query.page_size, page_token=query.page_token
+    )
+    out = JobPageOut(jobs=[JobOut.from_row(job) for job in page.jobs], next_page_token=page.next_page_token)
+    return out.model_dump(mode="json")
+
+
+@bp.get("/<uuid:job_id>")
+def get_job(job_id: uuid.UUID) -> dict[str, object]:
+    return JobOut.from_row(store.get_job(services().db, current_team_id(), job_id)).model_dump(mode="json")
+
+
+@bp.post("/<uuid:job_id>/cancel")
+def cancel_job(job_id: uuid.UUID) -> dict[str, object]:
+    """Queued jobs are cancelled at once; running ones become CANCELLING until the worker stops."""
+    job = store.request_cancel(services().db, current_team_id(), job_id)
+    return JobOut.from_row(job).model_dump(mode="json")
+
+
+@bp.get("/<uuid:job_id>/artifacts")
+def list_artifacts(job_id: uuid.UUID) -> dict[str, object]:
+    rows = store.list_artifacts(services().db, current_team_id(), job_id)
+    items = [
+        ArtifactOut.from_row(row, url_for("jobs.download_artifact", job_id=job_id, name=row.name, _external=True))
+        for row in rows
+    ]
+    return ArtifactListOut(artifacts=items).model_dump(mode="json")
+
+
+@bp.get("/<uuid:job_id>/artifacts/<path:name>")
+def download_artifact(job_id: uuid.UUID, name: str) -> Response:
+    """Stream the bytes, or redirect to a presigned URL where configured and the store has one."""
+    svc = services()
+    artifact = store.get_artifact(svc.db, current_team_id(), job_id, name)
+    if svc.settings.download_redirect:
+        url = svc.store.presigned_url(artifact.storage_key, svc.settings.download_url_expiry_s)
+        if url is not None:
+            return redirect(url, code=302)
+    chunks = svc.store.open_stream(artifact.storage_key)
+    filename = name.rsplit("/", 1)[-1]
+    headers = {
+        "Content-Length": str(artifact.size),
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "ETag": f'"{artifact.sha256}"',
+        "X-Content-SHA256": artifact.sha256,
+    }
+    return Response(chunks, mimetype="application/octet-stream", headers=headers, direct_passthrough=True)
+
+
+def _dataset_id(raw: str | None) -> uuid.UUID | None:
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return uuid.UUID(raw.strip())
+    except ValueError:
+        raise InvalidArgument(f"dataset_id {raw!r} is not a dataset id (a UUID)", field="dataset_id") from None

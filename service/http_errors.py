@@ -1,0 +1,74 @@
+"""Every failure becomes ``{"error": {"code", "message", "field"}}`` with a status chosen by code.
+
+Bad input is always a 4xx: the service's own errors, quantlib's config/spec/data errors
+and werkzeug's HTTP errors (unknown route, body too large) are mapped here. Anything
+else is a bug: it is logged with its traceback and answered with a bare 500 INTERNAL,
+so no internals leak to callers.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, current_app, jsonify
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from quantlib.config import ConfigError
+from quantlib.data import DataError
+from service.errors import DatabaseUnavailable, PayloadTooLarge, ServiceError
+
+STATUS_BY_CODE = {
+    "INVALID_ARGUMENT": 400,
+    "UNAUTHENTICATED": 401,
+    "NOT_FOUND": 404,
+    "WRONG_STATE": 409,
+    "CONFLICT": 409,
+    "TOO_LARGE": 413,
+    "IDEMPOTENCY_MISMATCH": 422,
+    "BAD_CONFIG": 422,
+    "BAD_SPEC": 422,
+    "BAD_DATA": 422,
+    "QUOTA": 429,
+    "STORAGE_UNAVAILABLE": 503,
+    "DATABASE_UNAVAILABLE": 503,
+    "SCHEMA_OUT_OF_DATE": 503,
+}
+
+
+def error_response(code: str, message: str, field: str | None, status: int) -> Response:
+    response = jsonify(error={"code": code, "message": message, "field": field})
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="qat"'
+    return response
+
+
+def _known(error: ServiceError | ConfigError | DataError) -> Response:
+    status = STATUS_BY_CODE.get(error.code, 500 if isinstance(error, ServiceError) else 422)
+    if status >= 500:
+        current_app.logger.warning("request failed: %s", error)
+    return error_response(error.code, error.message, error.field, status)
+
+
+def _http(error: HTTPException) -> Response:
+    if isinstance(error, RequestEntityTooLarge):
+        return _known(PayloadTooLarge("the request body is larger than this service accepts", field="body"))
+    code = (error.name or "HTTP_ERROR").upper().replace(" ", "_")
+    return error_response(code, error.description or code, None, error.code or 500)
+
+
+def _database(error: OperationalError) -> Response:
+    return _known(DatabaseUnavailable(f"the job database cannot be used right now: {error.orig}"))
+
+
+def _internal(error: Exception) -> Response:
+    current_app.logger.exception("unhandled error", exc_info=error)
+    return error_response("INTERNAL", "internal error; it has been logged, try again later", None, 500)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Install the handlers; more specific classes win, so ``Exception`` only sees true bugs."""
+    for known in (ServiceError, ConfigError, DataError):
+        app.register_error_handler(known, _known)
+    app.register_error_handler(HTTPException, _http)
+    app.register_error_handler(OperationalError, _database)
+    app.register_error_handler(Exception, _internal)

@@ -1,0 +1,220 @@
+"""``/v1/openapi.json``, built from the pydantic models in :mod:`service.schemas`.
+
+Paths are listed here by hand (a dozen of them); every body, parameter and response
+schema is a pydantic model's ``model_json_schema``, the same model that validates the
+request or serializes the response. OpenAPI 3.1 schemas are JSON Schema 2020-12, which
+is what pydantic emits, so nothing is translated.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from service.http_errors import STATUS_BY_CODE
+from service.schemas import (
+    ArtifactListOut,
+    DatasetOut,
+    ErrorResponse,
+    HealthOut,
+    JobOut,
+    JobPageOut,
+    JobSpec,
+    ListJobsQuery,
+)
+
+REF = "#/components/schemas/{model}"
+_INPUT_MODELS: tuple[type[BaseModel], ...] = (JobSpec,)
+_OUTPUT_MODELS: tuple[type[BaseModel], ...] = (
+    JobOut,
+    JobPageOut,
+    ArtifactListOut,
+    DatasetOut,
+    ErrorResponse,
+    HealthOut,
+)
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    codes = {status: sorted(c for c, s in STATUS_BY_CODE.items() if s == status) for status in statuses}
+    return {str(status): _json(ErrorResponse, " or ".join(codes[status]) or "error") for status in statuses}
+
+
+def _path_id(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": {"type": "string"}}
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema(ref_template=REF)
+    return [
+        {"name": name, "in": "query", "required": name in schema.get("required", ()), "schema": prop}
+        for name, prop in schema["properties"].items()
+    ]
+
+
+_SUBMIT_FORM: dict[str, Any] = {
+    "type": "object",
+    "required": ["model"],
+    "properties": {
+        "model": {"type": "string", "contentMediaType": "application/octet-stream", "description": "a .pt2 file"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/octet-stream",
+            "description": "an .npz with x_train (float32), optional y_train (int64), x_eval, y_eval",
+        },
+        "dataset_id": {"type": "string", "format": "uuid", "description": "instead of data: an uploaded dataset"},
+        "config": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "AMCT-style config.json; absent = every quantizable layer at INT8",
+        },
+        "spec": {"type": "string", "contentMediaType": "application/json", "contentSchema": _ref(JobSpec)},
+    },
+}
+_DATA_FORM: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string", "contentMediaType": "application/octet-stream"}},
+}
+
+
+def _multipart(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+
+
+def _paths() -> dict[str, Any]:
+    job_id = _path_id("job_id", "a job id (UUID)")
+    idempotency = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "retry-safe submission: the same key and request return the first job",
+        "schema": {"type": "string", "maxLength": 255},
+    }
+    auth = _errors(401)
+    return {
+        "/v1/jobs": {
+            "post": {
+                "summary": "Submit a quantization job",
+                "parameters": [idempotency],
+                "requestBody": _multipart(_SUBMIT_FORM),
+                "responses": {
+                    "201": _json(JobOut, "the queued job"),
+                    "200": _json(JobOut, "the job an earlier request with this Idempotency-Key created"),
+                    **_errors(400, 404, 413, 422, 429),
+                    **auth,
+                },
+            },
+            "get": {
+                "summary": "List the team's jobs, newest first",
+                "parameters": _query_parameters(ListJobsQuery),
+                "responses": {"200": _json(JobPageOut, "one page"), **_errors(400), **auth},
+            },
+        },
+        "/v1/jobs/{job_id}": {
+            "get": {
+                "summary": "One job",
+                "parameters": [job_id],
+                "responses": {"200": _json(JobOut, "the job"), **_errors(404), **auth},
+            }
+        },
+        "/v1/jobs/{job_id}/cancel": {
+            "post": {
+                "summary": "Cancel a queued or running job",
+                "parameters": [job_id],
+                "responses": {"200": _json(JobOut, "the job, CANCELLED or CANCELLING"), **_errors(404, 409), **auth},
+            }
+        },
+        "/v1/jobs/{job_id}/artifacts": {
+            "get": {
+                "summary": "The job's result files",
+                "parameters": [job_id],
+                "responses": {
+                    "200": _json(ArtifactListOut, "name, size, sha256, download URL"),
+                    **_errors(404),
+                    **auth,
+                },
+            }
+        },
+        "/v1/jobs/{job_id}/artifacts/{name}": {
+            "get": {
+                "summary": "Download one result file",
+                "parameters": [job_id, _path_id("name", "the artifact's name")],
+                "responses": {
+                    "200": {
+                        "description": "the bytes",
+                        "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+                    },
+                    "302": {"description": "redirect to a presigned URL (QAT_DOWNLOAD_REDIRECT)"},
+                    **_errors(404),
+                    **auth,
+                },
+            }
+        },
+        "/v1/datasets": {
+            "post": {
+                "summary": "Upload a dataset once, for many jobs (deduplicated by sha256)",
+                "requestBody": _multipart(_DATA_FORM),
+                "responses": {
+                    "201": _json(DatasetOut, "the new dataset"),
+                    "200": _json(DatasetOut, "the team's existing dataset with the same bytes"),
+                    **_errors(400, 413, 422),
+                    **auth,
+                },
+            }
+        },
+        "/v1/datasets/{dataset_id}": {
+            "get": {
+                "summary": "One dataset",
+                "parameters": [_path_id("dataset_id", "a dataset id (UUID)")],
+                "responses": {"200": _json(DatasetOut, "the dataset"), **_errors(404), **auth},
+            }
+        },
+        "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": _json(HealthOut, "up")}}},
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: database, broker and storage reachable",
+                "security": [],
+                "responses": {"200": _json(HealthOut, "ready"), "503": _json(HealthOut, "not ready")},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "security": [],
+                "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {}}}},
+            }
+        },
+    }
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document (built once per process)."""
+    models = [(m, "validation") for m in _INPUT_MODELS] + [(m, "serialization") for m in _OUTPUT_MODELS]
+    _, schemas = models_json_schema(models, ref_template=REF)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "qat-service",
+            "version": "1",
+            "description": "Quantization-aware training as a service: submit FP32 models, download INT8 ONNX.",
+        },
+        "security": [{"bearer": []}],
+        "paths": _paths(),
+        "components": {
+            "schemas": schemas.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

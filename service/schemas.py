@@ -1,0 +1,180 @@
+"""The API's request and response shapes as pydantic models.
+
+The same classes validate requests (query strings, the job ``spec``), serialize
+responses and, through ``model_json_schema``, become the components of
+``/v1/openapi.json``, so the document cannot drift from what the code accepts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from quantlib.config import ConfigError
+from quantlib.spec import QATSpec, parse_spec
+from service.db import Artifact, Dataset, Job, JobState
+from service.errors import InvalidArgument
+from service.store import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+
+M = TypeVar("M", bound=BaseModel)
+StateName = Literal["QUEUED", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED", "CANCELLED"]
+# keys of a submitted spec that steer the service rather than the training run
+JOB_OPTION_KEYS = ("priority", "max_runtime_s")
+
+
+class JobSpec(QATSpec):
+    """The ``spec`` part of ``POST /v1/jobs``: the training settings plus how to schedule the job."""
+
+    priority: int = Field(default=0, ge=0, le=9, description="higher runs first within a team")
+    max_runtime_s: int | None = Field(default=None, gt=0, description="fail the job if it runs longer")
+
+
+class ListJobsQuery(BaseModel):
+    """Query string of ``GET /v1/jobs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state: StateName | None = None
+    page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    page_token: str | None = None
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="stable, for programs: NOT_FOUND, BAD_CONFIG, TOO_LARGE, ...")
+    message: str = Field(description="for people: what is wrong and how to fix it")
+    field: str | None = Field(description="the request part or key at fault, if any")
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx answer of the API."""
+
+    error: ErrorBody
+
+
+class Failure(BaseModel):
+    code: str
+    message: str
+    user_error: bool | None = Field(description="true: the inputs were at fault; false: the service")
+
+
+class JobOut(BaseModel):
+    """A job as the API shows it."""
+
+    id: uuid.UUID
+    state: StateName
+    phase: str | None
+    progress: dict[str, Any] | None
+    priority: int
+    attempt: int
+    max_attempts: int
+    cancel_requested: bool
+    spec: dict[str, Any]
+    metrics: dict[str, Any] | None
+    failure: Failure | None
+    model_sha256: str
+    data_sha256: str | None
+    dataset_id: uuid.UUID | None
+    has_config: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, job: Job) -> JobOut:
+        failure = (
+            Failure(code=job.failure_code, message=job.failure_message or "", user_error=job.user_error)
+            if job.failure_code
+            else None
+        )
+        return cls(
+            id=job.id,
+            state=JobState(job.state).value,
+            phase=job.phase,
+            progress=job.progress,
+            priority=job.priority,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            cancel_requested=job.cancel_requested,
+            spec=job.spec,
+            metrics=job.metrics,
+            failure=failure,
+            model_sha256=job.model_sha256,
+            data_sha256=job.data_sha256,
+            dataset_id=job.dataset_id,
+            has_config=job.config_key is not None,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            updated_at=job.updated_at,
+        )
+
+
+class JobPageOut(BaseModel):
+    jobs: list[JobOut]
+    next_page_token: str | None = Field(description="pass as page_token for the next page; null on the last")
+
+
+class ArtifactOut(BaseModel):
+    name: str
+    size: int
+    sha256: str
+    url: str = Field(description="GET it with the same bearer token")
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, artifact: Artifact, url: str) -> ArtifactOut:
+        return cls(
+            name=artifact.name, size=artifact.size, sha256=artifact.sha256, url=url, created_at=artifact.created_at
+        )
+
+
+class ArtifactListOut(BaseModel):
+    artifacts: list[ArtifactOut]
+
+
+class DatasetOut(BaseModel):
+    id: uuid.UUID
+    sha256: str
+    size: int
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, dataset: Dataset) -> DatasetOut:
+        return cls(id=dataset.id, sha256=dataset.sha256, size=dataset.size, created_at=dataset.created_at)
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict, description="component -> 'ok' or what is wrong")
+
+
+def parse_query(model: type[M], args: Mapping[str, str]) -> M:
+    """Validate a query string; the first bad parameter is an ``InvalidArgument`` naming it."""
+    try:
+        return model.model_validate(dict(args))
+    except ValidationError as exc:
+        raise _invalid(exc, "query") from None
+
+
+def parse_job_spec(values: Mapping[str, Any]) -> JobSpec:
+    """A :class:`JobSpec` from user JSON; training keys get quantlib's own ``BAD_SPEC`` messages."""
+    training = parse_spec({k: v for k, v in values.items() if k not in JOB_OPTION_KEYS})
+    options = {k: values[k] for k in JOB_OPTION_KEYS if k in values}
+    try:
+        return JobSpec.model_validate({**training.model_dump(), **options})
+    except ValidationError as exc:
+        error = _invalid(exc, "spec")
+        raise ConfigError(error.message, field=error.field, code="BAD_SPEC") from None
+
+
+def _invalid(exc: ValidationError, default_field: str) -> InvalidArgument:
+    err = exc.errors()[0]
+    key = ".".join(str(part) for part in err["loc"]) or default_field
+    if err["type"] == "extra_forbidden":
+        return InvalidArgument(f"unknown parameter {key!r}", field=key)
+    return InvalidArgument(f"invalid {key} {err.get('input')!r}: {err['msg']}", field=key)

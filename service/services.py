@@ -1,0 +1,32 @@
+"""What every request handler needs, built once per app: settings, database, artifact store.
+
+Kept on ``app.extensions`` rather than in module globals so several apps (tests, a
+benchmark) can live in one process against different databases and stores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+from sqlalchemy import Engine
+
+from service.db import SessionFactory
+from service.settings import Settings
+from service.storage import ArtifactStore
+
+EXTENSION = "qat"
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    engine: Engine
+    db: SessionFactory
+    store: ArtifactStore
+
+
+def services() -> Services:
+    """The current app's services (inside a request or app context)."""
+    found: Services = current_app.extensions[EXTENSION]
+    return found
