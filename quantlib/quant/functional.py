@@ -139,10 +139,9 @@ def _scale_shape(weight: torch.Tensor, axis: int | None) -> list[int]:
 
 def arq_scale(weight: torch.Tensor, axis: int | None, grid: IntRange) -> torch.Tensor:
     """Per-tensor (axis None) or per-channel scales; a zero channel gets a tiny positive scale."""
-    w = weight.detach()
+    w = weight.detach().float()
     dims = [d for d in range(w.dim()) if d != axis]
-    peak = torch.maximum(w.amax(dim=dims), -w.amin(dim=dims))
-    return (peak / grid.qmax).clamp_min(torch.finfo(torch.float32).tiny).float()
+    return w.abs().amax(dim=dims).div_(grid.qmax).clamp_min_(torch.finfo(torch.float32).tiny)
 
 
 def arq_quantize(weight: torch.Tensor, axis: int | None, bits: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -283,6 +283,18 @@ def test_ulq_input_grad_is_straight_through_inside_zero_outside(bits: int, clip_
 
 
 @pytest.mark.parametrize(("bits", "clip_max", "clip_min"), EXACT_CLIPS)
+def test_ulq_grads_do_not_depend_on_the_input_shape(bits: int, clip_max: float, clip_min: float) -> None:
+    """Activations are N x C x H x W: the backward reduces over all of it and keeps the shape."""
+    x, g = _backward_inputs(bits, clip_max, clip_min)
+    n = x.size - x.size % 24
+    flat = _ulq_grads(x[:n], g[:n], clip_max, clip_min, bits)
+    shaped = _ulq_grads(x[:n].reshape(2, 3, 4, -1), g[:n].reshape(2, 3, 4, -1), clip_max, clip_min, bits)
+    assert shaped[0].shape == (2, 3, 4, n // 24)
+    np.testing.assert_array_equal(shaped[0].reshape(-1), flat[0])
+    assert shaped[1] == pytest.approx(flat[1], rel=1e-5) and shaped[2] == pytest.approx(flat[2], rel=1e-5)
+
+
+@pytest.mark.parametrize(("bits", "clip_max", "clip_min"), EXACT_CLIPS)
 def test_ulq_clip_grads_match_design_formulas(bits: int, clip_max: float, clip_min: float) -> None:
     """dL/dclip_max = sum g (e + U), dL/dclip_min = sum g (L - e), e = (round(v) - v) / N."""
     x, g = _backward_inputs(bits, clip_max, clip_min)
