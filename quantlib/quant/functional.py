@@ -13,7 +13,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-Number = TypeVar("Number", torch.Tensor, np.float32)
+Number = TypeVar("Number", torch.Tensor, np.float32, float)
 
 
 @dataclass(frozen=True)
@@ -106,15 +106,27 @@ class ULQFunction(torch.autograd.Function):
         if not (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
             return grad_x, None, None, None
         g, g_in, xs, ys = grad.flatten(), grad_x.flatten(), x.flatten(), y.flatten()
-        in_y = torch.dot(g_in, ys)
-        err_sum = (in_y - torch.dot(g_in, xs)) / (scale * grid.levels)
-        out_sum = g.sum() - g_in.sum()
-        out_y = torch.dot(g, ys) - in_y
-        grad_above = (out_y - bottom * out_sum) / (top - bottom)
-        grad_below = out_sum - grad_above
-        grad_max = (err_sum + grad_above).reshape(()) if ctx.needs_input_grad[1] else None
-        grad_min = (grad_below - err_sum).reshape(()) if ctx.needs_input_grad[2] else None
+        sums = (torch.dot(g_in, ys), torch.dot(g_in, xs), g.sum(), g_in.sum(), torch.dot(g, ys))
+        if isinstance(scale, float):
+            grad_max, grad_min = (torch.tensor(v) for v in _clip_grads(*(t.item() for t in sums), scale, top, bottom, grid))
+        else:
+            grad_max, grad_min = (v.reshape(()) for v in _clip_grads(*sums, scale, top, bottom, grid))
         return grad_x, grad_max, grad_min, None
+
+
+def _clip_grads(
+    in_y: Number, in_x: Number, total: Number, inside: Number, all_y: Number, scale: Number, top: Number, bottom: Number, grid: IntRange
+) -> tuple[Number, Number]:
+    """The clip gradients from the backward's sums of g (all elements) and g_in (in range).
+
+    ``sum g_in (y - x) / (s N)`` is the rounding-error term; out of range ``y`` is ``top``
+    above and ``bottom`` below, which splits the out-of-range gradient into U and L.
+    Works on Python floats (CPU: no tiny tensor ops) and on 0-d tensors (GPU: no sync).
+    """
+    err = (in_y - in_x) / (scale * grid.levels)
+    out_sum = total - inside
+    above = (all_y - in_y - bottom * out_sum) / (top - bottom)
+    return err + above, out_sum - above - err
 
 
 class ARQFunction(torch.autograd.Function):
