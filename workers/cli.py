@@ -14,8 +14,10 @@ import click
 COMMANDS = {
     "admin": "service.cli:admin",
     "db": "service.cli:db",
+    "dispatcher": "workers.commands:dispatcher",
     "quantize": "quantlib.cli:quantize",
     "serve": "service.cli:serve",
+    "worker": "workers.commands:worker",
 }
 
 

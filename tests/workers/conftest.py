@@ -1,0 +1,137 @@
+"""A whole embedded deployment as real processes: API, dispatcher and a CPU worker.
+
+Everything lives under the test's ``tmp_path``: a SQLite job store, a local artifact
+directory and kombu's filesystem broker, configured only through ``QAT_*`` variables,
+exactly as an operator would run it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+import requests
+
+QAT = str(Path(sys.executable).parent / "qat")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Pool:
+    """The running deployment: its environment, its processes and a client for one team."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("QAT_")},
+            "QAT_DATABASE_URL": f"sqlite:///{root / 'qat.db'}",
+            "QAT_BROKER_URL": f"filesystem://{root / 'broker'}",
+            "QAT_ARTIFACTS": str(root / "artifacts"),
+            # short, so a worker that stopped heartbeating would lose its job within a test
+            "QAT_LEASE_SECONDS": "4",
+        }
+        self.processes: dict[str, tuple[subprocess.Popen[bytes], IO[bytes]]] = {}
+        self.url = ""
+        self.session = requests.Session()
+
+    def qat(self, *args: str) -> str:
+        run = subprocess.run([QAT, *args], env=self.env, capture_output=True, text=True, timeout=60, check=False)
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    def start(self, name: str, *args: str) -> None:
+        log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
+        process = subprocess.Popen([QAT, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes[name] = (process, log)
+
+    def log(self, name: str) -> str:
+        return (self.root / f"{name}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        for process, log in self.processes.values():
+            process.terminate()
+        for name, (process, log) in self.processes.items():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.close()
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.get(self.url + path, timeout=30, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.post(self.url + path, timeout=60, **kwargs)
+
+    def wait_for_job(self, job_id: str, until: Any, timeout_s: float = 180) -> dict[str, Any]:
+        """Poll ``GET /v1/jobs/{id}`` until ``until(job)`` holds; fail with the process logs otherwise."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            job: dict[str, Any] = self.get(f"/v1/jobs/{job_id}").json()
+            if until(job):
+                return job
+            for name, (process, _) in self.processes.items():
+                assert process.poll() is None, f"{name} exited:\n{self.log(name)}"
+            time.sleep(0.2)
+        logs = "\n".join(f"--- {name}\n{self.log(name)[-3000:]}" for name in self.processes)
+        raise AssertionError(f"job {job_id} did not get there in {timeout_s} s: {job}\n{logs}")
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
+    """Migrated database, a team, then the API, the dispatcher and one CPU worker, all running.
+
+    Shared by a module's tests (starting the processes costs seconds); each test
+    submits its own jobs.
+    """
+    pool = Pool(tmp_path_factory.mktemp("pool"))
+    pool.qat("db", "upgrade")
+    token = json.loads(pool.qat("admin", "create-team", "vision", "--json"))["token"]
+    pool.session.headers["Authorization"] = f"Bearer {token}"
+    port = free_port()
+    pool.url = f"http://127.0.0.1:{port}"
+    try:
+        pool.start("api", "serve", "--port", str(port))
+        pool.start("dispatcher", "dispatcher", "--slots", "1")
+        pool.start("worker", "worker", "--name", "test-worker")
+        _wait_for_api(pool)
+        yield pool
+    finally:
+        pool.stop()
+
+
+def _wait_for_api(pool: Pool, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            pool.get("/healthz")
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise AssertionError(f"the API did not answer within {timeout_s} s:\n{pool.log('api')}")
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The digits example's ``model.pt2`` and ``data.npz``, with a briefly trained FP32 model.
+
+    Trained in a fresh interpreter: the test modules import onnxruntime, whose OpenMP
+    threads slow torch training in the same process several times over.
+    """
+    out = tmp_path_factory.mktemp("digits")
+    code = f"from quantlib.examples.digits import write_example; write_example({str(out)!r}, epochs=5)"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    return out / "model.pt2", out / "data.npz"

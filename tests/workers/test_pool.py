@@ -1,0 +1,98 @@
+"""Jobs through the real pool: HTTP in, dispatcher, Celery worker, sandboxed child, HTTP out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from conftest import Pool
+
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+LAYER = {
+    "retrain_enable": True,
+    "retrain_data_config": {"algo": "ulq_quantize", "dst_type": "INT8"},
+    "retrain_weight_config": {"algo": "arq_retrain", "channel_wise": True, "dst_type": "INT8"},
+}
+LONG_SPEC = {"epochs": 200, "batch_size": 8}
+
+
+def submit(pool: Pool, digits: tuple[Path, Path], spec: dict[str, Any], config: dict[str, Any] | None = None) -> str:
+    model, data = digits
+    form = {"spec": json.dumps(spec)}
+    if config is not None:
+        form["config"] = json.dumps(config)
+    files = {"model": ("model.pt2", model.read_bytes()), "data": ("data.npz", data.read_bytes())}
+    created = pool.post("/v1/jobs", data=form, files=files)
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+def finished(job: dict[str, Any]) -> bool:
+    return job["state"] in TERMINAL
+
+
+def test_job_succeeds_and_its_int8_model_scores_what_was_reported(digits: tuple[Path, Path], pool: Pool) -> None:
+    job_id = submit(pool, digits, {"epochs": 1})
+    job = pool.wait_for_job(job_id, finished)
+    assert job["state"] == "SUCCEEDED", job["failure"]
+    assert job["attempt"] == 1
+
+    listed = {a["name"]: a for a in pool.get(f"/v1/jobs/{job_id}/artifacts").json()["artifacts"]}
+    expected = {"model_int8.onnx", "model_fake_quant.onnx", "record.txt", "record.json", "config.json"}
+    assert expected | {"report.json", "log.txt"} == set(listed)
+    onnx_bytes = pool.get(f"/v1/jobs/{job_id}/artifacts/model_int8.onnx").content
+    assert hashlib.sha256(onnx_bytes).hexdigest() == listed["model_int8.onnx"]["sha256"]
+    stored = list((pool.root / "artifacts" / "jobs" / job_id).glob("attempt-1/model_int8.onnx"))
+    assert stored, "results are stored under the attempt's own prefix"
+
+    eval_data = np.load(digits[1])
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: eval_data["x_eval"]})[0]
+    top1 = float((logits.argmax(1) == eval_data["y_eval"]).mean())
+    reported = job["metrics"]["accuracy"]["int8_onnxruntime"]["top1"]
+    assert abs(top1 - reported) < 1e-9
+    assert top1 > 0.8
+
+    timings = job["metrics"]["timings_s"]
+    assert {"queue_wait", "download", "pipeline", "loading", "calibrating", "training", "exporting", "upload"} <= set(timings)
+    wall = datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["created_at"])
+    print(f"\nend-to-end {wall.total_seconds():.2f} s; phases (s):", json.dumps(timings))
+
+    log = pool.get(f"/v1/jobs/{job_id}/artifacts/log.txt").text
+    seen = log.split("environment variables:", 1)[1].splitlines()[0].split()
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" in seen
+    assert not [name for name in seen if name.startswith(("QAT_", "AWS_"))], seen
+    report = json.loads(pool.get(f"/v1/jobs/{job_id}/artifacts/report.json").content)
+    assert report["files"]["deploy_model"] == "model_int8.onnx"
+
+
+def test_config_naming_a_missing_layer_fails_as_the_users_bad_config(digits: tuple[Path, Path], pool: Pool) -> None:
+    config = {"version": 1, "batch_num": 1, "no_such.layer": LAYER}
+    job = pool.wait_for_job(submit(pool, digits, {"epochs": 1}, config), finished)
+    assert job["state"] == "FAILED"
+    assert job["failure"]["code"] == "BAD_CONFIG" and job["failure"]["user_error"] is True
+    assert "no_such.layer" in job["failure"]["message"]
+
+
+def test_cancel_stops_a_running_job_and_keeps_nothing(digits: tuple[Path, Path], pool: Pool) -> None:
+    job_id = submit(pool, digits, LONG_SPEC)
+    training = pool.wait_for_job(job_id, lambda job: job["phase"] == "training" or finished(job))
+    assert training["state"] == "RUNNING" and training["progress"]["total"] > 0
+    assert pool.post(f"/v1/jobs/{job_id}/cancel").json()["state"] == "CANCELLING"
+    job = pool.wait_for_job(job_id, finished, timeout_s=15)
+    assert job["state"] == "CANCELLED"
+    assert pool.get(f"/v1/jobs/{job_id}/artifacts").json()["artifacts"] == []
+    assert not list((pool.root / "artifacts" / "jobs" / job_id).glob("attempt-*"))
+
+
+def test_job_over_its_max_runtime_fails_with_timeout(digits: tuple[Path, Path], pool: Pool) -> None:
+    job = pool.wait_for_job(submit(pool, digits, {**LONG_SPEC, "max_runtime_s": 3}), finished, timeout_s=60)
+    assert job["state"] == "FAILED"
+    assert job["failure"]["code"] == "TIMEOUT" and job["failure"]["user_error"] is True
+    assert "max_runtime_s" in job["failure"]["message"]

@@ -1,0 +1,169 @@
+"""One job, start to finish, in the worker process: claim, fetch, run sandboxed, publish.
+
+The job row decides everything: a lost claim means another worker has the job, a
+cancelled or lost lease ends the attempt, and results become visible only through
+:func:`service.store.finish_job`, which records the metrics and every artifact of this
+attempt in one transaction. Files go under ``jobs/<id>/attempt-<n>/`` so a retried job
+never mixes two attempts' outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from service import store
+from service.datasets import get_dataset
+from service.db import Job, SessionFactory
+from service.errors import LeaseLost
+from service.schemas import JOB_OPTION_KEYS
+from service.storage import ArtifactStore
+from service.store import LeaseStatus, NewArtifact, Phase
+from workers.protocol import ARTIFACTS, LOG_FILE, OUT_DIR, PipelineError, PipelineJob
+from workers.sandbox import kill_pipeline, start_pipeline
+from workers.supervise import ChildResult, JobLease, Outcome, supervise
+
+log = logging.getLogger(__name__)
+LOG_TAIL_LINES = 30
+
+
+def execute_job(db: SessionFactory, artifacts: ArtifactStore, job_id: uuid.UUID, worker_id: str, lease_s: int) -> None:
+    """Run ``job_id`` if this worker wins the claim; every ending is written to the job row."""
+    if not store.claim_job(db, job_id, worker_id, lease_s):
+        log.info("job %s is not queued (taken, cancelled or finished); skipping", job_id)
+        return
+    job = store.load_job(db, job_id)
+    lease = JobLease(db, job_id, worker_id, job.attempt, lease_s)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"qat-job-{job_id}-") as tmp:
+            _run(job, lease, artifacts, Path(tmp))
+    except LeaseLost:
+        log.warning("job %s attempt %d: lease lost; results discarded", job_id, job.attempt)
+    except Exception as exc:  # noqa: BLE001 - the job must end FAILED, not stay RUNNING until reaped
+        log.exception("job %s attempt %d failed in the worker", job_id, job.attempt)
+        message = f"the worker failed while handling the job ({type(exc).__name__}: {exc}); it is safe to resubmit"
+        try:
+            _fail(lease, PipelineError("INTERNAL", message, user_error=False))
+        except LeaseLost:
+            pass
+
+
+def _run(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path) -> None:
+    timings: dict[str, float] = {"queue_wait": _seconds(job.created_at, job.started_at)}
+    started = time.monotonic()
+    if lease.progress(Phase.LOADING, None) is not LeaseStatus.HELD:
+        _stop_early(lease)
+        return
+    deadline = started + job.spec["max_runtime_s"] if job.spec.get("max_runtime_s") else None
+    _fetch_inputs(job, lease, artifacts, workdir)
+    timings["download"] = round(time.monotonic() - started, 3)
+    child_started = time.monotonic()
+    child = start_pipeline(workdir)
+    try:
+        result = supervise(child, workdir, lease, deadline)
+    finally:  # the worker itself failed (database down): leave no orphan training
+        if child.poll() is None:
+            kill_pipeline(child)
+    # the child's whole life: its phases plus interpreter start-up and reading the model and data
+    timings["pipeline"] = round(time.monotonic() - child_started, 3)
+    if result.outcome is Outcome.SUCCEEDED:
+        _publish(job, lease, artifacts, workdir, timings)
+    else:
+        _end_unsuccessful(lease, result, workdir, job.spec.get("max_runtime_s"))
+
+
+def _fetch_inputs(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path) -> None:
+    """Copy the model, data and config into ``workdir`` and describe them in ``job.json``."""
+    data_key = job.data_key
+    if data_key is None:  # the API guarantees exactly one of data_key and dataset_id
+        assert job.dataset_id is not None
+        data_key = get_dataset(lease.db, job.team_id, job.dataset_id).storage_key
+    _download(artifacts, job.model_key, workdir / "model.pt2")
+    _download(artifacts, data_key, workdir / "data.npz")
+    if job.config_key:
+        _download(artifacts, job.config_key, workdir / "config.json")
+    spec = {key: value for key, value in job.spec.items() if key not in JOB_OPTION_KEYS}
+    PipelineJob("model.pt2", "data.npz", "config.json" if job.config_key else None, spec).write(workdir)
+
+
+def _download(artifacts: ArtifactStore, key: str, path: Path) -> None:
+    with open(path, "wb") as file:
+        for chunk in artifacts.open_stream(key):
+            file.write(chunk)
+
+
+def _publish(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path, timings: dict[str, float]) -> None:
+    """Upload this attempt's files and mark the job SUCCEEDED; undo the uploads if the lease is gone."""
+    if lease.progress(Phase.UPLOADING, None) is LeaseStatus.LOST:
+        return
+    started = time.monotonic()
+    out = workdir / OUT_DIR
+    (workdir / LOG_FILE).replace(out / LOG_FILE)
+    prefix = f"jobs/{job.id}/attempt-{job.attempt}"
+    uploaded: list[NewArtifact] = []
+    try:
+        for name in ARTIFACTS:
+            with open(out / name, "rb") as file:
+                size, sha256 = artifacts.put_stream(f"{prefix}/{name}", file)
+            uploaded.append(NewArtifact(name=name, size=size, sha256=sha256, storage_key=f"{prefix}/{name}"))
+        timings["upload"] = round(time.monotonic() - started, 3)
+        metrics = _metrics(json.loads((out / "report.json").read_text(encoding="utf-8")), timings)
+        store.finish_job(lease.db, job.id, lease.worker_id, lease.attempt, metrics, uploaded)
+    except BaseException:
+        for artifact in uploaded:
+            artifacts.delete(artifact.storage_key)
+        raise
+
+
+def _metrics(report: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
+    """The job row's metrics: the accuracy table and the wall time of every phase, queue to upload."""
+    return {
+        "accuracy": report["accuracy"],
+        "deploy_vs_simulated": report["deploy_vs_simulated"],
+        "loss": report["loss"],
+        "timings_s": {**timings, **report["timings_s"]},
+    }
+
+
+def _end_unsuccessful(lease: JobLease, result: ChildResult, workdir: Path, max_runtime_s: int | None) -> None:
+    if result.outcome is Outcome.CANCELLED:
+        store.acknowledge_cancel(lease.db, lease.job_id, lease.worker_id, lease.attempt)
+    elif result.outcome is Outcome.TIMED_OUT:
+        message = f"the job ran longer than its spec.max_runtime_s of {max_runtime_s} s; raise it or train fewer epochs"
+        _fail(lease, PipelineError("TIMEOUT", message, user_error=True))
+    elif result.outcome is Outcome.FAILED and result.error is not None:
+        error = result.error
+        if not error.user_error:
+            error = PipelineError(error.code, f"{error.message}\n\n{_log_tail(workdir)}", error.user_error)
+        _fail(lease, error)
+    # Outcome.LOST: the job belongs to someone else now; write nothing
+
+
+def _stop_early(lease: JobLease) -> None:
+    """Cancelled (or lost) between the claim and the start: end it without running anything."""
+    try:
+        store.acknowledge_cancel(lease.db, lease.job_id, lease.worker_id, lease.attempt)
+    except LeaseLost:
+        pass
+
+
+def _fail(lease: JobLease, error: PipelineError) -> None:
+    store.fail_job(
+        lease.db, lease.job_id, lease.worker_id, lease.attempt, error.code, error.message, user_error=error.user_error
+    )
+
+
+def _log_tail(workdir: Path) -> str:
+    path = workdir / LOG_FILE
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
+    return "last lines of log.txt:\n" + "\n".join(lines[-LOG_TAIL_LINES:])
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float:
+    return round((end - start).total_seconds(), 3) if start and end else 0.0

@@ -1,0 +1,106 @@
+"""The sandboxed child that runs one job's QAT: ``python -m workers.pipeline WORKDIR``.
+
+It runs the user's model, so it is started with no credentials in its environment
+(see :mod:`workers.sandbox`) and only reads and writes ``WORKDIR`` (layout in
+:mod:`workers.protocol`). Its stdout and stderr are the job's ``log.txt``. It exits 0
+with the artifacts in ``WORKDIR/out``, or ``EXIT_REPORTED_ERROR`` after writing
+``error.json``; any other exit means it crashed or was killed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from workers.protocol import (
+    EXIT_REPORTED_ERROR,
+    OUT_DIR,
+    PROGRESS_FILE,
+    PipelineError,
+    PipelineJob,
+    ProgressLine,
+)
+
+# run_qat's file keys -> the names a job publishes them under
+PUBLISHED_NAMES = {
+    "deploy_model": "model_int8.onnx",
+    "fake_quant_model": "model_fake_quant.onnx",
+    "record": "record.txt",
+    "record_json": "record.json",
+    "config": "config.json",
+    "report": "report.json",
+}
+
+
+def run(workdir: Path) -> None:
+    """Load the model and data, run QAT, and leave the results under their published names."""
+    import json
+
+    from quantlib.data import load_dataset
+    from quantlib.modelfile import load_exported_program
+    from quantlib.spec import parse_spec
+    from quantlib.train import run_qat
+
+    job = PipelineJob.read(workdir)
+    out = workdir / OUT_DIR
+    with open(workdir / PROGRESS_FILE, "a", encoding="utf-8", buffering=1) as progress:
+
+        def on_progress(phase: str, step: int, total: int, loss: float | None, epoch: int | None) -> None:
+            progress.write(ProgressLine(phase, step, total, loss, epoch).to_json() + "\n")
+
+        on_progress("loading", 0, 1, None, None)
+        spec = parse_spec(job.spec)
+        program = load_exported_program(workdir / job.model)
+        dataset = load_dataset(workdir / job.data)
+        report = run_qat(
+            program,
+            dataset,
+            out,
+            config_file=workdir / job.config if job.config else None,
+            spec=spec,
+            on_progress=on_progress,
+        )
+    for key, path in report.files.items():
+        path.rename(out / PUBLISHED_NAMES[key])
+    summary = report.to_dict()
+    summary["files"] = {key: PUBLISHED_NAMES[key] for key in summary["files"]}
+    (out / PUBLISHED_NAMES["report"]).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+
+def classify(exc: BaseException) -> PipelineError:
+    """The failure code, message and fault for an exception raised by :func:`run`."""
+    from quantlib.errors import QuantlibError
+
+    if isinstance(exc, QuantlibError):
+        where = f" ({exc.field})" if exc.field else ""
+        return PipelineError(exc.code, f"{exc.message}{where}", user_error=True)
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return PipelineError(
+            "OUT_OF_MEMORY",
+            "the job ran out of memory; lower spec.batch_size or submit a smaller model or dataset",
+            user_error=True,
+        )
+    return PipelineError(
+        "INTERNAL",
+        f"the quantization pipeline failed unexpectedly ({type(exc).__name__}: {exc}); see log.txt",
+        user_error=False,
+    )
+
+
+def main(argv: list[str]) -> int:
+    workdir = Path(argv[1])
+    # names only, never values: proves to the log's reader what the sandbox could see
+    print("environment variables:", " ".join(sorted(os.environ)), flush=True)
+    try:
+        run(workdir)
+    except Exception as exc:  # noqa: BLE001 - every failure must reach the parent as a code
+        traceback.print_exc()
+        classify(exc).write(workdir)
+        return EXIT_REPORTED_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,62 @@
+"""Reading the child's progress lines and turning them into the job row's ``Progress``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from service.store import Phase, Progress
+from workers.protocol import ProgressLine
+
+
+class ProgressTail:
+    """Follows a growing ``progress.jsonl``; :meth:`latest` is the newest complete line.
+
+    ETA is estimated per phase from the step rate since the phase began, which is
+    what users watch during the long phase (training).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._offset = 0
+        self._latest: ProgressLine | None = None
+        self._phase_started = time.monotonic()
+
+    def poll(self) -> bool:
+        """Read lines written since the last call; ``True`` if any arrived."""
+        try:
+            with open(self._path, "rb") as file:
+                file.seek(self._offset)
+                chunk = file.read()
+        except FileNotFoundError:
+            return False
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits
+        self._offset += len(complete)
+        lines = [line for line in map(_parse, complete.splitlines()) if line is not None]
+        for line in lines:
+            if self._latest is None or line.phase != self._latest.phase:
+                self._phase_started = time.monotonic()
+            self._latest = line
+        return bool(lines)
+
+    def latest(self) -> tuple[Phase, Progress] | None:
+        """The newest phase and progress, with an ETA for the phase once steps are moving."""
+        line = self._latest
+        if line is None:
+            return None
+        eta = None
+        if 0 < line.step < line.total:
+            elapsed = time.monotonic() - self._phase_started
+            eta = round(elapsed / line.step * (line.total - line.step), 1)
+        return Phase(line.phase), Progress(line.step, line.total, line.epoch, line.loss, eta)
+
+
+def _parse(raw: bytes) -> ProgressLine | None:
+    """A progress line, or ``None`` for anything malformed: the child runs untrusted code."""
+    try:
+        line = ProgressLine(**json.loads(raw))
+        Phase(line.phase)
+    except (ValueError, TypeError):
+        return None
+    return line

@@ -1,0 +1,90 @@
+"""The files through which a worker and its sandboxed pipeline child talk.
+
+The child gets no database, broker or storage access, so everything passes through a
+private work directory: the parent writes the inputs and ``job.json``, the child appends
+progress lines, writes its results under ``out/`` (already under their published names)
+and, on failure, ``error.json``. Torch-free, so the parent never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+JOB_FILE = "job.json"
+PROGRESS_FILE = "progress.jsonl"
+ERROR_FILE = "error.json"
+LOG_FILE = "log.txt"
+OUT_DIR = "out"
+
+# The files a succeeded job publishes, in ``OUT_DIR`` (``log.txt`` is the child's log).
+ARTIFACTS = (
+    "model_int8.onnx",
+    "model_fake_quant.onnx",
+    "record.txt",
+    "record.json",
+    "config.json",
+    "report.json",
+    LOG_FILE,
+)
+
+# the most of a child's error message kept: the child runs untrusted code
+MAX_ERROR_MESSAGE = 4000
+# exit status of a child that wrote ERROR_FILE
+EXIT_REPORTED_ERROR = 3
+
+
+@dataclass(frozen=True)
+class PipelineJob:
+    """What the child runs: input file names relative to the work directory and the QAT spec."""
+
+    model: str
+    data: str
+    config: str | None
+    spec: dict[str, Any]
+
+    def write(self, workdir: Path) -> None:
+        (workdir / JOB_FILE).write_text(json.dumps(asdict(self)), encoding="utf-8")
+
+    @classmethod
+    def read(cls, workdir: Path) -> PipelineJob:
+        return cls(**json.loads((workdir / JOB_FILE).read_text(encoding="utf-8")))
+
+
+@dataclass(frozen=True)
+class ProgressLine:
+    """One progress report of the child: ``phase`` is a :class:`service.store.Phase` value."""
+
+    phase: str
+    step: int
+    total: int
+    loss: float | None = None
+    epoch: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+@dataclass(frozen=True)
+class PipelineError:
+    """Why the child failed: a failure code, a message for the user, and whose fault it was."""
+
+    code: str
+    message: str
+    user_error: bool
+
+    def write(self, workdir: Path) -> None:
+        (workdir / ERROR_FILE).write_text(json.dumps(asdict(self)), encoding="utf-8")
+
+    @classmethod
+    def read(cls, workdir: Path) -> PipelineError | None:
+        path = workdir / ERROR_FILE
+        if not path.is_file():
+            return None
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return cls(str(raw["code"])[:64], str(raw["message"])[:MAX_ERROR_MESSAGE], raw["user_error"] is True)
+        except (ValueError, TypeError, KeyError):
+            return None

@@ -1,0 +1,112 @@
+"""Watching the pipeline child: heartbeats, progress, cancellation and the time limit.
+
+The parent is the only process with database access, so it relays what the child
+reports and acts on what the job row says. Any write fenced by the lease tells it
+whether to go on (``HELD``), stop because the user cancelled (``CANCEL_REQUESTED``) or
+stop silently because the job is no longer ours (``LOST``).
+"""
+
+from __future__ import annotations
+
+import enum
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.db import SessionFactory
+from service.store import LeaseStatus, Phase, Progress, renew_lease, update_progress
+from workers.progress import ProgressTail
+from workers.protocol import EXIT_REPORTED_ERROR, PROGRESS_FILE, PipelineError
+from workers.sandbox import kill_pipeline
+
+POLL_S = 0.2
+PROGRESS_INTERVAL_S = 1.0
+# when two writes in one loop answer differently, the later state in this list wins
+_SEVERITY = [LeaseStatus.HELD, LeaseStatus.CANCEL_REQUESTED, LeaseStatus.LOST]
+
+
+@dataclass(frozen=True)
+class JobLease:
+    """One attempt's hold on a job: the fence every write of the worker goes through."""
+
+    db: SessionFactory
+    job_id: uuid.UUID
+    worker_id: str
+    attempt: int
+    lease_s: int
+
+    def renew(self) -> LeaseStatus:
+        return renew_lease(self.db, self.job_id, self.worker_id, self.attempt, self.lease_s)
+
+    def progress(self, phase: Phase, progress: Progress | None) -> LeaseStatus:
+        return update_progress(self.db, self.job_id, self.worker_id, self.attempt, phase, progress)
+
+    @property
+    def heartbeat_s(self) -> float:
+        """Renew well before expiry, so one slow database write does not lose the job."""
+        return min(5.0, self.lease_s / 3)
+
+
+class Outcome(enum.Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+    TIMED_OUT = "timed_out"
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    outcome: Outcome
+    error: PipelineError | None = None
+
+
+def supervise(child: subprocess.Popen[bytes], workdir: Path, lease: JobLease, deadline: float | None) -> ChildResult:
+    """Wait for ``child`` while keeping the lease; kill it on cancel, lease loss or ``deadline`` (monotonic)."""
+    tail = ProgressTail(workdir / PROGRESS_FILE)
+    last_write = last_heartbeat = time.monotonic()
+    unsent = False
+    while True:
+        returncode = child.poll()
+        now = time.monotonic()
+        unsent = tail.poll() or unsent
+        latest = tail.latest()
+        statuses = [LeaseStatus.HELD]
+        if unsent and latest is not None and now - last_write >= PROGRESS_INTERVAL_S:
+            statuses.append(lease.progress(*latest))
+            last_write, unsent = now, False
+        if now - last_heartbeat >= lease.heartbeat_s:  # progress writes do not extend the lease
+            statuses.append(lease.renew())
+            last_heartbeat = now
+        status = max(statuses, key=_SEVERITY.index)
+        if returncode is not None:
+            return _exited(returncode, workdir)
+        if status is not LeaseStatus.HELD or (deadline is not None and now > deadline):
+            kill_pipeline(child)
+            if status is LeaseStatus.CANCEL_REQUESTED:
+                return ChildResult(Outcome.CANCELLED)
+            if status is LeaseStatus.LOST:
+                return ChildResult(Outcome.LOST)
+            return ChildResult(Outcome.TIMED_OUT)
+        time.sleep(POLL_S)
+
+
+def _exited(returncode: int, workdir: Path) -> ChildResult:
+    if returncode == 0:
+        return ChildResult(Outcome.SUCCEEDED)
+    reported = PipelineError.read(workdir) if returncode == EXIT_REPORTED_ERROR else None
+    if reported is not None:
+        return ChildResult(Outcome.FAILED, reported)
+    if returncode == -9:  # SIGKILL we did not send: on Linux, almost always the OOM killer
+        error = PipelineError(
+            "OUT_OF_MEMORY",
+            "the job was killed for using too much memory; lower spec.batch_size or submit a smaller model",
+            user_error=True,
+        )
+    else:
+        error = PipelineError(
+            "INTERNAL", f"the quantization process crashed (exit status {returncode}); see log.txt", user_error=False
+        )
+    return ChildResult(Outcome.FAILED, error)

@@ -1,0 +1,37 @@
+"""The Celery task a worker runs for each job id the dispatcher sends.
+
+Database and store connections are made once per worker process and reused for every
+job. The task never raises: every ending is recorded on the job row by
+:func:`workers.execute.execute_job`, and a duplicate delivery simply loses the claim.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import uuid
+
+from service.db import SessionFactory, make_engine, session_factory
+from service.settings import Settings
+from service.storage import ArtifactStore, store_from_settings
+from workers.celery_app import RUN_JOB, app
+from workers.execute import execute_job
+
+
+@functools.cache
+def _resources() -> tuple[Settings, SessionFactory, ArtifactStore]:
+    settings = Settings.from_env()
+    return settings, session_factory(make_engine(settings.database_url)), store_from_settings(settings)
+
+
+def worker_id() -> str:
+    """Who holds a lease: host and process, so an operator can find the worker of a job."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@app.task(name=RUN_JOB, ignore_result=True)
+def run_job(job_id: str) -> None:
+    """Claim and run job ``job_id`` (a UUID string: the only thing the broker carries)."""
+    settings, db, artifacts = _resources()
+    execute_job(db, artifacts, uuid.UUID(job_id), worker_id(), settings.lease_seconds)
