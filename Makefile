@@ -24,9 +24,8 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(PY) -m bench --quick
 
-demo:
-	@echo "make demo arrives with the worker and CLI issues (#4, #5); until then use 'qat quantize' (see README)."
-	@exit 1
+demo: $(STAMP)
+	$(VENV)/bin/qat demo
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -129,6 +129,25 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": _json(JobOut, "the job"), **_errors(404), **auth},
             }
         },
+        "/v1/jobs/{job_id}/events": {
+            "get": {
+                "summary": "Follow a job: server-sent events until it ends",
+                "description": (
+                    "`event: progress` with JSON `{state, phase, progress}` whenever one of them changes "
+                    "(the first is the job as it is), then `event: end` with `{state}` at a terminal state. "
+                    "The row is polled every 0.5 s; a stream also ends after 10 minutes (reconnect to go on)."
+                ),
+                "parameters": [job_id],
+                "responses": {
+                    "200": {
+                        "description": "the event stream",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(404),
+                    **auth,
+                },
+            }
+        },
         "/v1/jobs/{job_id}/cancel": {
             "post": {
                 "summary": "Cancel a queued or running job",

@@ -70,6 +70,10 @@ class Settings:
             downloads with a 302 to a presigned URL where the store has them (S3), so the
             bytes bypass the API process.
         download_url_expiry_s: ``QAT_DOWNLOAD_URL_EXPIRY_S``, how long those URLs stay valid.
+        child_memory_bytes: ``QAT_CHILD_MEMORY_BYTES``, the most data memory a job's pipeline
+            process may allocate (``RLIMIT_DATA``; ``8GiB``); unset means no limit. An
+            allocation over it fails the job with ``OUT_OF_MEMORY`` instead of letting one
+            job push the worker's host into the OOM killer.
     """
 
     database_url: str
@@ -84,6 +88,7 @@ class Settings:
     max_attempts: int
     download_redirect: bool = False
     download_url_expiry_s: int = 3600
+    child_memory_bytes: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> Settings:
@@ -108,6 +113,7 @@ class Settings:
             max_attempts=_positive_int(env, "QAT_MAX_ATTEMPTS", 3),
             download_redirect=_flag(env, "QAT_DOWNLOAD_REDIRECT"),
             download_url_expiry_s=_positive_int(env, "QAT_DOWNLOAD_URL_EXPIRY_S", 3600),
+            child_memory_bytes=_optional_size(env, "QAT_CHILD_MEMORY_BYTES"),
         )
 
 
@@ -176,6 +182,11 @@ def _size(env: Mapping[str, str], name: str, default: int) -> int:
         raise BadSetting(f"expected a positive size such as 524288000 or 500MiB, got {raw!r}", field=name)
     unit = match[2].upper() if match[2] else None
     return int(match[1]) * _UNITS[unit]
+
+
+def _optional_size(env: Mapping[str, str], name: str) -> int | None:
+    """A size setting with no default: ``None`` when unset."""
+    return _size(env, name, 0) if name in env else None
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -312,9 +312,21 @@ def finish_job(
 
 
 def fail_job(
-    db: SessionFactory, job_id: uuid.UUID, worker_id: str, attempt: int, code: str, message: str, *, user_error: bool
+    db: SessionFactory,
+    job_id: uuid.UUID,
+    worker_id: str,
+    attempt: int,
+    code: str,
+    message: str,
+    *,
+    user_error: bool,
+    artifacts: Sequence[NewArtifact] = (),
 ) -> None:
-    """Mark the job FAILED; ``user_error`` says whether the user's input or the system was at fault."""
+    """Mark the job FAILED; ``user_error`` says whether the user's input or the system was at fault.
+
+    ``artifacts`` (the attempt's ``log.txt``) are recorded in the same transaction, so a
+    user can read why the job failed, and a worker that lost the lease records nothing.
+    """
     with writing(db) as session:
         _end(
             session,
@@ -327,6 +339,7 @@ def fail_job(
             failure_message=message,
             user_error=user_error,
         )
+        session.add_all(Artifact(job_id=job_id, attempt=attempt, **asdict(artifact)) for artifact in artifacts)
 
 
 def acknowledge_cancel(db: SessionFactory, job_id: uuid.UUID, worker_id: str, attempt: int) -> None:

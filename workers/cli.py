@@ -18,6 +18,15 @@ COMMANDS = {
     "quantize": "quantlib.cli:quantize",
     "serve": "service.cli:serve",
     "worker": "workers.commands:worker",
+    # the client: talks to a running service over HTTP, needs neither torch nor a database
+    "submit": "service.client_cli:submit",
+    "status": "service.client_cli:status",
+    "list": "service.client_cli:list_jobs",
+    "wait": "service.client_cli:wait",
+    "cancel": "service.client_cli:cancel",
+    "download": "service.client_cli:download",
+    "logs": "service.client_cli:logs",
+    "demo": "workers.demo:demo",
 }
 
 

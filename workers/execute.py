@@ -3,8 +3,9 @@
 The job row decides everything: a lost claim means another worker has the job, a
 cancelled or lost lease ends the attempt, and results become visible only through
 :func:`service.store.finish_job`, which records the metrics and every artifact of this
-attempt in one transaction. Files go under ``jobs/<id>/attempt-<n>/`` so a retried job
-never mixes two attempts' outputs.
+attempt in one transaction (a failed job keeps its ``log.txt`` the same way, through
+:func:`service.store.fail_job`). Files go under ``jobs/<id>/attempt-<n>/`` so a retried
+job never mixes two attempts' outputs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,8 +35,18 @@ log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 30
 
 
-def execute_job(db: SessionFactory, artifacts: ArtifactStore, job_id: uuid.UUID, worker_id: str, lease_s: int) -> None:
-    """Run ``job_id`` if this worker wins the claim; every ending is written to the job row."""
+def execute_job(
+    db: SessionFactory,
+    artifacts: ArtifactStore,
+    job_id: uuid.UUID,
+    worker_id: str,
+    lease_s: int,
+    child_memory_bytes: int | None = None,
+) -> None:
+    """Run ``job_id`` if this worker wins the claim; every ending is written to the job row.
+
+    ``child_memory_bytes`` caps the memory of the process that runs the user's model.
+    """
     if not store.claim_job(db, job_id, worker_id, lease_s):
         log.info("job %s is not queued (taken, cancelled or finished); skipping", job_id)
         return
@@ -42,7 +54,7 @@ def execute_job(db: SessionFactory, artifacts: ArtifactStore, job_id: uuid.UUID,
     lease = JobLease(db, job_id, worker_id, job.attempt, lease_s)
     try:
         with tempfile.TemporaryDirectory(prefix=f"qat-job-{job_id}-") as tmp:
-            _run(job, lease, artifacts, Path(tmp))
+            _run(job, lease, artifacts, Path(tmp), child_memory_bytes)
     except LeaseLost:
         log.warning("job %s attempt %d: lease lost; results discarded", job_id, job.attempt)
     except Exception as exc:  # noqa: BLE001 - the job must end FAILED, not stay RUNNING until reaped
@@ -54,7 +66,7 @@ def execute_job(db: SessionFactory, artifacts: ArtifactStore, job_id: uuid.UUID,
             pass
 
 
-def _run(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path) -> None:
+def _run(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path, memory_bytes: int | None) -> None:
     timings: dict[str, float] = {"queue_wait": _seconds(job.created_at, job.started_at)}
     started = time.monotonic()
     if lease.progress(Phase.LOADING, None) is not LeaseStatus.HELD:
@@ -64,7 +76,7 @@ def _run(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path) -> 
     _fetch_inputs(job, lease, artifacts, workdir)
     timings["download"] = round(time.monotonic() - started, 3)
     child_started = time.monotonic()
-    child = start_pipeline(workdir)
+    child = start_pipeline(workdir, memory_bytes)
     try:
         result = supervise(child, workdir, lease, deadline)
     finally:  # the worker itself failed (database down): leave no orphan training
@@ -75,7 +87,7 @@ def _run(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path) -> 
     if result.outcome is Outcome.SUCCEEDED:
         _publish(job, lease, artifacts, workdir, timings)
     else:
-        _end_unsuccessful(lease, result, workdir, job.spec.get("max_runtime_s"))
+        _end_unsuccessful(lease, artifacts, result, workdir, job.spec.get("max_runtime_s"))
 
 
 def _fetch_inputs(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path) -> None:
@@ -99,22 +111,38 @@ def _download(artifacts: ArtifactStore, key: str, path: Path) -> None:
 
 
 def _publish(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path, timings: dict[str, float]) -> None:
-    """Upload this attempt's files and mark the job SUCCEEDED; undo the uploads if the lease is gone."""
+    """Upload this attempt's files and mark the job SUCCEEDED in the same step."""
     if lease.progress(Phase.UPLOADING, None) is LeaseStatus.LOST:
         return
     started = time.monotonic()
     out = workdir / OUT_DIR
     (workdir / LOG_FILE).replace(out / LOG_FILE)
-    prefix = f"jobs/{job.id}/attempt-{job.attempt}"
-    uploaded: list[NewArtifact] = []
-    try:
-        for name in ARTIFACTS:
-            with open(out / name, "rb") as file:
-                size, sha256 = artifacts.put_stream(f"{prefix}/{name}", file)
-            uploaded.append(NewArtifact(name=name, size=size, sha256=sha256, storage_key=f"{prefix}/{name}"))
+
+    def succeed(uploaded: list[NewArtifact]) -> None:
         timings["upload"] = round(time.monotonic() - started, 3)
         metrics = _metrics(json.loads((out / "report.json").read_text(encoding="utf-8")), timings)
         store.finish_job(lease.db, job.id, lease.worker_id, lease.attempt, metrics, uploaded)
+
+    _upload_and_end(lease, artifacts, [out / name for name in ARTIFACTS], succeed)
+
+
+def _upload_and_end(
+    lease: JobLease, artifacts: ArtifactStore, files: list[Path], end: Callable[[list[NewArtifact]], None]
+) -> None:
+    """Store ``files`` under the attempt's own prefix, then ``end`` the job recording them.
+
+    Only ``end`` (one fenced transaction) makes the files visible; if it fails, the lease
+    was lost for instance, the uploads are deleted so no attempt leaves files behind.
+    """
+    prefix = f"jobs/{lease.job_id}/attempt-{lease.attempt}"
+    uploaded: list[NewArtifact] = []
+    try:
+        for path in files:
+            key = f"{prefix}/{path.name}"
+            with open(path, "rb") as file:
+                size, sha256 = artifacts.put_stream(key, file)
+            uploaded.append(NewArtifact(name=path.name, size=size, sha256=sha256, storage_key=key))
+        end(uploaded)
     except BaseException:
         for artifact in uploaded:
             artifacts.delete(artifact.storage_key)
@@ -131,17 +159,19 @@ def _metrics(report: dict[str, Any], timings: dict[str, float]) -> dict[str, Any
     }
 
 
-def _end_unsuccessful(lease: JobLease, result: ChildResult, workdir: Path, max_runtime_s: int | None) -> None:
+def _end_unsuccessful(
+    lease: JobLease, artifacts: ArtifactStore, result: ChildResult, workdir: Path, max_runtime_s: int | None
+) -> None:
     if result.outcome is Outcome.CANCELLED:
         store.acknowledge_cancel(lease.db, lease.job_id, lease.worker_id, lease.attempt)
     elif result.outcome is Outcome.TIMED_OUT:
         message = f"the job ran longer than its spec.max_runtime_s of {max_runtime_s} s; raise it or train fewer epochs"
-        _fail(lease, PipelineError("TIMEOUT", message, user_error=True))
+        _fail_with_log(lease, artifacts, workdir, PipelineError("TIMEOUT", message, user_error=True))
     elif result.outcome is Outcome.FAILED and result.error is not None:
         error = result.error
         if not error.user_error:
             error = PipelineError(error.code, f"{error.message}\n\n{_log_tail(workdir)}", error.user_error)
-        _fail(lease, error)
+        _fail_with_log(lease, artifacts, workdir, error)
     # Outcome.LOST: the job belongs to someone else now; write nothing
 
 
@@ -153,10 +183,23 @@ def _stop_early(lease: JobLease) -> None:
         pass
 
 
-def _fail(lease: JobLease, error: PipelineError) -> None:
+def _fail(lease: JobLease, error: PipelineError, log: Sequence[NewArtifact] = ()) -> None:
     store.fail_job(
-        lease.db, lease.job_id, lease.worker_id, lease.attempt, error.code, error.message, user_error=error.user_error
+        lease.db,
+        lease.job_id,
+        lease.worker_id,
+        lease.attempt,
+        error.code,
+        error.message,
+        user_error=error.user_error,
+        artifacts=log,
     )
+
+
+def _fail_with_log(lease: JobLease, artifacts: ArtifactStore, workdir: Path, error: PipelineError) -> None:
+    """Fail the job with the child's ``log.txt`` as its artifact: the user's way to see what went wrong."""
+    log = workdir / LOG_FILE
+    _upload_and_end(lease, artifacts, [log] if log.is_file() else [], lambda uploaded: _fail(lease, error, uploaded))
 
 
 def _log_tail(workdir: Path) -> str:

@@ -79,7 +79,7 @@ def classify(exc: BaseException) -> PipelineError:
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return PipelineError(
             "OUT_OF_MEMORY",
-            "the job ran out of memory; lower spec.batch_size or submit a smaller model or dataset",
+            f"the job ran out of memory{_memory_ceiling()}; lower spec.batch_size or submit a smaller model or dataset",
             user_error=True,
         )
     return PipelineError(
@@ -87,6 +87,14 @@ def classify(exc: BaseException) -> PipelineError:
         f"the quantization pipeline failed unexpectedly ({type(exc).__name__}: {exc}); see log.txt",
         user_error=False,
     )
+
+
+def _memory_ceiling() -> str:
+    """The worker's per-job memory limit in words, if it set one."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_DATA)[0]
+    return "" if limit == resource.RLIM_INFINITY else f" (this worker allows a job {limit >> 20} MiB)"
 
 
 def main(argv: list[str]) -> int:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 from flask import Blueprint, Response, redirect, request, url_for
 
 from service import store
 from service.auth import current_team_id, require_team
 from service.errors import InvalidArgument
+from service.job_events import job_events
 from service.schemas import ArtifactListOut, ArtifactOut, JobOut, JobPageOut, ListJobsQuery, parse_query
 from service.services import services
 from service.submission import Submission, submit_job
@@ -57,6 +59,16 @@ def get_job(job_id: uuid.UUID) -> dict[str, object]:
     return JobOut.from_row(store.get_job(services().db, current_team_id(), job_id)).model_dump(mode="json")
 
 
+@bp.get("/<uuid:job_id>/events")
+def stream_events(job_id: uuid.UUID) -> Response:
+    """Server-sent events: the job's state, phase and progress as they change, until it ends."""
+    db, team_id = services().db, current_team_id()
+    events = job_events(db, team_id, job_id)
+    first = next(events)  # a missing job answers 404 here, not inside a started stream
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return Response(_prepend(first, events), mimetype="text/event-stream", headers=headers)
+
+
 @bp.post("/<uuid:job_id>/cancel")
 def cancel_job(job_id: uuid.UUID) -> dict[str, object]:
     """Queued jobs are cancelled at once; running ones become CANCELLING until the worker stops."""
@@ -92,6 +104,11 @@ def download_artifact(job_id: uuid.UUID, name: str) -> Response:
         "X-Content-SHA256": artifact.sha256,
     }
     return Response(chunks, mimetype="application/octet-stream", headers=headers, direct_passthrough=True)
+
+
+def _prepend(first: str, rest: Iterator[str]) -> Iterator[str]:
+    yield first
+    yield from rest
 
 
 def _dataset_id(raw: str | None) -> uuid.UUID | None:

@@ -1,29 +1,19 @@
-"""Real backends for the service tests: PostgreSQL, SQLite files and an S3-compatible server.
+"""Real backends for the service tests: PostgreSQL and SQLite databases, artifact stores, API servers.
 
 API tests serve the real app with waitress on a loopback port (``make_api``/``api``).
-PostgreSQL is the server already running on this machine (``QAT_TEST_POSTGRES_URL``,
-default ``postgresql://postgres@127.0.0.1:5432/postgres``); each test session creates
-its own databases there and drops them at the end. The S3 server is moto's, started on
-a free loopback port for the session.
+The PostgreSQL databases and the S3 server come from ``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import requests
 import waitress
@@ -38,29 +28,10 @@ from service.settings import Settings
 from service.storage import ArtifactStore, LocalStore, S3Store
 from service.teams import authenticate, create_team
 
-ADMIN_URL = os.environ.get("QAT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ("sqlite", "postgresql")
 
 
 # ------------------------------------------------------------------------- databases
-
-
-@pytest.fixture(scope="session")
-def new_pg_database() -> Iterator[Callable[[], str]]:
-    """Makes empty PostgreSQL databases (``qat_test_<random>``) and drops them all at the end."""
-    created: list[str] = []
-
-    def make() -> str:
-        name = f"qat_test_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        created.append(name)
-        return ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-
-    yield make
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        for name in created:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -137,51 +108,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3 server on a free loopback port, with dummy credentials in the environment."""
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        try:
-            _wait_until_answering(endpoint, server)
-            yield endpoint
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
-
-
-def _wait_until_answering(endpoint: str, server: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"moto server exited with status {server.returncode}")
-        try:
-            urllib.request.urlopen(endpoint, timeout=1).close()
-            return
-        except urllib.error.HTTPError:
-            return  # an HTTP answer, even an error, means it is serving
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"moto server did not answer on {endpoint} within {timeout_s} s")
-
-
-@pytest.fixture
-def s3_bucket(s3_endpoint: str) -> str:
-    """A new, empty bucket for the test."""
-    name = f"qat-{uuid.uuid4().hex[:12]}"
-    S3Store(name, endpoint_url=s3_endpoint).client.create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture(params=["local", "s3"])

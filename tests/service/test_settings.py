@@ -20,6 +20,7 @@ def test_defaults_live_under_var(tmp_path: Path) -> None:
     assert settings.s3_endpoint_url is None
     assert (settings.lease_seconds, settings.max_attempts) == (60, 3)
     assert settings.max_model_bytes == 512 << 20 and settings.max_config_bytes == 1 << 20
+    assert settings.child_memory_bytes is None
 
 
 def test_values_are_parsed(tmp_path: Path) -> None:
@@ -34,6 +35,7 @@ def test_values_are_parsed(tmp_path: Path) -> None:
             "QAT_MAX_CONFIG_BYTES": "4096",
             "QAT_LEASE_SECONDS": "30",
             "QAT_MAX_ATTEMPTS": "5",
+            "QAT_CHILD_MEMORY_BYTES": "8GiB",
             "QAT_UNRELATED": "ignored",
         },
         cwd=tmp_path,
@@ -43,6 +45,7 @@ def test_values_are_parsed(tmp_path: Path) -> None:
     assert settings.artifacts == S3Artifacts("qat-artifacts", "prod/v1")
     assert settings.s3_endpoint_url == "http://minio:9000"
     assert (settings.max_model_bytes, settings.max_data_bytes, settings.max_config_bytes) == (2 << 30, 100 << 20, 4096)
+    assert settings.child_memory_bytes == 8 << 30
     assert (settings.lease_seconds, settings.max_attempts) == (30, 5)
 
 

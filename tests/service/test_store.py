@@ -379,6 +379,20 @@ def test_fail_job(db: SessionFactory, make_team: MakeTeam) -> None:
     )
 
 
+
+def test_failed_job_keeps_its_log_and_a_stale_worker_records_none(db: SessionFactory, make_team: MakeTeam) -> None:
+    team = make_team()
+    job_id = running_job(db, team)
+    log = NewArtifact("log.txt", 5, sha("log"), f"jobs/{job_id}/attempt-1/log.txt")
+    with pytest.raises(LeaseLost):
+        store.fail_job(db, job_id, "w2", 1, "BAD_DATA", "no", user_error=True, artifacts=[log])
+    assert store.list_artifacts(db, team.id, job_id) == []
+    store.fail_job(db, job_id, "w1", 1, "BAD_DATA", "x_train is empty", user_error=True, artifacts=[log])
+    [row] = store.list_artifacts(db, team.id, job_id)
+    assert (row.name, row.attempt, row.storage_key) == ("log.txt", 1, log.storage_key)
+    assert store.get_job(db, team.id, job_id).state == JobState.FAILED
+
+
 # --------------------------------------------------------------------------- idempotency
 
 

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
 import requests
 
+from service.db import SessionFactory, make_engine, session_factory
+
 QAT = str(Path(sys.executable).parent / "qat")
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 
 def free_port() -> int:
@@ -32,7 +37,8 @@ def free_port() -> int:
 class Pool:
     """The running deployment: its environment, its processes and a client for one team."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, **settings: str) -> None:
+        """The embedded default under ``root``; ``settings`` (``QAT_*``) replace any of it."""
         self.root = root
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("QAT_")},
@@ -41,6 +47,7 @@ class Pool:
             "QAT_ARTIFACTS": str(root / "artifacts"),
             # short, so a worker that stopped heartbeating would lose its job within a test
             "QAT_LEASE_SECONDS": "4",
+            **settings,
         }
         self.processes: dict[str, tuple[subprocess.Popen[bytes], IO[bytes]]] = {}
         self.url = ""
@@ -58,6 +65,17 @@ class Pool:
 
     def log(self, name: str) -> str:
         return (self.root / f"{name}.log").read_text(errors="replace")
+
+    def db(self) -> SessionFactory:
+        """The job store the processes use, for checks the HTTP API does not expose."""
+        return session_factory(make_engine(self.env["QAT_DATABASE_URL"]))
+
+    def crash(self, name: str) -> None:
+        """SIGKILL process ``name`` as a machine crash would; it no longer counts as running."""
+        process, log = self.processes.pop(name)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        log.close()
 
     def stop(self) -> None:
         for process, log in self.processes.values():
@@ -90,14 +108,9 @@ class Pool:
         raise AssertionError(f"job {job_id} did not get there in {timeout_s} s: {job}\n{logs}")
 
 
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
-    """Migrated database, a team, then the API, the dispatcher and one CPU worker, all running.
-
-    Shared by a module's tests (starting the processes costs seconds); each test
-    submits its own jobs.
-    """
-    pool = Pool(tmp_path_factory.mktemp("pool"))
+@contextmanager
+def running(pool: Pool, workers: int = 1) -> Iterator[Pool]:
+    """Migrate the database, create a team, then run the API, the dispatcher and ``workers`` CPU workers."""
     pool.qat("db", "upgrade")
     token = json.loads(pool.qat("admin", "create-team", "vision", "--json"))["token"]
     pool.session.headers["Authorization"] = f"Bearer {token}"
@@ -105,12 +118,23 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     pool.url = f"http://127.0.0.1:{port}"
     try:
         pool.start("api", "serve", "--port", str(port))
-        pool.start("dispatcher", "dispatcher", "--slots", "1")
-        pool.start("worker", "worker", "--name", "test-worker")
+        pool.start("dispatcher", "dispatcher", "--slots", str(workers))
+        for index in range(workers):
+            pool.start(f"worker-{index}", "worker", "--name", f"test-worker-{index}")
         _wait_for_api(pool)
         yield pool
     finally:
         pool.stop()
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
+    """The embedded deployment with one worker, shared by a module's tests.
+
+    Starting the processes costs seconds; each test submits its own jobs.
+    """
+    with running(Pool(tmp_path_factory.mktemp("pool"))) as started:
+        yield started
 
 
 def _wait_for_api(pool: Pool, timeout_s: float = 30) -> None:
@@ -135,3 +159,32 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     code = f"from quantlib.examples.digits import write_example; write_example({str(out)!r}, epochs=5)"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
     return out / "model.pt2", out / "data.npz"
+
+
+def submit(pool: Pool, digits: tuple[Path, Path], spec: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> str:
+    """Submit the digits model and data with ``spec`` (and ``config``); returns the job id."""
+    model, data = digits
+    form = {"spec": json.dumps(spec)}
+    if config is not None:
+        form["config"] = json.dumps(config)
+    files = {"model": ("model.pt2", model.read_bytes()), "data": ("data.npz", data.read_bytes())}
+    created = pool.post("/v1/jobs", data=form, files=files)
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+def finished(job: Mapping[str, Any]) -> bool:
+    return job["state"] in TERMINAL
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of process ``pid`` (Linux ``/proc``)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited while we looked
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
+import zipfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from conftest import Pool
+from conftest import Pool, finished, submit
 
-TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 LAYER = {
     "retrain_enable": True,
     "retrain_data_config": {"algo": "ulq_quantize", "dst_type": "INT8"},
@@ -22,19 +23,33 @@ LAYER = {
 LONG_SPEC = {"epochs": 200, "batch_size": 8}
 
 
-def submit(pool: Pool, digits: tuple[Path, Path], spec: dict[str, Any], config: dict[str, Any] | None = None) -> str:
-    model, data = digits
-    form = {"spec": json.dumps(spec)}
-    if config is not None:
-        form["config"] = json.dumps(config)
-    files = {"model": ("model.pt2", model.read_bytes()), "data": ("data.npz", data.read_bytes())}
-    created = pool.post("/v1/jobs", data=form, files=files)
-    assert created.status_code == 201, created.text
-    return str(created.json()["id"])
+class _Touch:
+    """Unpickling this runs ``touch path``: the payload of a malicious model file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        import os
+
+        return os.system, (f"touch {self.path}",)
 
 
-def finished(job: dict[str, Any]) -> bool:
-    return job["state"] in TERMINAL
+def malicious_pt2(model: Path, out: Path, marker: Path) -> None:
+    """``model`` with its first weight marked ``use_pickle`` and replaced by a pickle that creates ``marker``.
+
+    Loaded without ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` (checked by hand), torch runs the payload.
+    """
+    with zipfile.ZipFile(model) as src:
+        [config_name] = [name for name in src.namelist() if name.endswith("/weights/model_weights_config.json")]
+        config = json.loads(src.read(config_name))
+        first = next(iter(config["config"].values()))
+        first["use_pickle"] = True
+        weight_name = config_name.rsplit("/", 1)[0] + "/" + first["path_name"]
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+            for info in src.infolist():
+                replaced = {config_name: json.dumps(config).encode(), weight_name: pickle.dumps(_Touch(marker))}
+                dst.writestr(info, replaced.get(info.filename, src.read(info)))
 
 
 def test_job_succeeds_and_its_int8_model_scores_what_was_reported(digits: tuple[Path, Path], pool: Pool) -> None:
@@ -78,6 +93,11 @@ def test_config_naming_a_missing_layer_fails_as_the_users_bad_config(digits: tup
     assert job["state"] == "FAILED"
     assert job["failure"]["code"] == "BAD_CONFIG" and job["failure"]["user_error"] is True
     assert "no_such.layer" in job["failure"]["message"]
+    [log] = pool.get(f"/v1/jobs/{job['id']}/artifacts").json()["artifacts"]
+    assert log["name"] == "log.txt"
+    text = pool.get(f"/v1/jobs/{job['id']}/artifacts/log.txt").text
+    assert "no_such.layer" in text, "the failed job's log shows the child's error"
+    assert hashlib.sha256(text.encode()).hexdigest() == log["sha256"]
 
 
 def test_cancel_stops_a_running_job_and_keeps_nothing(digits: tuple[Path, Path], pool: Pool) -> None:
@@ -96,3 +116,14 @@ def test_job_over_its_max_runtime_fails_with_timeout(digits: tuple[Path, Path], 
     assert job["state"] == "FAILED"
     assert job["failure"]["code"] == "TIMEOUT" and job["failure"]["user_error"] is True
     assert "max_runtime_s" in job["failure"]["message"]
+
+
+def test_model_whose_pickle_runs_code_fails_as_bad_model_and_runs_nothing(
+    digits: tuple[Path, Path], pool: Pool, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    malicious_pt2(digits[0], tmp_path / "model.pt2", marker)
+    job = pool.wait_for_job(submit(pool, (tmp_path / "model.pt2", digits[1]), {"epochs": 1}), finished)
+    assert job["state"] == "FAILED"
+    assert job["failure"]["code"] == "BAD_MODEL" and job["failure"]["user_error"] is True
+    assert not marker.exists(), "the model's pickle payload ran"

@@ -1,0 +1,340 @@
+"""A small typed Python client for the qat-service HTTP API; the ``qat`` client commands use it.
+
+Torch-free and server-free: it needs only httpx, so a laptop can submit jobs and fetch
+INT8 models without the training stack. Every API error becomes :class:`ApiError`
+carrying the API's stable ``code``; a server that cannot be reached becomes
+:class:`ServerUnreachable` naming the URL, so a typo in ``QAT_URL`` reads as one.
+
+    from service.client import Client
+
+    with Client("http://127.0.0.1:8000", token) as qat:
+        job = qat.submit("model.pt2", data="data.npz", spec={"epochs": 1})
+        job = qat.wait(job.id, on_progress=lambda j: print(j.phase, j.progress))
+        paths = qat.download(job.id, "out/")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
+
+import httpx
+
+TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+PathLike = str | os.PathLike[str]
+
+
+class ClientError(Exception):
+    """Base of every error this client raises."""
+
+
+class ApiError(ClientError):
+    """The API answered with an error: ``code`` is stable (``NOT_FOUND``, ``BAD_CONFIG``, ...)."""
+
+    def __init__(self, code: str, message: str, field: str | None = None, status: int = 0) -> None:
+        super().__init__(f"[{code}] {field + ': ' if field else ''}{message}")
+        self.code = code
+        self.message = message
+        self.field = field
+        self.status = status
+
+    @property
+    def is_client_error(self) -> bool:
+        """True when the request was at fault (4xx), false when the server was (5xx)."""
+        return 400 <= self.status < 500
+
+
+class ServerUnreachable(ClientError):
+    """No HTTP answer at all: wrong URL, server down, network or timeout."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach the qat service at {url}: {reason}")
+        self.url = url
+
+
+class ChecksumMismatch(ClientError):
+    """A downloaded artifact's bytes do not hash to the sha256 the API listed; nothing is kept."""
+
+
+class WaitTimeout(ClientError):
+    """:meth:`Client.wait` gave up before the job finished; the job itself keeps running."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a running job is within its phase; ``eta_s`` is the server's estimate for the phase."""
+
+    step: int
+    total: int
+    epoch: int | None = None
+    loss: float | None = None
+    eta_s: float | None = None
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Progress:
+        return cls(
+            step=int(raw.get("step") or 0),
+            total=int(raw.get("total") or 0),
+            epoch=raw.get("epoch"),
+            loss=raw.get("loss"),
+            eta_s=raw.get("eta"),
+        )
+
+
+@dataclass(frozen=True)
+class Failure:
+    code: str
+    message: str
+    user_error: bool | None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as the API shows it; ``raw`` is the API's JSON, untouched, for ``--json`` output."""
+
+    id: str
+    state: str
+    phase: str | None
+    progress: Progress | None
+    metrics: dict[str, Any] | None
+    failure: Failure | None
+    spec: dict[str, Any]
+    created_at: str
+    finished_at: str | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "SUCCEEDED"
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Job:
+        failure = raw.get("failure")
+        return cls(
+            id=str(raw["id"]),
+            state=str(raw["state"]),
+            phase=raw.get("phase"),
+            progress=Progress.from_json(raw["progress"]) if raw.get("progress") else None,
+            metrics=raw.get("metrics"),
+            failure=Failure(failure["code"], failure["message"], failure.get("user_error")) if failure else None,
+            spec=raw.get("spec") or {},
+            created_at=str(raw["created_at"]),
+            finished_at=raw.get("finished_at"),
+            raw=raw,
+        )
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    size: int
+    sha256: str
+    url: str
+
+
+class Client:
+    """One team's view of the service; a context manager that closes its connection pool."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "qat-client"},
+            timeout=timeout,
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def submit(
+        self,
+        model: PathLike | IO[bytes],
+        data: PathLike | IO[bytes] | None = None,
+        dataset_id: str | None = None,
+        config: Mapping[str, Any] | PathLike | None = None,
+        spec: Mapping[str, Any] | PathLike | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Upload a ``.pt2`` model with data (a ``.npz`` or an uploaded ``dataset_id``) and queue a job.
+
+        ``config`` and ``spec`` are dicts or paths of JSON files. With ``idempotency_key``
+        a retried submission returns the job the first one created instead of a second job.
+        """
+        form = {name: _json_text(value) for name, value in (("config", config), ("spec", spec)) if value is not None}
+        if dataset_id is not None:
+            form["dataset_id"] = dataset_id
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        with ExitStack() as stack:
+            files = {"model": _upload(stack, model, "model.pt2")}
+            if data is not None:
+                files["data"] = _upload(stack, data, "data.npz")
+            return Job.from_json(self._json("POST", "/v1/jobs", data=form, files=files, headers=headers))
+
+    def get(self, job_id: str) -> Job:
+        return Job.from_json(self._json("GET", _job_path(job_id)))
+
+    def list(self, state: str | None = None, page_size: int | None = None) -> Iterator[Job]:
+        """The team's jobs, newest first, fetching further pages only as the caller iterates."""
+        params: dict[str, str | int] = {}
+        if state is not None:
+            params["state"] = state
+        if page_size is not None:
+            params["page_size"] = page_size
+        while True:
+            page = self._json("GET", "/v1/jobs", params=params)
+            yield from (Job.from_json(raw) for raw in page["jobs"])
+            if not page.get("next_page_token"):
+                return
+            params["page_token"] = page["next_page_token"]
+
+    def cancel(self, job_id: str) -> Job:
+        """Queued jobs end at once (CANCELLED); running ones become CANCELLING until the worker stops."""
+        return Job.from_json(self._json("POST", _job_path(job_id, "cancel")))
+
+    def artifacts(self, job_id: str) -> list[Artifact]:
+        listed = self._json("GET", _job_path(job_id, "artifacts"))["artifacts"]
+        return [Artifact(a["name"], int(a["size"]), a["sha256"], a["url"]) for a in listed]
+
+    def read_artifact(self, job_id: str, name: str) -> bytes:
+        """One artifact's bytes in memory: for small files such as ``log.txt`` or ``report.json``."""
+        response = self._send("GET", _artifact_path(job_id, name), follow_redirects=True)
+        return response.content
+
+    def download(self, job_id: str, directory: PathLike) -> list[Path]:
+        """Stream every artifact of the job into ``directory``, checking each sha256 on the way.
+
+        A file is written as ``NAME.part`` and renamed only once its hash matches, so a
+        partial or corrupted download never looks like a finished one.
+        """
+        root = Path(directory).resolve()
+        paths = []
+        for artifact in self.artifacts(job_id):
+            target = (root / artifact.name).resolve()
+            if not target.is_relative_to(root):
+                raise ClientError(f"artifact name {artifact.name!r} points outside {root}; not written")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._download_one(job_id, artifact, target)
+            paths.append(target)
+        return paths
+
+    def wait(
+        self,
+        job_id: str,
+        on_progress: Callable[[Job], None] | None = None,
+        poll_s: float = 0.5,
+        timeout_s: float | None = None,
+    ) -> Job:
+        """Poll until the job is SUCCEEDED, FAILED or CANCELLED and return it.
+
+        ``on_progress`` sees the job each time it changed (state, phase, progress, ...),
+        the finished one included. Raises :class:`WaitTimeout` after ``timeout_s``.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        last: dict[str, Any] | None = None
+        while True:
+            job = self.get(job_id)
+            if on_progress is not None and job.raw != last:
+                on_progress(job)
+            last = job.raw
+            if job.done:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"job {job_id} is still {job.state} after {timeout_s} s")
+            time.sleep(poll_s)
+
+    def _download_one(self, job_id: str, artifact: Artifact, target: Path) -> None:
+        partial = target.with_name(target.name + ".part")
+        digest = hashlib.sha256()
+        try:
+            with self._stream(_artifact_path(job_id, artifact.name)) as response, open(partial, "wb") as out:
+                for chunk in response.iter_bytes():
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != artifact.sha256:
+                raise ChecksumMismatch(
+                    f"{artifact.name}: downloaded bytes hash to {digest.hexdigest()}, "
+                    f"the service listed {artifact.sha256}; the file was not kept"
+                )
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    @contextmanager
+    def _stream(self, path: str) -> Iterator[httpx.Response]:
+        """A streamed GET: API errors raised before the body is read, transport errors as ours."""
+        try:
+            with self._http.stream("GET", path, follow_redirects=True) as response:
+                if response.is_error:
+                    response.read()
+                    _raise_for_error(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(self.url, _reason(exc)) from exc
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        body: dict[str, Any] = self._send(method, path, **kwargs).json()
+        return body
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(self.url, _reason(exc)) from exc
+        _raise_for_error(response)
+        return response
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if not response.is_error:
+        return
+    try:
+        error = response.json()["error"]
+        raise ApiError(str(error["code"]), str(error["message"]), error.get("field"), response.status_code)
+    except (ValueError, KeyError, TypeError):
+        # not the API's error shape: a proxy, a load balancer, or not this service at all
+        text = response.text.strip()[:200] or response.reason_phrase
+        raise ApiError(f"HTTP_{response.status_code}", text, None, response.status_code) from None
+
+
+def _reason(exc: httpx.TransportError) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _job_path(job_id: str, *rest: str) -> str:
+    """``/v1/jobs/ID/...`` with the id escaped, so no input can address another route."""
+    return "/".join(("/v1/jobs", quote(job_id, safe=""), *rest))
+
+
+def _artifact_path(job_id: str, name: str) -> str:
+    return _job_path(job_id, "artifacts", quote(name, safe="/"))
+
+
+def _json_text(value: Mapping[str, Any] | PathLike) -> str:
+    if isinstance(value, Mapping):
+        return json.dumps(dict(value))
+    return Path(value).read_text()
+
+
+def _upload(stack: ExitStack, source: PathLike | IO[bytes], default_name: str) -> tuple[str, IO[bytes]]:
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        return path.name, stack.enter_context(open(path, "rb"))
+    return Path(getattr(source, "name", default_name)).name, source

@@ -1,0 +1,232 @@
+"""The ``qat`` client commands: submit, status, list, wait, cancel, download, logs.
+
+Thin over :mod:`service.client`, so the shell and Python see the same behaviour. Every
+command takes ``--url``/``--token`` (see :mod:`service.client_config` for the fallbacks)
+and ``--json``, which prints one JSON document on stdout and nothing else there.
+People get tables and a live progress bar; errors go to stderr as one line,
+``error [CODE] field: message``. Exit codes, for scripts:
+
+    0  done (for submit --wait and wait: the job SUCCEEDED)
+    1  the job FAILED or was CANCELLED
+    2  usage or input error: bad flags or files, rejected config/spec, unknown job, bad token
+    3  server or connection error: unreachable, 5xx, a download that failed its sha256
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+
+from service.client import ApiError, Client, ClientError, Job
+from service.client_config import ClientConfigError, resolve_connection
+from service.client_view import accuracy_table, job_summary, jobs_table, live_progress, print_files
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_SERVER = 0, 1, 2, 3
+STATES = ("QUEUED", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED", "CANCELLED")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_out = Console()
+_err = Console(stderr=True)
+
+
+class CommandFailed(click.ClickException):
+    """One stderr line and a documented exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error {self.message}", err=True)
+
+
+_url_option = click.option("--url", help="Service URL [env QAT_URL, config file; default http://127.0.0.1:8000].")
+_token_option = click.option("--token", help="Team API token [env QAT_TOKEN, config file].")
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document for scripts.")
+
+
+def client_options(command: F) -> F:
+    """``--url``, ``--token`` and ``--json``: the options every client command shares."""
+    return _url_option(_token_option(_json_option(command)))
+
+
+@contextmanager
+def connect(url: str | None, token: str | None) -> Iterator[Client]:
+    """A client for the resolved URL and token; client errors become exit codes 2 or 3."""
+    try:
+        connection = resolve_connection(url, token)
+    except ClientConfigError as exc:
+        raise CommandFailed(str(exc), EXIT_USAGE) from exc
+    try:
+        with Client(connection.url, connection.token) as client:
+            yield client
+    except ApiError as exc:
+        raise CommandFailed(str(exc), EXIT_USAGE if exc.is_client_error else EXIT_SERVER) from exc
+    except ClientError as exc:
+        raise CommandFailed(str(exc), EXIT_SERVER) from exc
+
+
+@click.command("submit")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="MODEL.pt2")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Dataset .npz.")
+@click.option("--dataset-id", help="A dataset uploaded before (instead of --data).")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="AMCT-style config.json.")
+@click.option("--spec", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Job spec JSON.")
+@click.option("--epochs", type=int, help="QAT epochs (instead of --spec).")
+@click.option("--lr", type=float, help="Learning rate (instead of --spec).")
+@click.option("--batch-size", type=int, help="Batch size (instead of --spec).")
+@click.option("--idempotency-key", help="Retrying with the same key returns the same job.")
+@click.option("--wait", "wait_", is_flag=True, help="Follow the job until it finishes.")
+@click.option("--download", type=click.Path(file_okay=False, path_type=Path), help="With --wait: fetch artifacts here.")
+@client_options
+def submit(
+    model: Path,
+    data: Path | None,
+    dataset_id: str | None,
+    config: Path | None,
+    spec: Path | None,
+    epochs: int | None,
+    lr: float | None,
+    batch_size: int | None,
+    idempotency_key: str | None,
+    wait_: bool,
+    download: Path | None,
+    url: str | None,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """Submit MODEL.pt2 for quantization-aware training; prints the job id (or, with --wait, the result)."""
+    inline = {k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size}.items() if v is not None}
+    if spec is not None and inline:
+        raise click.UsageError("give --spec or --epochs/--lr/--batch-size, not both")
+    if download is not None and not wait_:
+        raise click.UsageError("--download needs --wait (or run `qat download ID DIR` later)")
+    with connect(url, token) as client:
+        job = client.submit(
+            model, data=data, dataset_id=dataset_id, config=config, spec=spec or inline or None,
+            idempotency_key=idempotency_key,
+        )
+        if not as_json:
+            _err.print(f"submitted job [bold]{job.id}[/bold]")
+        if not wait_:
+            _emit(job.raw, lambda: _out.print(job.id), as_json)
+            return
+        _follow_to_end(client, job.id, download, as_json)
+
+
+def _follow_to_end(client: Client, job_id: str, download: Path | None, as_json: bool) -> None:
+    """Live progress until the job ends, its artifacts fetched on success, then the exit code."""
+    job = _follow(client, job_id, as_json)
+    files = client.download(job.id, download) if download is not None and job.succeeded else []
+    _finish(job, as_json, files)
+
+
+@click.command("status")
+@click.argument("job_id", metavar="ID")
+@client_options
+def status(job_id: str, url: str | None, token: str | None, as_json: bool) -> None:
+    """Show a job: state, phase, progress, failure and, once done, the FP32 vs INT8 table."""
+    with connect(url, token) as client:
+        job = client.get(job_id)
+    _emit(job.raw, lambda: _show_job(job), as_json)
+
+
+@click.command("list")
+@click.option("--state", type=click.Choice(STATES, case_sensitive=False), help="Only jobs in this state.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many jobs.")
+@client_options
+def list_jobs(state: str | None, limit: int, url: str | None, token: str | None, as_json: bool) -> None:
+    """The team's jobs, newest first."""
+    with connect(url, token) as client:
+        jobs = []
+        for job in client.list(state=state.upper() if state else None):
+            jobs.append(job)
+            if len(jobs) >= limit:
+                break
+    _emit({"jobs": [job.raw for job in jobs]}, lambda: _out.print(jobs_table(jobs)), as_json)
+
+
+@click.command("wait")
+@click.argument("job_id", metavar="ID")
+@click.option("--download", type=click.Path(file_okay=False, path_type=Path), help="Fetch artifacts here on success.")
+@client_options
+def wait(job_id: str, download: Path | None, url: str | None, token: str | None, as_json: bool) -> None:
+    """Follow a job with a live progress bar until it ends; exit 1 unless it SUCCEEDED."""
+    with connect(url, token) as client:
+        _follow_to_end(client, job_id, download, as_json)
+
+
+@click.command("cancel")
+@click.argument("job_id", metavar="ID")
+@client_options
+def cancel(job_id: str, url: str | None, token: str | None, as_json: bool) -> None:
+    """Cancel a job: queued ones end at once, running ones stop at the worker's next check."""
+    with connect(url, token) as client:
+        job = client.cancel(job_id)
+    _emit(job.raw, lambda: _out.print(f"{job.id} {job.state}"), as_json)
+
+
+@click.command("download")
+@click.argument("job_id", metavar="ID")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), metavar="DIR")
+@client_options
+def download(job_id: str, directory: Path, url: str | None, token: str | None, as_json: bool) -> None:
+    """Download every artifact of a job into DIR, verifying each file's sha256."""
+    with connect(url, token) as client:
+        files = client.download(job_id, directory)
+    _emit({"files": [str(path) for path in files]}, lambda: print_files(_out, files), as_json)
+
+
+@click.command("logs")
+@click.argument("job_id", metavar="ID")
+@_url_option
+@_token_option
+def logs(job_id: str, url: str | None, token: str | None) -> None:
+    """Print the job's log.txt (the quantization process's output) as it is, for less or grep."""
+    with connect(url, token) as client:
+        text = client.read_artifact(job_id, "log.txt")
+    sys.stdout.buffer.write(text)
+    sys.stdout.flush()
+
+
+def _follow(client: Client, job_id: str, as_json: bool) -> Job:
+    """Wait for the job; people see a live bar, started only once the job is known to exist."""
+    if as_json:
+        return client.wait(job_id)
+    job = client.get(job_id)  # an unknown id fails here, before a bar is drawn
+    if job.done:
+        return job
+    with live_progress(_err) as on_progress:
+        return client.wait(job_id, on_progress=on_progress)
+
+
+def _finish(job: Job, as_json: bool, files: list[Path]) -> NoReturn:
+    """Print the finished job (and downloaded files) and exit 0 if it succeeded, 1 otherwise."""
+    if as_json:
+        click.echo(json.dumps({**job.raw, "downloaded": [str(path) for path in files]}))
+    else:
+        _show_job(job)
+        if files:
+            print_files(_out, files)
+    sys.exit(EXIT_OK if job.succeeded else EXIT_JOB_FAILED)
+
+
+def _show_job(job: Job) -> None:
+    _out.print(job_summary(job))
+    table = accuracy_table(job.metrics)
+    if table is not None:
+        _out.print(table)
+
+
+def _emit(document: Any, show: Callable[[], None], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(document))
+    else:
+        show()

@@ -1,0 +1,69 @@
+"""The Python client itself against the real deployment: typed results, errors, sha256 checks."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import Finished, Service
+
+from service.client import ApiError, ChecksumMismatch, Client, ServerUnreachable, WaitTimeout
+from workers.local_deployment import free_port
+
+
+def test_artifacts_list_sizes_and_hashes_of_what_was_downloaded(service: Service, finished: Finished) -> None:
+    with Client(service.url, service.token) as client:
+        job = client.get(finished.job["id"])
+        assert job.succeeded and job.done and job.failure is None
+        for artifact in client.artifacts(job.id):
+            data = (finished.folder / artifact.name).read_bytes()
+            assert (len(data), hashlib.sha256(data).hexdigest()) == (artifact.size, artifact.sha256)
+
+
+def test_submit_is_idempotent_and_list_pages_through_every_job(service: Service, digits: tuple[Path, Path]) -> None:
+    model, data = digits
+    key = str(uuid.uuid4())
+    with Client(service.url, service.token) as client:
+        first = client.submit(model, data=data, spec={"epochs": 0}, idempotency_key=key)
+        again = client.submit(model, data=data, spec={"epochs": 0}, idempotency_key=key)
+        assert again.id == first.id
+        with pytest.raises(WaitTimeout):
+            client.wait(first.id, poll_s=0.05, timeout_s=0)
+        client.cancel(first.id)
+        ids = [job.id for job in client.list(page_size=1)]
+        assert first.id in ids and len(ids) == len(set(ids)) >= 2
+
+
+def test_api_errors_carry_code_status_and_field(service: Service, digits: tuple[Path, Path]) -> None:
+    model, data = digits
+    with Client(service.url, service.token) as client:
+        with pytest.raises(ApiError) as missing:
+            client.get(str(uuid.uuid4()))
+        assert (missing.value.code, missing.value.status) == ("NOT_FOUND", 404)
+        with pytest.raises(ApiError) as bad_spec:
+            client.submit(model, data=data, spec={"epochs": -1})
+        assert bad_spec.value.code == "BAD_SPEC" and bad_spec.value.field and bad_spec.value.is_client_error
+
+
+def test_unreachable_server_names_the_url() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with Client(url, "token", timeout=2) as client, pytest.raises(ServerUnreachable, match=url):
+        client.get(str(uuid.uuid4()))
+
+
+def test_download_refuses_bytes_that_do_not_match_their_sha256(
+    service: Service, finished: Finished, tmp_path: Path
+) -> None:
+    """Flip one byte of a stored artifact (same size), download, then restore it."""
+    job_id = finished.job["id"]
+    stored = next((service.deployment.root / "artifacts" / "jobs" / job_id).glob("attempt-*/record.txt"))
+    original = stored.read_bytes()
+    stored.write_bytes(bytes([original[0] ^ 0xFF]) + original[1:])
+    try:
+        with Client(service.url, service.token) as client, pytest.raises(ChecksumMismatch, match="record.txt"):
+            client.download(job_id, tmp_path)
+    finally:
+        stored.write_bytes(original)
+    assert not (tmp_path / "record.txt").exists() and not list(tmp_path.glob("*.part"))

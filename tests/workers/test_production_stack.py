@@ -1,0 +1,56 @@
+"""The production stack end to end: PostgreSQL job store, Redis broker, S3-compatible artifact store."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from conftest import Pool, finished, running, submit
+
+REDIS = "redis://127.0.0.1:6379"
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """An empty database index of the local Redis, flushed again afterwards (never one in use)."""
+    for index in range(15, 0, -1):
+        client = redis.Redis.from_url(f"{REDIS}/{index}")
+        if client.dbsize() == 0:
+            break
+    else:
+        pytest.fail("every Redis database index 1-15 holds keys; free one for the tests")
+    client.flushdb()
+    try:
+        yield f"{REDIS}/{index}"
+    finally:
+        client.flushdb()
+        client.close()
+
+
+def test_digits_job_on_postgresql_redis_and_s3(
+    digits: tuple[Path, Path],
+    tmp_path: Path,
+    new_pg_database: Callable[[], str],
+    redis_url: str,
+    s3_endpoint: str,
+    s3_bucket: str,
+) -> None:
+    settings = {
+        "QAT_DATABASE_URL": new_pg_database(),
+        "QAT_BROKER_URL": redis_url,
+        "QAT_ARTIFACTS": f"s3://{s3_bucket}/qat",
+        "QAT_S3_ENDPOINT_URL": s3_endpoint,
+    }
+    with running(Pool(tmp_path, **settings)) as pool:
+        job_id = submit(pool, digits, {"epochs": 1})
+        job = pool.wait_for_job(job_id, finished)
+        assert job["state"] == "SUCCEEDED", job["failure"]
+        listed = {a["name"]: a for a in pool.get(f"/v1/jobs/{job_id}/artifacts").json()["artifacts"]}
+        onnx = pool.get(f"/v1/jobs/{job_id}/artifacts/model_int8.onnx")
+        assert onnx.status_code == 200
+        assert hashlib.sha256(onnx.content).hexdigest() == listed["model_int8.onnx"]["sha256"]
+    assert not (tmp_path / "artifacts").exists(), "artifacts went to S3, not the local default"

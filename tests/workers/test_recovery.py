@@ -1,0 +1,65 @@
+"""A worker killed mid-training: the reaper re-queues its job and the other worker finishes it once."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from conftest import Pool, child_pids, finished, running, submit
+from service import store
+from service.db import Artifact, reading
+
+# long enough that attempt 1 is still training when killed, short enough for attempt 2
+SPEC = {"epochs": 20}
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
+    """Two CPU workers and a 3 s lease, so a dead worker's job is re-queued within seconds."""
+    with running(Pool(tmp_path_factory.mktemp("recovery"), QAT_LEASE_SECONDS="3"), workers=2) as pool:
+        yield pool
+
+
+def test_job_of_a_sigkilled_worker_succeeds_once_on_the_other(digits: tuple[Path, Path], two_workers: Pool) -> None:
+    pool = two_workers
+    job_id = submit(pool, digits, SPEC)
+    training = pool.wait_for_job(job_id, lambda job: job["phase"] == "training" or finished(job))
+    assert training["state"] == "RUNNING" and training["attempt"] == 1
+
+    db = pool.db()
+    owner = store.load_job(db, uuid.UUID(job_id)).lease_owner
+    assert owner is not None
+    worker_pid = int(owner.rsplit(":", 1)[1])  # worker ids are host:pid
+    name = next(name for name, (process, _) in pool.processes.items() if process.pid == worker_pid)
+    pipeline = child_pids(worker_pid)
+    assert pipeline, "the worker runs the job in a child process"
+    pool.crash(name)
+    # no one kills the child: it must die with its worker rather than train on, holding the GPU
+    deadline = time.monotonic() + 5
+    while any(Path(f"/proc/{pid}").exists() for pid in pipeline) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pipeline:
+        assert not Path(f"/proc/{pid}").exists(), f"pipeline child {pid} outlived its worker"
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, 9)
+
+    job = pool.wait_for_job(job_id, finished, timeout_s=120)
+    assert job["state"] == "SUCCEEDED", job["failure"]
+    assert job["attempt"] == 2
+
+    with reading(db) as session:
+        rows = list(session.scalars(select(Artifact).where(Artifact.job_id == uuid.UUID(job_id))))
+    assert {row.attempt for row in rows} == {2}
+    assert all(row.storage_key.startswith(f"jobs/{job_id}/attempt-2/") for row in rows)
+    listed = pool.get(f"/v1/jobs/{job_id}/artifacts").json()["artifacts"]
+    assert sorted(a["name"] for a in listed) == sorted(row.name for row in rows)
+    assert len(listed) == len({a["name"] for a in listed}), "every artifact is listed once"
+    stored = {path.name for path in (pool.root / "artifacts" / "jobs" / job_id).glob("attempt-*")}
+    assert stored == {"attempt-2"}, "the killed attempt uploaded nothing"
+    print("\nattempt 2 timings (s):", job["metrics"]["timings_s"])
