@@ -65,7 +65,3 @@ class QuantLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(self.layer, self.act_quant(x), self.weight_quant(self.layer.weight))
-
-    def run_with(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Run the wrapped layer on an already-quantized input with a given weight (export)."""
-        return self._run(self.layer, x, weight)
