@@ -105,6 +105,19 @@ def create_team(name: str, max_running: int, max_queued: int, weight: int, as_js
     _print_token(issued, as_json)
 
 
+@admin.command("set-team")
+@click.argument("name")
+@click.option("--max-running", type=click.IntRange(min=1), default=None, help="Jobs running at once.")
+@click.option("--max-queued", type=click.IntRange(min=1), default=None, help="Jobs waiting at once.")
+@click.option("--weight", type=click.IntRange(min=1), default=None, help="Share of the GPU pool.")
+def set_team(name: str, max_running: int | None, max_queued: int | None, weight: int | None) -> None:
+    """Change team NAME's limits or weight; the dispatcher applies them on its next tick."""
+    if max_running is None and max_queued is None and weight is None:
+        raise click.UsageError("give at least one of --max-running, --max-queued, --weight")
+    team = teams.update_team(_database(), name, max_running=max_running, max_queued=max_queued, weight=weight)
+    click.echo(f"team {name!r}: max_running={team.max_running}, max_queued={team.max_queued}, weight={team.weight}")
+
+
 @admin.command("create-token")
 @click.argument("team")
 @_json_option

@@ -62,9 +62,7 @@ def create_team(
             f"bad team name {name!r}: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
             field="name",
         )
-    for field, value in (("max_running", max_running), ("max_queued", max_queued), ("weight", weight)):
-        if value < 1:
-            raise InvalidArgument(f"{field} must be at least 1, got {value}", field=field)
+    _check_limits(max_running=max_running, max_queued=max_queued, weight=weight)
     try:
         with writing(db) as session:
             if session.scalar(select(Team.id).where(Team.name == name)) is not None:
@@ -75,6 +73,35 @@ def create_team(
             return _issue(session, team)
     except IntegrityError:
         raise Conflict(f"team {name!r} already exists", field="name") from None
+
+
+def update_team(
+    db: SessionFactory,
+    name: str,
+    *,
+    max_running: int | None = None,
+    max_queued: int | None = None,
+    weight: int | None = None,
+) -> TeamSummary:
+    """Change a team's limits or weight (``None`` keeps a value); returns the team as it now is.
+
+    Running and queued jobs are never touched: the dispatcher reads the new values on its
+    next tick, so a lowered ``max_running`` only stops further admissions.
+    """
+    changes = {
+        key: value
+        for key, value in (("max_running", max_running), ("max_queued", max_queued), ("weight", weight))
+        if value is not None
+    }
+    _check_limits(**changes)
+    with writing(db) as session:
+        team = session.scalar(select(Team).where(Team.name == name))
+        if team is None:
+            raise NotFound(f"no team named {name!r}", field="name")
+        for key, value in changes.items():
+            setattr(team, key, value)
+    [summary] = [row for row in list_teams(db) if row.name == name]
+    return summary
 
 
 def create_token(db: SessionFactory, team_name: str) -> IssuedToken:
@@ -121,6 +148,12 @@ def authenticate(db: SessionFactory, token: str) -> Team | None:
     if not hmac.compare_digest(stored.token_sha256, hash_token(token)) or stored.revoked_at is not None:
         return None
     return team
+
+
+def _check_limits(**limits: int) -> None:
+    for field, value in limits.items():
+        if value < 1:
+            raise InvalidArgument(f"{field} must be at least 1, got {value}", field=field)
 
 
 def _issue(session: Session, team: Team) -> IssuedToken:

@@ -2,11 +2,21 @@
 
 Every tick it reaps expired leases (re-queueing the jobs of dead workers) and admits
 QUEUED jobs while workers have room: at most ``slots`` jobs running or sent and not yet
-claimed, taking teams in turn (round robin) and never more than a team's
-``max_running``. Within a team, higher priority and then older jobs go first. Jobs
-stay in the table until admitted, so one team's backlog never sits in the broker in
-front of another team's job. A sent job that is still queued after ``resend_after_s``
-(a lost message) is sent again; duplicates are harmless because claims are conditional.
+claimed, never more than a team's ``max_running``. Within a team, higher priority and
+then older jobs go first. Jobs stay in the table until admitted, so one team's backlog
+never sits in the broker in front of another team's job. A sent job that is still queued
+after ``resend_after_s`` (a lost message) is sent again; duplicates are harmless because
+claims are conditional.
+
+Teams take turns by smooth weighted round robin (nginx's upstream balancer): each pick,
+every team with an admissible job earns its ``weight`` in credit, the richest team is
+served and pays the total weight of those teams. Over any stretch where teams keep a
+backlog, a team of weight 2 gets two admissions for every one of a weight-1 team, and
+its turns are spread out rather than bunched, so a team's first job waits at most one
+round (the sum of the weights) of admissions. It needs one number per team and
+nothing stored: after a restart turns start afresh, which costs at most one round.
+A team without queued jobs forgets its credit, so idling banks no claim on the pool;
+ties go to the team with fewer jobs in flight, so a newcomer gets the next free slot.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ TICK_S = 0.5
 RESEND_AFTER_S = 60.0
 _ACTIVE = (JobState.RUNNING, JobState.CANCELLING)
 Send = Callable[[uuid.UUID], None]
+_TEAM_LIMITS = select(Team.id, Team.max_running, Team.weight)
 
 
 class Dispatcher:
@@ -38,7 +49,7 @@ class Dispatcher:
         self.slots = slots
         self.resend_after_s = resend_after_s
         self._sent: dict[tuple[uuid.UUID, int], float] = {}
-        self._last_team: int | None = None
+        self._credit: dict[int, int] = {}
 
     def tick(self) -> list[uuid.UUID]:
         """Reap expired leases, then send the jobs there is room for; returns the ids sent."""
@@ -55,7 +66,7 @@ class Dispatcher:
         with reading(self.db) as session:
             counts = select(Job.team_id, func.count()).where(Job.state.in_(_ACTIVE)).group_by(Job.team_id)
             active = Counter(dict(session.execute(counts).tuples().all()))
-            limits = dict(session.execute(select(Team.id, Team.max_running)).tuples().all())
+            limits = {team: (cap, weight) for team, cap, weight in session.execute(_TEAM_LIMITS).tuples()}
             queued = session.execute(
                 select(Job.id, Job.attempt, Job.team_id)
                 .where(Job.state == JobState.QUEUED)
@@ -71,24 +82,25 @@ class Dispatcher:
         for job_id, attempt, team in queued:
             if (job_id, attempt) not in pending:
                 waiting.setdefault(team, deque()).append((job_id, attempt))
+        self._credit = {team: credit for team, credit in self._credit.items() if team in waiting}
         chosen: list[tuple[uuid.UUID, int]] = []
         while room > 0:
-            team = self._next_team([t for t, jobs in waiting.items() if jobs and in_flight[t] < limits.get(t, 0)])
-            if team is None:
+            eligible = {t: weight for t, (cap, weight) in limits.items() if waiting.get(t) and in_flight[t] < cap}
+            if not eligible:
                 break
+            team = self._next_team(eligible, in_flight)
             chosen.append(waiting[team].popleft())
             in_flight[team] += 1
             room -= 1
         return chosen
 
-    def _next_team(self, eligible: list[int]) -> int | None:
-        """The first eligible team after the one served last, wrapping around."""
-        if not eligible:
-            return None
-        eligible.sort()
-        after = [team for team in eligible if self._last_team is not None and team > self._last_team]
-        self._last_team = (after or eligible)[0]
-        return self._last_team
+    def _next_team(self, weights: dict[int, int], in_flight: Counter[int]) -> int:
+        """One smooth weighted round-robin pick among ``weights`` (team -> weight), which is not empty."""
+        for team, weight in weights.items():
+            self._credit[team] = self._credit.get(team, 0) + weight
+        team = max(weights, key=lambda t: (self._credit[t], -in_flight[t], -t))
+        self._credit[team] -= sum(weights.values())
+        return team
 
 
 def run_forever(dispatcher: Dispatcher, tick_s: float = TICK_S) -> None:

@@ -65,9 +65,12 @@ def test_team_lifecycle(env: dict[str, str]) -> None:
     vision = teams["vision"]
     assert (vision["max_running"], vision["max_queued"], vision["active_tokens"]) == (3, 9, 1)
     assert teams["speech"]["active_tokens"] == 1
+    changed = qat(env, "admin", "set-team", "speech", "--weight", "3")
+    assert changed.returncode == 0, changed.stderr
+    assert "weight=3" in changed.stdout and "max_running=2" in changed.stdout
     table = qat(env, "admin", "list-teams").stdout.splitlines()
     assert table[0].split() == ["NAME", "MAX_RUNNING", "MAX_QUEUED", "WEIGHT", "TOKENS", "CREATED"]
-    assert [line.split()[0] for line in table[1:]] == ["speech", "vision"]
+    assert [line.split()[:4] for line in table[1:]] == [["speech", "2", "100", "3"], ["vision", "3", "9", "1"]]
 
     db = session_factory(make_engine(env["QAT_DATABASE_URL"]))
     assert authenticate(db, first["token"]) is None
@@ -82,6 +85,7 @@ def test_team_lifecycle(env: dict[str, str]) -> None:
         (("admin", "create-team", "bad name"), "error [INVALID_ARGUMENT] name: bad team name"),
         (("admin", "create-token", "ghost"), "error [NOT_FOUND] team: no team named 'ghost'"),
         (("admin", "revoke-token", "qat_nope"), "error [NOT_FOUND] prefix: no token with prefix 'qat_nope'"),
+        (("admin", "set-team", "ghost", "--weight", "2"), "error [NOT_FOUND] name: no team named 'ghost'"),
     ],
 )
 def test_mistakes_are_one_line_and_status_2(team_dup_env: dict[str, str], args: tuple[str, ...], line: str) -> None:

@@ -15,6 +15,7 @@ from service.teams import (
     hash_token,
     list_teams,
     revoke_token,
+    update_team,
 )
 
 
@@ -80,3 +81,18 @@ def test_list_teams_by_name(db: SessionFactory) -> None:
     for name in ("b-team", "a-team"):
         create_team(db, name)
     assert [t.name for t in list_teams(db)] == ["a-team", "b-team"]
+
+
+def test_update_team_changes_only_what_is_given(db: SessionFactory) -> None:
+    create_team(db, "vision", max_running=3, max_queued=7)
+    updated = update_team(db, "vision", weight=4)
+    assert (updated.max_running, updated.max_queued, updated.weight) == (3, 7, 4)
+    assert update_team(db, "vision", max_running=1).weight == 4
+    with pytest.raises(InvalidArgument) as bad_weight:
+        update_team(db, "vision", weight=0)
+    assert bad_weight.value.field == "weight"
+    with pytest.raises(NotFound) as no_team:
+        update_team(db, "ghost", weight=2)
+    assert no_team.value.field == "name"
+    [summary] = list_teams(db)
+    assert (summary.max_running, summary.weight) == (1, 4)

@@ -22,8 +22,8 @@ def db(tmp_path: Path) -> SessionFactory:
     return session_factory(make_engine(url))
 
 
-def team(db: SessionFactory, max_running: int = 2) -> int:
-    issued = create_team(db, f"team-{uuid.uuid4().hex[:8]}", max_running=max_running, max_queued=100)
+def team(db: SessionFactory, max_running: int = 2, weight: int = 1) -> int:
+    issued = create_team(db, f"team-{uuid.uuid4().hex[:8]}", max_running=max_running, max_queued=100, weight=weight)
     found = authenticate(db, issued.token)
     assert found is not None
     return found.id
@@ -32,6 +32,13 @@ def team(db: SessionFactory, max_running: int = 2) -> int:
 def queue(db: SessionFactory, team_id: int, count: int) -> list[uuid.UUID]:
     inputs = [store.JobInputs(model_key="m", model_sha256=SHA, data_key="d", data_sha256=SHA, spec={}) for _ in range(count)]
     return [store.create_job(db, team_id, item, max_attempts=3).id for item in inputs]
+
+
+def run_to_end(db: SessionFactory, job_ids: list[uuid.UUID]) -> None:
+    """What a worker does to each sent job, quickly: claim it and end it, freeing its slot."""
+    for job_id in job_ids:
+        assert store.claim_job(db, job_id, "w", 60)
+        store.fail_job(db, job_id, "w", 1, "INTERNAL", "x", user_error=False)
 
 
 def test_teams_take_turns_and_room_is_the_number_of_slots(db: SessionFactory) -> None:
@@ -63,3 +70,38 @@ def test_an_unclaimed_job_is_sent_again_after_the_resend_delay(db: SessionFactor
     dispatcher = Dispatcher(db, lambda _: None, slots=1, resend_after_s=0)
     assert dispatcher.tick() == [job]
     assert dispatcher.tick() == [job]
+
+
+def test_a_team_of_weight_two_gets_two_admissions_for_each_of_a_weight_one_team(db: SessionFactory) -> None:
+    heavy, light = team(db, max_running=100, weight=2), team(db, max_running=100)
+    owner = {job: heavy for job in queue(db, heavy, 30)} | {job: light for job in queue(db, light, 30)}
+    dispatcher = Dispatcher(db, lambda _: None, slots=3)
+    for _ in range(6):  # every round of three slots, as the previous round's jobs end
+        sent = dispatcher.tick()
+        assert sorted(owner[job] == heavy for job in sent) == [False, True, True]
+        run_to_end(db, sent)
+
+
+def test_weights_never_lift_a_teams_max_running(db: SessionFactory) -> None:
+    heavy, light = team(db, max_running=2, weight=5), team(db, max_running=10)
+    heavy_jobs, light_jobs = queue(db, heavy, 5), queue(db, light, 5)
+    sent = Dispatcher(db, lambda _: None, slots=6).tick()
+    assert len(set(sent) & set(heavy_jobs)) == 2, "the heavy team stops at its max_running"
+    assert set(sent) - set(heavy_jobs) == set(light_jobs[:4]), "the rest of the room goes to the other team"
+
+
+def test_a_newcomers_single_job_is_admitted_within_one_round(db: SessionFactory) -> None:
+    """A weight-3 team's backlog admits at most 3 of its jobs before a weight-1 team's first job."""
+    busy = team(db, max_running=10, weight=3)
+    backlog = queue(db, busy, 20)
+    dispatcher = Dispatcher(db, lambda _: None, slots=1)
+    for _ in range(4):  # the busy team alone, a job at a time
+        run_to_end(db, dispatcher.tick())
+    [single] = queue(db, team(db), 1)
+    admitted: list[uuid.UUID] = []
+    while single not in admitted:
+        sent = dispatcher.tick()
+        admitted += sent
+        run_to_end(db, sent)
+        assert len(admitted) <= 4, "one round of weights 3 + 1"
+    assert set(admitted) - {single} <= set(backlog)
