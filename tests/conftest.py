@@ -9,6 +9,7 @@ a free loopback port for the session.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -20,10 +21,12 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+import redis
 
 from service.storage import S3Store
 
 ADMIN_URL = os.environ.get("QAT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS = "redis://127.0.0.1:6379"
 
 
 def _free_port() -> int:
@@ -93,3 +96,23 @@ def s3_bucket(s3_endpoint: str) -> str:
     name = f"qat-{uuid.uuid4().hex[:12]}"
     S3Store(name, endpoint_url=s3_endpoint).client.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """An empty database index of the local Redis, flushed again afterwards (never one in use).
+
+    Indexes are tried in random order so concurrent test sessions rarely pick the same one.
+    """
+    for index in random.sample(range(1, 16), 15):
+        client = redis.Redis.from_url(f"{REDIS}/{index}")
+        if client.dbsize() == 0:
+            break
+    else:
+        pytest.fail("every Redis database index 1-15 holds keys; free one for the tests")
+    client.flushdb()
+    try:
+        yield f"{REDIS}/{index}"
+    finally:
+        client.flushdb()
+        client.close()

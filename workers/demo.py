@@ -22,7 +22,13 @@ from rich.console import Console
 
 from service.client import Client, ClientError, Job
 from service.client_view import accuracy_table, job_summary, live_progress, print_files
-from workers.local_deployment import SERVICE_SETTINGS, DeploymentError, LocalDeployment, embedded_settings
+from workers.local_deployment import (
+    OPTIONAL_SETTINGS,
+    SERVICE_SETTINGS,
+    DeploymentError,
+    LocalDeployment,
+    embedded_settings,
+)
 
 console = Console()
 
@@ -103,7 +109,7 @@ def _run(
 
 def _describe_backends(settings: dict[str, str]) -> None:
     """Say which backends run; values from the environment are not echoed (they may hold passwords)."""
-    from_env = [name for name in SERVICE_SETTINGS if os.environ.get(name)]
+    from_env = [name for name in (*SERVICE_SETTINGS, *OPTIONAL_SETTINGS) if os.environ.get(name)]
     if from_env:
         console.print("backends from the environment: " + ", ".join(from_env))
     else:

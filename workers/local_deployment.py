@@ -25,6 +25,8 @@ from typing import IO
 
 QAT = str(Path(sys.executable).parent / "qat")
 SERVICE_SETTINGS = ("QAT_DATABASE_URL", "QAT_BROKER_URL", "QAT_ARTIFACTS")
+# passed on when set, no default: the S3-compatible server an s3:// QAT_ARTIFACTS lives on (MinIO)
+OPTIONAL_SETTINGS = ("QAT_S3_ENDPOINT_URL",)
 
 
 class DeploymentError(RuntimeError):
@@ -38,14 +40,19 @@ def free_port() -> int:
 
 
 def embedded_settings(root: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``QAT_*`` settings: the ones set in ``environ`` win, the rest default to files under ``root``."""
+    """``QAT_*`` settings: the ones set in ``environ`` win, the rest default to files under ``root``.
+
+    ``OPTIONAL_SETTINGS`` are passed on only when set: the processes get no other ``QAT_*``
+    variable, so without this an ``s3://`` store on MinIO would be looked for on AWS.
+    """
     env = os.environ if environ is None else environ
     defaults = {
         "QAT_DATABASE_URL": f"sqlite:///{root / 'qat.db'}",
         "QAT_BROKER_URL": f"filesystem://{root / 'broker'}",
         "QAT_ARTIFACTS": str(root / "artifacts"),
     }
-    return {name: env.get(name) or default for name, default in defaults.items()}
+    optional = {name: env[name] for name in OPTIONAL_SETTINGS if env.get(name)}
+    return {name: env.get(name) or default for name, default in defaults.items()} | optional
 
 
 class LocalDeployment:

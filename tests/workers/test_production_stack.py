@@ -3,32 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-import redis
-
 from conftest import Pool, finished, running, submit
-
-REDIS = "redis://127.0.0.1:6379"
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """An empty database index of the local Redis, flushed again afterwards (never one in use)."""
-    for index in range(15, 0, -1):
-        client = redis.Redis.from_url(f"{REDIS}/{index}")
-        if client.dbsize() == 0:
-            break
-    else:
-        pytest.fail("every Redis database index 1-15 holds keys; free one for the tests")
-    client.flushdb()
-    try:
-        yield f"{REDIS}/{index}"
-    finally:
-        client.flushdb()
-        client.close()
 
 
 def test_digits_job_on_postgresql_redis_and_s3(
