@@ -103,6 +103,12 @@ class StorageUnavailable(ServiceError):
     code = "STORAGE_UNAVAILABLE"
 
 
+class StorageFull(ServiceError):
+    """The artifact store has no room left (disk full, quota): nothing was stored; an operator must free space."""
+
+    code = "STORAGE_FULL"
+
+
 class DatabaseUnavailable(ServiceError):
     """The job store's database could not be reached or refused the connection."""
 

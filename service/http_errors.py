@@ -29,9 +29,11 @@ STATUS_BY_CODE = {
     "BAD_DATA": 422,
     "QUOTA": 429,
     "STORAGE_UNAVAILABLE": 503,
+    "STORAGE_FULL": 507,
     "DATABASE_UNAVAILABLE": 503,
     "SCHEMA_OUT_OF_DATE": 503,
 }
+RETRY_AFTER_S = 5
 
 
 def error_response(code: str, message: str, field: str | None, status: int) -> Response:
@@ -39,6 +41,8 @@ def error_response(code: str, message: str, field: str | None, status: int) -> R
     response.status_code = status
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="qat"'
+    if status == 503:  # a dependency is down: clients and load balancers back off, then retry
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response
 
 
@@ -57,7 +61,10 @@ def _http(error: HTTPException) -> Response:
 
 
 def _database(error: OperationalError) -> Response:
-    return _known(DatabaseUnavailable(f"the job database cannot be used right now: {error.orig}"))
+    # the driver's text names hosts and ports: it goes to the log, not to callers
+    current_app.logger.warning("database unavailable: %s", error.orig)
+    message = f"the job database is unreachable right now (it may be restarting); retry in {RETRY_AFTER_S} s"
+    return error_response(DatabaseUnavailable.code, message, None, STATUS_BY_CODE[DatabaseUnavailable.code])
 
 
 def _internal(error: Exception) -> Response:

@@ -23,7 +23,7 @@ from typing import Any
 from service import store
 from service.datasets import get_dataset
 from service.db import Job, SessionFactory
-from service.errors import LeaseLost
+from service.errors import LeaseLost, StorageFull, StorageUnavailable
 from service.schemas import JOB_OPTION_KEYS
 from service.storage import ArtifactStore
 from service.store import LeaseStatus, NewArtifact, Phase
@@ -57,13 +57,14 @@ def execute_job(
             _run(job, lease, artifacts, Path(tmp), child_memory_bytes)
     except LeaseLost:
         log.warning("job %s attempt %d: lease lost; results discarded", job_id, job.attempt)
+    except (StorageUnavailable, StorageFull) as exc:  # boto3 has retried already; the store is down or full
+        log.error("job %s attempt %d: artifact store failed: %s", job_id, job.attempt, exc)
+        message = f"{exc.message}; no results were published; resubmit the job once the store is back"
+        _fail_if_held(lease, PipelineError(exc.code, message, user_error=False))
     except Exception as exc:  # noqa: BLE001 - the job must end FAILED, not stay RUNNING until reaped
         log.exception("job %s attempt %d failed in the worker", job_id, job.attempt)
         message = f"the worker failed while handling the job ({type(exc).__name__}: {exc}); it is safe to resubmit"
-        try:
-            _fail(lease, PipelineError("INTERNAL", message, user_error=False))
-        except LeaseLost:
-            pass
+        _fail_if_held(lease, PipelineError("INTERNAL", message, user_error=False))
 
 
 def _run(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path, memory_bytes: int | None) -> None:
@@ -144,9 +145,20 @@ def _upload_and_end(
             uploaded.append(NewArtifact(name=path.name, size=size, sha256=sha256, storage_key=key))
         end(uploaded)
     except BaseException:
-        for artifact in uploaded:
-            artifacts.delete(artifact.storage_key)
+        _discard(artifacts, uploaded)
         raise
+
+
+def _discard(artifacts: ArtifactStore, uploaded: Sequence[NewArtifact]) -> None:
+    """Delete an unpublished attempt's files, as far as the store allows: it may be what just failed.
+
+    Files it cannot delete belong to no artifact row, so no job ever shows them.
+    """
+    for artifact in uploaded:
+        try:
+            artifacts.delete(artifact.storage_key)
+        except StorageUnavailable as exc:
+            log.warning("could not delete unpublished %s: %s", artifact.storage_key, exc)
 
 
 def _metrics(report: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
@@ -194,6 +206,14 @@ def _fail(lease: JobLease, error: PipelineError, log: Sequence[NewArtifact] = ()
         user_error=error.user_error,
         artifacts=log,
     )
+
+
+def _fail_if_held(lease: JobLease, error: PipelineError) -> None:
+    """Record the failure, unless the job already belongs to another attempt (then it is not ours to end)."""
+    try:
+        _fail(lease, error)
+    except LeaseLost:
+        pass
 
 
 def _fail_with_log(lease: JobLease, artifacts: ArtifactStore, workdir: Path, error: PipelineError) -> None:

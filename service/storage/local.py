@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from service.errors import NotFound
+from service.errors import NotFound, StorageFull
 from service.storage.base import CHUNK_SIZE, HashingReader, validate_key, validate_prefix
 
 # '~' cannot appear in a key, so a half-written file never shows up as one
 _PARTIAL = "~partial-"
+# no space, over quota, over the process's file size limit: the store is full for this write
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class LocalStore:
@@ -25,18 +29,20 @@ class LocalStore:
         return self.root / validate_key(key)
 
     def put_stream(self, key: str, fileobj: BinaryIO) -> tuple[int, str]:
+        """Raises ``StorageFull`` when the disk is, with no partial file left behind."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         reader = HashingReader(fileobj)
-        fd, partial = tempfile.mkstemp(prefix=_PARTIAL, dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while chunk := reader.read(CHUNK_SIZE):
-                    out.write(chunk)
-            os.replace(partial, path)
-        except BaseException:
-            Path(partial).unlink(missing_ok=True)
-            raise
+        with _disk_full_as_error(key):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, partial = tempfile.mkstemp(prefix=_PARTIAL, dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    while chunk := reader.read(CHUNK_SIZE):
+                        out.write(chunk)
+                os.replace(partial, path)
+            except BaseException:
+                Path(partial).unlink(missing_ok=True)
+                raise
         return reader.size, reader.sha256
 
     def open_stream(self, key: str) -> Iterator[bytes]:
@@ -74,6 +80,18 @@ class LocalStore:
             if path.is_file() and not path.name.startswith(_PARTIAL)
         )
         return iter(sorted(key for key in keys if key.startswith(prefix)))
+
+
+@contextmanager
+def _disk_full_as_error(key: str) -> Iterator[None]:
+    """A full disk (or quota) is an operator's problem with a code of its own, not an internal error."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _FULL:
+            raise
+        message = f"the artifact store is out of space; {key!r} was not stored; an operator must free space"
+        raise StorageFull(message, field="key") from exc
 
 
 def _chunks(handle: BinaryIO) -> Iterator[bytes]:

@@ -1,0 +1,149 @@
+"""The local artifact store's disk is full: uploads answer 507, jobs fail STORAGE_FULL, no partial file stays.
+
+The disk is a real one that fills up: a 1 MiB tmpfs mounted over the store's folder in a
+private mount namespace (``unshare --mount``; with ``--map-root-user`` when not root), so
+the mount needs no privilege on the host and vanishes with the processes. The API runs
+in that namespace and the worker joins it (``nsenter``); the test sees the same files
+through ``/proc/<api pid>/root``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import QAT, Pool, finished, free_port, tiny_inputs, wait_until
+
+STORE_BYTES = 1 << 20
+
+
+def _namespaces_work() -> bool:
+    command = ["unshare", "--mount", "true"] if os.geteuid() == 0 else ["unshare", "--mount", "--map-root-user", "true"]
+    return subprocess.run(command, capture_output=True, check=False).returncode == 0
+
+
+class FullDiskDeployment:
+    """A deployment whose artifact store is a tiny tmpfs in the API's own mount namespace."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.store = pool.root / "artifacts"
+        self.store.mkdir()
+
+    def start_api(self) -> None:
+        self.pool.qat("db", "upgrade")
+        token = json.loads(self.pool.qat("admin", "create-team", "vision", "--json"))["token"]
+        self.pool.session.headers["Authorization"] = f"Bearer {token}"
+        port = free_port()
+        self.pool.url = f"http://127.0.0.1:{port}"
+        unshare = ["unshare", "--mount"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
+        mount = f'mount -t tmpfs -o size={STORE_BYTES} qat-full-store "$0" && exec "$@"'
+        self._start("api", [*unshare, "sh", "-c", mount, str(self.store), QAT, "serve", "--port", str(port)])
+        wait_until(self._api_answers, "the API in its namespace")
+
+    def start_worker(self) -> None:
+        """A worker in the API's mount namespace, so it writes to the same tiny disk."""
+        namespace = f"--mount=/proc/{self.api_pid}/ns/mnt"
+        self._start("worker", ["nsenter", namespace, "--", QAT, "worker", "--name", "full-disk-worker"])
+
+    def _start(self, name: str, command: list[str]) -> None:
+        log = open(self.pool.root / f"{name}.log", "wb")  # noqa: SIM115 - Pool.stop closes it
+        process = subprocess.Popen(command, env=self.pool.env, stdout=log, stderr=subprocess.STDOUT)
+        self.pool.processes[name] = (process, log)
+
+    def _api_answers(self) -> bool:
+        assert self.pool.processes["api"][0].poll() is None, self.pool.log("api")
+        try:
+            return self.pool.get("/healthz").status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    @property
+    def api_pid(self) -> int:
+        return self.pool.processes["api"][0].pid
+
+    @property
+    def disk(self) -> Path:
+        """The store's folder as the API sees it: the tmpfs."""
+        return Path(f"/proc/{self.api_pid}/root") / self.store.relative_to("/")
+
+    def files(self) -> list[str]:
+        """Every file on the tmpfs, half-written ones (``~partial-*``) included."""
+        return sorted(str(path.relative_to(self.disk)) for path in self.disk.rglob("*") if path.is_file())
+
+    def fill(self) -> None:
+        """Write a filler file until the tmpfs has no byte left."""
+        with open(self.disk / "filler", "wb", buffering=0) as filler:
+            try:
+                for _ in range(2 * STORE_BYTES // 4096):
+                    filler.write(b"\0" * 4096)
+            except OSError:
+                return
+        raise AssertionError("the store's tmpfs did not fill up")
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[FullDiskDeployment]:
+    if not _namespaces_work():
+        pytest.skip("this machine allows no private mount namespace (unshare --mount)")
+    pool = Pool(tmp_path)
+    deployment = FullDiskDeployment(pool)
+    try:
+        deployment.start_api()
+        disk = os.statvfs(deployment.disk)
+        assert deployment.files() == [] and disk.f_blocks * disk.f_frsize <= STORE_BYTES, "the store is the tmpfs"
+        yield deployment
+    finally:
+        pool.stop()
+
+
+def _model_of(size: int) -> bytes:
+    """A model the API accepts (torch.export's layout) with ``size`` bytes of stored weights."""
+    model = io.BytesIO()
+    with zipfile.ZipFile(model, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("model/archive_format", "pt2")
+        archive.writestr("model/data/weights/weight_0", os.urandom(size))
+    return model.getvalue()
+
+
+def test_upload_to_a_full_disk_is_507_and_leaves_no_file(deployment: FullDiskDeployment) -> None:
+    files = {**tiny_inputs(), "model": ("model.pt2", _model_of(2 * STORE_BYTES))}
+    refused = deployment.pool.post("/v1/jobs", files=files)
+    assert refused.status_code == 507, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "STORAGE_FULL" and "out of space" in error["message"], error
+    assert deployment.files() == [], "no partial upload is left on the disk"
+    assert deployment.pool.get("/v1/jobs").json()["jobs"] == [], "no job row for a refused upload"
+    # the failed write gave its space back: a small job fits
+    assert deployment.pool.post("/v1/jobs", files=tiny_inputs()).status_code == 201
+
+
+def test_job_whose_artifacts_do_not_fit_fails_storage_full(
+    deployment: FullDiskDeployment, small_job: tuple[Path, Path]
+) -> None:
+    pool = deployment.pool
+    model, data = small_job
+    files = {"model": ("model.pt2", model.read_bytes()), "data": ("data.npz", data.read_bytes())}
+    created = pool.post("/v1/jobs", files=files, data={"spec": json.dumps({"epochs": 0})})
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    deployment.fill()
+    pool.start("dispatcher", "dispatcher")
+    deployment.start_worker()
+
+    job = pool.wait_for_job(job_id, finished, timeout_s=240)
+    assert job["state"] == "FAILED", job
+    assert job["failure"]["code"] == "STORAGE_FULL" and job["failure"]["user_error"] is False, job["failure"]
+    assert "out of space" in job["failure"]["message"]
+    assert pool.get(f"/v1/jobs/{job_id}/artifacts").json()["artifacts"] == []
+    left = [name for name in deployment.files() if name.startswith(f"jobs/{uuid.UUID(job_id)}/attempt-")]
+    assert left == [], "nothing of the failed attempt stays on the disk"
