@@ -64,7 +64,7 @@ def file_part(name: str, limit: int) -> IO[bytes] | None:
     if size > limit:
         raise PayloadTooLarge(f"{name} is {size} bytes; the limit is {limit}", field=name)
     if size == 0:
-        raise InvalidArgument(f"{name} is empty", field=name)
+        raise InvalidArgument(f"{name} is empty (0 bytes); attach the file itself", field=name)
     stream.seek(0)
     return stream
 

@@ -1,49 +1,112 @@
 """Torch-free checks of submitted inputs, so bad uploads fail at submission, not on a GPU.
 
-The model is only checked to be a zip archive (what ``torch.export.save`` writes); it is
-never unpickled here: uploaded models are untrusted and only a sandboxed worker loads them.
+The model is only checked to be a zip archive laid out as ``torch.export.save`` writes
+it, from the zip's directory alone; it is never unpickled or inflated here: uploaded models are untrusted and only a sandboxed worker loads them.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import zipfile
 from collections.abc import Mapping
 from typing import IO
 
+import numpy as np
+
 from quantlib.config import ConfigError, QuantConfig, check_calibration, parse_config
-from quantlib.config.parse import decode_json
-from quantlib.data import load_dataset
-from service.errors import InvalidArgument
+from quantlib.config.parse import decode_json, strict_json
+from quantlib.data import DataError, load_dataset
+from service.errors import InvalidArgument, PayloadTooLarge
 from service.schemas import JobSpec, parse_job_spec
 
 
-def check_model(stream: IO[bytes]) -> None:
-    """A ``.pt2`` file is a zip archive; anything else cannot be an exported program."""
-    is_zip = zipfile.is_zipfile(stream)
+def check_model(stream: IO[bytes], max_unpacked_bytes: int) -> None:
+    """A ``.pt2`` file is a zip archive with torch.export's layout; anything else cannot be a program.
+
+    Only the zip's directory is read: nothing is inflated, so a zip bomb costs nothing here.
+    """
+    archive = _open_zip(stream)
+    if archive is None:
+        raise InvalidArgument(f"model is not a .pt2 archive; {SAVE_A_MODEL}", field="model")
+    with archive:
+        if not any(name.rpartition("/")[2] == "archive_format" for name in archive.namelist()):
+            raise InvalidArgument(
+                f"model is a zip archive but not a torch.export program (it has no archive_format entry); "
+                f"{SAVE_A_MODEL}",
+                field="model",
+            )
+        _check_unpacked_size(archive, max_unpacked_bytes, "model")
     stream.seek(0)
-    if not is_zip:
-        raise InvalidArgument(
-            "model is not a .pt2 archive; save the model with "
-            "torch.export.save(torch.export.export(model, args), path)",
-            field="model",
+
+
+def check_data(stream: IO[bytes], max_unpacked_bytes: int) -> None:
+    """Keys, dtypes, shapes and values of an ``.npz`` dataset (quantlib's own rules).
+
+    Before numpy reads anything, the zip directory and each array's header are checked:
+    the whole archive must unpack within ``max_unpacked_bytes`` and every header must
+    declare exactly the bytes its member holds, so neither a zip bomb nor a header
+    claiming a terabyte makes this process allocate more than the upload itself.
+    """
+    archive = _open_zip(stream)
+    if archive is not None:
+        with archive:
+            _check_unpacked_size(archive, max_unpacked_bytes, "data")
+            for info in archive.infolist():
+                _check_array_header(archive, info)
+    stream.seek(0)
+    load_dataset(stream)
+    stream.seek(0)
+
+
+SAVE_A_MODEL = "save the model with torch.export.save(torch.export.export(model, args), path)"
+
+
+def _open_zip(stream: IO[bytes]) -> zipfile.ZipFile | None:
+    try:
+        return zipfile.ZipFile(stream)
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    finally:
+        stream.seek(0)
+
+
+def _check_unpacked_size(archive: zipfile.ZipFile, limit: int, field: str) -> None:
+    unpacked = sum(info.file_size for info in archive.infolist())
+    if unpacked > limit:
+        raise PayloadTooLarge(
+            f"{field} unpacks to {unpacked} bytes; at most {limit} bytes are accepted unpacked "
+            "(upload it uncompressed, or smaller)",
+            field=field,
         )
 
 
-def check_data(stream: IO[bytes]) -> None:
-    """Keys, dtypes, shapes and values of an ``.npz`` dataset (quantlib's own rules)."""
-    load_dataset(stream)
-    stream.seek(0)
+def _check_array_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """An ``.npy`` member's declared shape and dtype must account for exactly its stored bytes."""
+    key = info.filename.removesuffix(".npy")
+    try:
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(member)
+            stored = info.file_size - member.tell()
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{key} is not a readable .npy array ({exc}); write the data with numpy.savez", field=key) from exc
+    if dtype.hasobject:
+        return  # refused by load_dataset, which never unpickles
+    declared = math.prod(shape) * dtype.itemsize
+    if declared != stored:
+        raise DataError(
+            f"{key} declares shape {shape} of {dtype} ({declared} bytes) but holds {stored} bytes; "
+            "the archive is damaged, write it again with numpy.savez",
+            field=key,
+        )
 
 
 def parse_spec_text(text: str | None) -> JobSpec:
     """The job spec from its JSON text; absent means all defaults."""
     if text is None or not text.strip():
         return parse_job_spec({})
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"spec is not valid JSON: {exc.msg} at line {exc.lineno}", field="spec", code="BAD_SPEC")
+    values = strict_json(text, field="spec", code="BAD_SPEC")
     if not isinstance(values, Mapping):
         raise ConfigError("spec must be a JSON object", field="spec", code="BAD_SPEC")
     return parse_job_spec(values)

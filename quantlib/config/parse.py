@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -55,15 +56,39 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> QuantConf
 
 
 def decode_json(text: str) -> Mapping[str, Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"config is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", field="config"
-        ) from exc
+    data = strict_json(text, field="config")
     if not isinstance(data, dict):
         raise ConfigError(f"config must be a JSON object, got {type(data).__name__}", field="config")
     return data
+
+
+def strict_json(text: str, *, field: str, code: str | None = None) -> Any:
+    """JSON as RFC 8259 has it, as a :class:`ConfigError` naming ``field`` when it is not.
+
+    Python's parser also takes ``NaN``/``Infinity``, turns ``1e999`` into infinity and
+    fails with ``ValueError`` or ``RecursionError`` (not ``JSONDecodeError``) on huge
+    integers and deep nesting; user input gets none of that.
+    """
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        message = f"{field} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        raise ConfigError(message, field=field, code=code) from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{field} is nested too deeply to be a {field}", field=field, code=code) from exc
+    except ValueError as exc:
+        raise ConfigError(f"{field} is not usable JSON: {exc}", field=field, code=code) from exc
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number; use a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large for a number")
+    return value
 
 
 def parse_config(data: Mapping[str, Any]) -> QuantConfig:
@@ -77,6 +102,11 @@ def parse_config(data: Mapping[str, Any]) -> QuantConfig:
             f"batch_num must be an integer greater than 0, got {batch_num!r}; calibration uses "
             f"batch_num x batch_size <= {MAX_CALIBRATION_IMAGES} images",
             field="batch_num",
+        )
+    if "" in data:
+        raise ConfigError(
+            "a layer entry has an empty name; key each layer by its module path, e.g. 'layer1.0.conv1'",
+            field="config",
         )
     layers = {name: parse_layer(name, entry) for name, entry in data.items() if name not in GLOBAL_KEYS}
     return QuantConfig(version=1, batch_num=batch_num, layers=layers)

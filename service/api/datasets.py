@@ -24,7 +24,7 @@ def create_dataset() -> tuple[dict[str, object], int, dict[str, str]]:
     svc = services()
     limit_body(dataset_body_limit(svc.settings))
     data = required_file_part("data", svc.settings.max_data_bytes)
-    check_data(data)
+    check_data(data, svc.settings.max_data_bytes)
     dataset, created = upload_dataset(svc, current_team_id(), data)
     location = url_for("datasets.get_dataset_by_id", dataset_id=dataset.id)
     return DatasetOut.from_row(dataset).model_dump(mode="json"), 201 if created else 200, {"Location": location}

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import uuid
+import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -277,8 +278,10 @@ def test_too_large_is_413(make_api: Callable[..., Any], submit: Submit, model_pt
     assert len(model_pt2) > 2048
     assert error_of(submit(client), 413)["field"] == "model"
     huge_config = (None, json.dumps({"version": 1, "pad": "x" * 4000}))
-    empty_zip = ("m.pt2", b"PK\x05\x06" + b"\0" * 18)
-    assert error_of(submit(client, model=empty_zip, config=huge_config), 413)["field"] == "config"
+    tiny_pt2 = io.BytesIO()
+    with zipfile.ZipFile(tiny_pt2, "w") as archive:
+        archive.writestr("archive/archive_format", "pt2")
+    assert error_of(submit(client, model=("m.pt2", tiny_pt2.getvalue()), config=huge_config), 413)["field"] == "config"
     # a declared body over the endpoint's limit is refused from its Content-Length alone
     body = b"\0" * (4 << 20)
     headers = {"Content-Type": "multipart/form-data; boundary=x"}

@@ -46,7 +46,7 @@ app = create_app(Settings.from_env({sqlite_env!r}))
 token = create_team(app.extensions["qat"].db, "ml").token
 model, data = io.BytesIO(), io.BytesIO()
 with zipfile.ZipFile(model, "w") as archive:
-    archive.writestr("archive/version", "1")
+    archive.writestr("archive/archive_format", "pt2")
 np.savez(data, x_train=np.zeros((2, 3), np.float32))
 client = app.test_client()
 headers = {{"Authorization": "Bearer " + token}}

@@ -1,0 +1,40 @@
+"""Fixtures for the security tests, borrowed from the service and worker test folders.
+
+pytest only offers a conftest's fixtures below its own folder, so the two conftest
+modules are loaded here under their own names and their fixtures re-exported: the
+security tests run against the same real servers (waitress, PostgreSQL or SQLite, the
+embedded worker pool) as the rest of the suite, without a second copy of that code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+TESTS = Path(__file__).resolve().parent.parent
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+service_fixtures = _load("service_fixtures", TESTS / "service" / "conftest.py")
+worker_fixtures = _load("worker_fixtures", TESTS / "workers" / "conftest.py")
+
+# re-exported fixtures (pytest finds fixtures among a conftest's attributes)
+migrated_pg_url = service_fixtures.migrated_pg_url
+migrated_sqlite_template = service_fixtures.migrated_sqlite_template
+backend = service_fixtures.backend
+engine = service_fixtures.engine
+db = service_fixtures.db
+artifact_store = service_fixtures.artifact_store
+make_api = service_fixtures.make_api
+api = service_fixtures.api
+digits = worker_fixtures.digits
