@@ -85,7 +85,7 @@ def upgrade() -> None:
 
 @click.group(cls=ServiceGroup)
 def admin() -> None:
-    """Teams and their API tokens."""
+    """Teams and their API tokens; retention of stored files."""
 
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -150,6 +150,27 @@ def list_teams(as_json: bool) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+@admin.command("gc")
+@click.option("--older-than", "older_than", required=True, help="Retention period: 30d, 12h, 90m, 3600s, 2w.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@_json_option
+def gc(older_than: str, dry_run: bool, as_json: bool) -> None:
+    """Delete the files of jobs that ended before the period, and orphaned uploads older than it."""
+    from service.retention import collect_garbage, parse_duration
+    from service.storage import store_from_settings
+
+    period = parse_duration(older_than)
+    report = collect_garbage(_database(), store_from_settings(Settings.from_env()), period, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, **report.to_dict()}))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(
+        f"{verb} {len(report.expired_keys)} objects of {len(report.expired_jobs)} jobs that ended over "
+        f"{older_than} ago and {len(report.orphan_keys)} orphaned objects"
+    )
 
 
 def _print_token(issued: teams.IssuedToken, as_json: bool) -> None:

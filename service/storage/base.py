@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from service.errors import InvalidArgument
@@ -42,6 +43,10 @@ class ArtifactStore(Protocol):
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         """A URL that downloads ``key`` without credentials, or ``None`` where the store has none."""
+        ...
+
+    def modified(self, key: str) -> datetime:
+        """When ``key`` was last written (UTC); raises ``NotFound`` if absent. Retention ages objects by it."""
         ...
 
     def list(self, prefix: str = "") -> Iterator[str]:

@@ -6,6 +6,7 @@ import errno
 import os
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -63,6 +64,12 @@ class LocalStore:
         if not path.is_file():
             raise NotFound(f"no stored object {key!r}", field="key")
         return path.stat().st_size
+
+    def modified(self, key: str) -> datetime:
+        path = self._path(key)
+        if not path.is_file():
+            raise NotFound(f"no stored object {key!r}", field="key")
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         """Local files have no URL of their own: the API streams them."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import boto3
@@ -79,6 +80,12 @@ class S3Store:
         name = self._object(key)
         with _errors(key):
             return int(self.client.head_object(Bucket=self.bucket, Key=name)["ContentLength"])
+
+    def modified(self, key: str) -> datetime:
+        name = self._object(key)
+        with _errors(key):
+            stamp: datetime = self.client.head_object(Bucket=self.bucket, Key=name)["LastModified"]
+        return stamp.astimezone(UTC)
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         name = self._object(key)
