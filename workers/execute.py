@@ -26,6 +26,7 @@ from service.db import Job, SessionFactory
 from service.errors import LeaseLost, StorageFull, StorageUnavailable
 from service.schemas import JOB_OPTION_KEYS
 from service.storage import ArtifactStore
+from service.storage.retry import store_file
 from service.store import LeaseStatus, NewArtifact, Phase
 from workers.protocol import ARTIFACTS, LOG_FILE, OUT_DIR, PipelineError, PipelineJob
 from workers.sandbox import kill_pipeline, start_pipeline
@@ -140,13 +141,25 @@ def _upload_and_end(
     try:
         for path in files:
             key = f"{prefix}/{path.name}"
-            with open(path, "rb") as file:
-                size, sha256 = artifacts.put_stream(key, file)
+            size, sha256 = store_file(artifacts, key, path, pause=_pausing_with_lease(lease))
             uploaded.append(NewArtifact(name=path.name, size=size, sha256=sha256, storage_key=key))
         end(uploaded)
     except BaseException:
         _discard(artifacts, uploaded)
         raise
+
+
+def _pausing_with_lease(lease: JobLease) -> Callable[[float], None]:
+    """A wait that keeps heartbeating, so retrying an upload does not hand the job to the reaper."""
+
+    def pause(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if lease.renew() is LeaseStatus.LOST:
+                raise LeaseLost(f"job {lease.job_id} was taken from this worker while it retried an upload")
+            time.sleep(min(left, lease.heartbeat_s))
+
+    return pause
 
 
 def _discard(artifacts: ArtifactStore, uploaded: Sequence[NewArtifact]) -> None:

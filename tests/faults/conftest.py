@@ -48,6 +48,7 @@ QAT = _pool.QAT
 free_port: Callable[[], int] = _pool.free_port
 finished: Callable[[dict[str, Any]], bool] = _pool.finished
 running = _pool.running
+child_pids: Callable[[int], list[int]] = _pool.child_pids
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 30, every_s: float = 0.1) -> None:
