@@ -14,8 +14,10 @@ from typing import BinaryIO
 from service.errors import NotFound, StorageFull
 from service.storage.base import CHUNK_SIZE, HashingReader, validate_key, validate_prefix
 
-# '~' cannot appear in a key, so a half-written file never shows up as one
-_PARTIAL = "~partial-"
+# A file being written is '.partial-<random>' beside its key: a key of its own that the service
+# never asks for, so the real key appears only once complete, while the partial file of a
+# killed process is listed like any orphan and `qat admin gc` removes it.
+_PARTIAL = ".partial-"
 # no space, over quota, over the process's file size limit: the store is full for this write
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -81,11 +83,7 @@ class LocalStore:
         start = self.root / validate_prefix(prefix).rpartition("/")[0]
         if not start.is_dir():
             return iter(())
-        keys = (
-            path.relative_to(self.root).as_posix()
-            for path in start.rglob("*")
-            if path.is_file() and not path.name.startswith(_PARTIAL)
-        )
+        keys = (path.relative_to(self.root).as_posix() for path in start.rglob("*") if path.is_file())
         return iter(sorted(key for key in keys if key.startswith(prefix)))
 
 
