@@ -74,6 +74,10 @@ class Settings:
             process may allocate (``RLIMIT_DATA``; ``8GiB``); unset means no limit. An
             allocation over it fails the job with ``OUT_OF_MEMORY`` instead of letting one
             job push the worker's host into the OOM killer.
+        child_cpu_seconds: ``QAT_CHILD_CPU_SECONDS``, the most CPU time (all threads
+            together, ``RLIMIT_CPU``) a job's pipeline process may use; unset means a job
+            with ``spec.max_runtime_s`` gets that many seconds times the worker's CPUs and
+            one without gets no limit. Over it the job fails with ``TIMEOUT``.
     """
 
     database_url: str
@@ -89,6 +93,7 @@ class Settings:
     download_redirect: bool = False
     download_url_expiry_s: int = 3600
     child_memory_bytes: int | None = None
+    child_cpu_seconds: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> Settings:
@@ -114,6 +119,7 @@ class Settings:
             download_redirect=_flag(env, "QAT_DOWNLOAD_REDIRECT"),
             download_url_expiry_s=_positive_int(env, "QAT_DOWNLOAD_URL_EXPIRY_S", 3600),
             child_memory_bytes=_optional_size(env, "QAT_CHILD_MEMORY_BYTES"),
+            child_cpu_seconds=_positive_int(env, "QAT_CHILD_CPU_SECONDS", 0) or None,
         )
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -29,7 +28,8 @@ from service.storage import ArtifactStore
 from service.storage.retry import store_file
 from service.store import LeaseStatus, NewArtifact, Phase
 from workers.protocol import ARTIFACTS, LOG_FILE, OUT_DIR, PipelineError, PipelineJob
-from workers.sandbox import kill_pipeline, start_pipeline
+from workers.sandbox import ChildLimits, kill_pipeline, start_pipeline
+from workers.scratch import job_workdir, remove_stale_workdirs
 from workers.supervise import ChildResult, JobLease, Outcome, supervise
 
 log = logging.getLogger(__name__)
@@ -42,20 +42,23 @@ def execute_job(
     job_id: uuid.UUID,
     worker_id: str,
     lease_s: int,
-    child_memory_bytes: int | None = None,
+    limits: ChildLimits = ChildLimits(),
 ) -> None:
     """Run ``job_id`` if this worker wins the claim; every ending is written to the job row.
 
-    ``child_memory_bytes`` caps the memory of the process that runs the user's model.
+    ``limits`` are the worker's ceilings for the process that runs the user's model.
+    First, the work folders of killed workers on this host are removed: nothing else will.
     """
+    for path in remove_stale_workdirs():
+        log.warning("removed %s, left by a worker that is no longer running", path)
     if not store.claim_job(db, job_id, worker_id, lease_s):
         log.info("job %s is not queued (taken, cancelled or finished); skipping", job_id)
         return
     job = store.load_job(db, job_id)
     lease = JobLease(db, job_id, worker_id, job.attempt, lease_s)
     try:
-        with tempfile.TemporaryDirectory(prefix=f"qat-job-{job_id}-") as tmp:
-            _run(job, lease, artifacts, Path(tmp), child_memory_bytes)
+        with job_workdir(job_id) as workdir:
+            _run(job, lease, artifacts, workdir, limits.for_job(job.spec.get("max_runtime_s")))
     except LeaseLost:
         log.warning("job %s attempt %d: lease lost; results discarded", job_id, job.attempt)
     except (StorageUnavailable, StorageFull) as exc:  # boto3 has retried already; the store is down or full
@@ -68,7 +71,7 @@ def execute_job(
         _fail_if_held(lease, PipelineError("INTERNAL", message, user_error=False))
 
 
-def _run(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path, memory_bytes: int | None) -> None:
+def _run(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path, limits: ChildLimits) -> None:
     timings: dict[str, float] = {"queue_wait": _seconds(job.created_at, job.started_at)}
     started = time.monotonic()
     if lease.progress(Phase.LOADING, None) is not LeaseStatus.HELD:
@@ -78,9 +81,9 @@ def _run(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path, mem
     _fetch_inputs(job, lease, artifacts, workdir)
     timings["download"] = round(time.monotonic() - started, 3)
     child_started = time.monotonic()
-    child = start_pipeline(workdir, memory_bytes)
+    child = start_pipeline(workdir, limits)
     try:
-        result = supervise(child, workdir, lease, deadline)
+        result = supervise(child, workdir, lease, deadline, limits)
     finally:  # the worker itself failed (database down): leave no orphan training
         if child.poll() is None:
             kill_pipeline(child)

@@ -19,7 +19,7 @@ from service.db import SessionFactory
 from service.store import LeaseStatus, Phase, Progress, renew_lease, update_progress
 from workers.progress import ProgressTail
 from workers.protocol import EXIT_REPORTED_ERROR, PROGRESS_FILE, PipelineError
-from workers.sandbox import kill_pipeline
+from workers.sandbox import ChildLimits, kill_pipeline
 
 POLL_S = 0.2
 PROGRESS_INTERVAL_S = 1.0
@@ -63,8 +63,13 @@ class ChildResult:
     error: PipelineError | None = None
 
 
-def supervise(child: subprocess.Popen[bytes], workdir: Path, lease: JobLease, deadline: float | None) -> ChildResult:
-    """Wait for ``child`` while keeping the lease; kill it on cancel, lease loss or ``deadline`` (monotonic)."""
+def supervise(
+    child: subprocess.Popen[bytes], workdir: Path, lease: JobLease, deadline: float | None, limits: ChildLimits
+) -> ChildResult:
+    """Wait for ``child`` while keeping the lease; kill it on cancel, lease loss or ``deadline`` (monotonic).
+
+    ``limits`` are the ones ``child`` was started with, to name the one that ended it.
+    """
     tail = ProgressTail(workdir / PROGRESS_FILE)
     last_write = last_heartbeat = time.monotonic()
     unsent = False
@@ -82,7 +87,7 @@ def supervise(child: subprocess.Popen[bytes], workdir: Path, lease: JobLease, de
             last_heartbeat = now
         status = max(statuses, key=_SEVERITY.index)
         if returncode is not None:
-            return _exited(returncode, workdir)
+            return _exited(returncode, workdir, limits)
         if status is not LeaseStatus.HELD or (deadline is not None and now > deadline):
             kill_pipeline(child)
             if status is LeaseStatus.CANCEL_REQUESTED:
@@ -93,10 +98,10 @@ def supervise(child: subprocess.Popen[bytes], workdir: Path, lease: JobLease, de
         time.sleep(POLL_S)
 
 
-def _exited(returncode: int, workdir: Path) -> ChildResult:
+def _exited(returncode: int, workdir: Path, limits: ChildLimits) -> ChildResult:
     if returncode == 0:
         return ChildResult(Outcome.SUCCEEDED)
-    reported = PipelineError.read(workdir) if returncode == EXIT_REPORTED_ERROR else None
+    reported = PipelineError.read(workdir) if returncode == EXIT_REPORTED_ERROR else limits.exit_error(returncode)
     if reported is not None:
         return ChildResult(Outcome.FAILED, reported)
     if returncode == -9:  # SIGKILL we did not send: on Linux, almost always the OOM killer

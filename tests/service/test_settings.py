@@ -20,7 +20,7 @@ def test_defaults_live_under_var(tmp_path: Path) -> None:
     assert settings.s3_endpoint_url is None
     assert (settings.lease_seconds, settings.max_attempts) == (60, 3)
     assert settings.max_model_bytes == 512 << 20 and settings.max_config_bytes == 1 << 20
-    assert settings.child_memory_bytes is None
+    assert settings.child_memory_bytes is None and settings.child_cpu_seconds is None
 
 
 def test_values_are_parsed(tmp_path: Path) -> None:
@@ -36,6 +36,7 @@ def test_values_are_parsed(tmp_path: Path) -> None:
             "QAT_LEASE_SECONDS": "30",
             "QAT_MAX_ATTEMPTS": "5",
             "QAT_CHILD_MEMORY_BYTES": "8GiB",
+            "QAT_CHILD_CPU_SECONDS": "7200",
             "QAT_UNRELATED": "ignored",
         },
         cwd=tmp_path,
@@ -45,7 +46,7 @@ def test_values_are_parsed(tmp_path: Path) -> None:
     assert settings.artifacts == S3Artifacts("qat-artifacts", "prod/v1")
     assert settings.s3_endpoint_url == "http://minio:9000"
     assert (settings.max_model_bytes, settings.max_data_bytes, settings.max_config_bytes) == (2 << 30, 100 << 20, 4096)
-    assert settings.child_memory_bytes == 8 << 30
+    assert settings.child_memory_bytes == 8 << 30 and settings.child_cpu_seconds == 7200
     assert (settings.lease_seconds, settings.max_attempts) == (30, 5)
 
 
@@ -73,6 +74,7 @@ def test_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
         ("QAT_MAX_MODEL_BYTES", "lots", "positive size"),
         ("QAT_MAX_DATA_BYTES", "0", "positive size"),
         ("QAT_LEASE_SECONDS", "1.5", "positive whole number"),
+        ("QAT_CHILD_CPU_SECONDS", "0", "positive whole number"),
         ("QAT_MAX_ATTEMPTS", "-1", "positive whole number"),
     ],
 )

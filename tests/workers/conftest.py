@@ -7,6 +7,7 @@ exactly as an operator would run it.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -47,11 +48,22 @@ class Pool:
             "QAT_ARTIFACTS": str(root / "artifacts"),
             # short, so a worker that stopped heartbeating would lose its job within a test
             "QAT_LEASE_SECONDS": "4",
+            # the pool's own temp directory: job work folders can be inspected, none leak out
+            "TMPDIR": str(root / "tmp"),
             **settings,
         }
+        (root / "tmp").mkdir(exist_ok=True)
         self.processes: dict[str, tuple[subprocess.Popen[bytes], IO[bytes]]] = {}
         self.url = ""
         self.session = requests.Session()
+
+    def as_team(self, name: str) -> Pool:
+        """The same deployment seen through a new team ``name``'s token (created here)."""
+        other = copy.copy(self)
+        other.session = requests.Session()
+        token = json.loads(self.qat("admin", "create-team", name, "--json"))["token"]
+        other.session.headers["Authorization"] = f"Bearer {token}"
+        return other
 
     def qat(self, *args: str) -> str:
         run = subprocess.run([QAT, *args], env=self.env, capture_output=True, text=True, timeout=60, check=False)

@@ -1,16 +1,22 @@
-"""A worker's memory ceiling for jobs: a job that needs more fails with OUT_OF_MEMORY, the worker lives on."""
+"""A worker's ceilings for jobs: memory (OUT_OF_MEMORY) and CPU time (TIMEOUT); the worker lives on."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import Pool, finished, running, submit
+from workers.sandbox import ChildLimits
 
 # enough for the worker, far too little for a pipeline that imports torch and trains
 CEILING_MIB = 200
+# past importing torch, loading and calibrating (about 5 CPU-seconds here), well into training
+CPU_SECONDS = 15
+# trains far longer than CPU_SECONDS allows
+LONG_SPEC = {"epochs": 200, "batch_size": 8}
 
 
 @pytest.fixture(scope="module")
@@ -27,3 +33,26 @@ def test_job_over_the_memory_ceiling_fails_with_out_of_memory(digits: tuple[Path
     assert f"{CEILING_MIB} MiB" in job["failure"]["message"]
     names = [a["name"] for a in small_worker.get(f"/v1/jobs/{job['id']}/artifacts").json()["artifacts"]]
     assert names == ["log.txt"]
+
+
+def test_job_over_the_cpu_time_limit_fails_with_timeout(digits: tuple[Path, Path], tmp_path: Path) -> None:
+    """No ``max_runtime_s``: only the kernel's RLIMIT_CPU stops the training child."""
+    with running(Pool(tmp_path, QAT_CHILD_CPU_SECONDS=str(CPU_SECONDS))) as pool:
+        job_id = submit(pool, digits, LONG_SPEC)
+        training = pool.wait_for_job(job_id, lambda job: job["phase"] == "training" or finished(job))
+        assert training["state"] == "RUNNING", training["failure"]
+        job = pool.wait_for_job(job_id, finished, timeout_s=120)
+        assert job["state"] == "FAILED"
+        assert job["failure"]["code"] == "TIMEOUT" and job["failure"]["user_error"] is True
+        message = job["failure"]["message"]
+        assert f"CPU-time limit of {CPU_SECONDS} CPU-seconds" in message and "QAT_CHILD_CPU_SECONDS" in message
+        names = [a["name"] for a in pool.get(f"/v1/jobs/{job_id}/artifacts").json()["artifacts"]]
+        assert names == ["log.txt"]
+
+
+def test_cpu_limit_follows_max_runtime_and_never_exceeds_the_workers() -> None:
+    cpus = os.cpu_count() or 1
+    assert ChildLimits().for_job(None) == ChildLimits()
+    assert ChildLimits(memory_bytes=1).for_job(10) == ChildLimits(memory_bytes=1, cpu_seconds=10 * cpus)
+    assert ChildLimits(cpu_seconds=5).for_job(10) == ChildLimits(cpu_seconds=5)
+    assert ChildLimits(cpu_seconds=10**6).for_job(10).cpu_seconds == 10 * cpus
