@@ -9,6 +9,7 @@ there rather than copied.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import io
 import os
@@ -224,9 +225,18 @@ np.savez(data, x_train=full["x_train"][:256], y_train=full["y_train"][:256],
 
 
 def tiny_inputs() -> dict[str, tuple[str, bytes]]:
-    """A submission's files that pass the API's checks without being a real model: for API-only tests."""
+    """A submission's files that pass the API's checks without being a real model: for API-only tests.
+
+    The same bytes on every call (zip entries carry a time stamp), so a retried request is identical.
+    """
+    model, data = _tiny_files()
+    return {"model": ("model.pt2", model), "data": ("data.npz", data)}
+
+
+@functools.cache
+def _tiny_files() -> tuple[bytes, bytes]:
     model, data = io.BytesIO(), io.BytesIO()
     with zipfile.ZipFile(model, "w") as archive:
         archive.writestr("model/archive_format", "pt2")
     np.savez(data, x_train=np.zeros((2, 3), np.float32))
-    return {"model": ("model.pt2", model.getvalue()), "data": ("data.npz", data.getvalue())}
+    return model.getvalue(), data.getvalue()
