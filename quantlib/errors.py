@@ -19,3 +19,15 @@ class QuantlibError(ValueError):
 
     def to_dict(self) -> dict[str, str | None]:
         return {"code": self.code, "message": self.message, "field": self.field}
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` means an allocation was refused: Python's ``MemoryError``, torch's
+    ``OutOfMemoryError`` (CUDA) or torch's CPU allocator failing, which raises a plain
+    ``RuntimeError`` (under a worker's ``RLIMIT_DATA``, for instance). Such a failure is
+    about the job's size, never about the data's shape or the model's validity."""
+    return (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or "can't allocate memory" in str(exc)
+    )

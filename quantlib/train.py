@@ -27,6 +27,7 @@ from torch import nn
 from quantlib.api import create_quant_retrain_config, create_quant_retrain_model, save_quant_retrain_model
 from quantlib.config import ConfigError, QuantConfig, check_calibration, load_config
 from quantlib.data import DataError, Dataset, check_labels
+from quantlib.errors import is_out_of_memory
 from quantlib.export.fold import can_fold
 from quantlib.metrics import sqnr_db, top1_accuracy, top1_agreement
 from quantlib.modelfile import ModelError
@@ -249,6 +250,8 @@ def _probe(reference: nn.Module, dataset: Dataset, device: torch.device) -> None
         with torch.no_grad():
             out = reference(torch.from_numpy(dataset.x_train[:2]).to(device))
     except (RuntimeError, ValueError, TypeError, AssertionError, IndexError) as exc:
+        if is_out_of_memory(exc):
+            raise
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(
             f"the model cannot run on x_train samples of shape {dataset.sample_shape}: {reason}", field="x_train"

@@ -71,12 +71,12 @@ def run(workdir: Path) -> None:
 
 def classify(exc: BaseException) -> PipelineError:
     """The failure code, message and fault for an exception raised by :func:`run`."""
-    from quantlib.errors import QuantlibError
+    from quantlib.errors import QuantlibError, is_out_of_memory
 
     if isinstance(exc, QuantlibError):
         where = f" ({exc.field})" if exc.field else ""
         return PipelineError(exc.code, f"{exc.message}{where}", user_error=True)
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+    if is_out_of_memory(exc):
         return PipelineError(
             "OUT_OF_MEMORY",
             f"the job ran out of memory{_memory_ceiling()}; lower spec.batch_size or submit a smaller model or dataset",
