@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import io
+import json
 import os
 import pwd
 import shutil
@@ -20,7 +21,8 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -50,6 +52,30 @@ free_port: Callable[[], int] = _pool.free_port
 finished: Callable[[dict[str, Any]], bool] = _pool.finished
 running = _pool.running
 child_pids: Callable[[int], list[int]] = _pool.child_pids
+wait_for_api: Callable[[Any], None] = _pool._wait_for_api
+
+
+def start(pool: Any, name: str, command: Sequence[str]) -> None:
+    """Run ``command`` (a ``qat`` command, maybe behind ``unshare``/``nsenter``) as the pool's process ``name``."""
+    log = open(pool.root / f"{name}.log", "wb")  # noqa: SIM115 - Pool.stop closes it
+    process = subprocess.Popen(list(command), env=pool.env, stdout=log, stderr=subprocess.STDOUT)
+    pool.processes[name] = (process, log)
+
+
+@contextmanager
+def serving(pool: Any, *team_options: str, prefix: Sequence[str] = ()) -> Iterator[Any]:
+    """Only the API: migrate, create team ``vision`` (``qat admin create-team`` options), serve, stop at the end."""
+    pool.qat("db", "upgrade")
+    token = json.loads(pool.qat("admin", "create-team", "vision", *team_options, "--json"))["token"]
+    pool.session.headers["Authorization"] = f"Bearer {token}"
+    port = free_port()
+    pool.url = f"http://127.0.0.1:{port}"
+    try:
+        start(pool, "api", [*prefix, QAT, "serve", "--port", str(port)])
+        wait_for_api(pool)
+        yield pool
+    finally:
+        pool.stop()
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 30, every_s: float = 0.1) -> None:

@@ -19,10 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from sqlalchemy import func, select
 
-from conftest import Pool, running, tiny_inputs, wait_until
+from conftest import Pool, serving, tiny_inputs, wait_for_api, wait_until
 from service.db import Job, reading
 from service.storage import LocalStore
 
@@ -68,20 +67,8 @@ class Upload:
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[Pool]:
-    with running(Pool(tmp_path), workers=0) as started:
+    with serving(Pool(tmp_path)) as started:
         yield started
-
-
-def _restart_api(pool: Pool) -> None:
-    pool.start("api", "serve", "--port", pool.url.rsplit(":", 1)[1])
-
-    def answers() -> bool:
-        try:
-            return pool.get("/healthz").status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    wait_until(answers, "the restarted API")
 
 
 def _jobs(pool: Pool) -> int:
@@ -100,7 +87,8 @@ def test_api_killed_mid_upload_leaves_no_job_and_nothing_gc_cannot_clean(pool: P
     assert _jobs(pool) == 0 and list(store.list("jobs/")) == []
 
     # 2. killed while the inputs are being stored: the first stored byte is the signal
-    _restart_api(pool)
+    pool.start("api", "serve", "--port", pool.url.rsplit(":", 1)[1])
+    wait_for_api(pool)
     upload = Upload(pool)
     upload.send(1.0)
     jobs = pool.root / "artifacts" / "jobs"

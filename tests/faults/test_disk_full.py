@@ -19,9 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
-from conftest import QAT, Pool, finished, free_port, tiny_inputs, wait_until
+from conftest import QAT, Pool, finished, serving, start, tiny_inputs
 
 STORE_BYTES = 1 << 20
 
@@ -39,37 +38,21 @@ class FullDiskDeployment:
         self.store = pool.root / "artifacts"
         self.store.mkdir()
 
-    def start_api(self) -> None:
-        self.pool.qat("db", "upgrade")
-        token = json.loads(self.pool.qat("admin", "create-team", "vision", "--json"))["token"]
-        self.pool.session.headers["Authorization"] = f"Bearer {token}"
-        port = free_port()
-        self.pool.url = f"http://127.0.0.1:{port}"
+    @property
+    def api_command_prefix(self) -> list[str]:
+        """``unshare`` with a tmpfs mounted over the store, then ``exec`` of the command after it."""
         unshare = ["unshare", "--mount"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
         mount = f'mount -t tmpfs -o size={STORE_BYTES} qat-full-store "$0" && exec "$@"'
-        self._start("api", [*unshare, "sh", "-c", mount, str(self.store), QAT, "serve", "--port", str(port)])
-        wait_until(self._api_answers, "the API in its namespace")
+        return [*unshare, "sh", "-c", mount, str(self.store)]
 
     def start_worker(self) -> None:
         """A worker in the API's mount namespace, so it writes to the same tiny disk."""
         namespace = f"--mount=/proc/{self.api_pid}/ns/mnt"
-        self._start("worker", ["nsenter", namespace, "--", QAT, "worker", "--name", "full-disk-worker"])
-
-    def _start(self, name: str, command: list[str]) -> None:
-        log = open(self.pool.root / f"{name}.log", "wb")  # noqa: SIM115 - Pool.stop closes it
-        process = subprocess.Popen(command, env=self.pool.env, stdout=log, stderr=subprocess.STDOUT)
-        self.pool.processes[name] = (process, log)
-
-    def _api_answers(self) -> bool:
-        assert self.pool.processes["api"][0].poll() is None, self.pool.log("api")
-        try:
-            return self.pool.get("/healthz").status_code == 200
-        except requests.ConnectionError:
-            return False
+        start(self.pool, "worker-0", ["nsenter", namespace, "--", QAT, "worker", "--name", "full-disk-worker"])
 
     @property
     def api_pid(self) -> int:
-        return self.pool.processes["api"][0].pid
+        return int(self.pool.processes["api"][0].pid)
 
     @property
     def disk(self) -> Path:
@@ -77,7 +60,7 @@ class FullDiskDeployment:
         return Path(f"/proc/{self.api_pid}/root") / self.store.relative_to("/")
 
     def files(self) -> list[str]:
-        """Every file on the tmpfs, half-written ones (``~partial-*``) included."""
+        """Every file on the tmpfs, half-written ones (``.partial-*``) included."""
         return sorted(str(path.relative_to(self.disk)) for path in self.disk.rglob("*") if path.is_file())
 
     def fill(self) -> None:
@@ -95,15 +78,11 @@ class FullDiskDeployment:
 def deployment(tmp_path: Path) -> Iterator[FullDiskDeployment]:
     if not _namespaces_work():
         pytest.skip("this machine allows no private mount namespace (unshare --mount)")
-    pool = Pool(tmp_path)
-    deployment = FullDiskDeployment(pool)
-    try:
-        deployment.start_api()
+    deployment = FullDiskDeployment(Pool(tmp_path))
+    with serving(deployment.pool, prefix=deployment.api_command_prefix):
         disk = os.statvfs(deployment.disk)
         assert deployment.files() == [] and disk.f_blocks * disk.f_frsize <= STORE_BYTES, "the store is the tmpfs"
         yield deployment
-    finally:
-        pool.stop()
 
 
 def _model_of(size: int) -> bytes:

@@ -24,7 +24,7 @@ from pathlib import Path
 import requests
 from sqlalchemy import func, select
 
-from conftest import Pool, free_port, tiny_inputs, wait_until
+from conftest import Pool, serving, tiny_inputs
 from service.db import IdempotencyKey, Job, reading
 
 SUBMISSIONS = 1000
@@ -119,22 +119,12 @@ def _percentile(samples: list[float], fraction: float) -> float:
 def test_1000_submissions_from_20_clients_are_each_accepted_or_refused_once(
     new_pg_database: Callable[[], str], tmp_path: Path
 ) -> None:
-    pool = Pool(tmp_path, QAT_DATABASE_URL=new_pg_database())
-    pool.qat("db", "upgrade")
-    token = json.loads(pool.qat("admin", "create-team", "load", "--max-queued", str(MAX_QUEUED), "--json"))["token"]
-    pool.session.headers["Authorization"] = f"Bearer {token}"
-    port = free_port()
-    pool.url = f"http://127.0.0.1:{port}"
-    try:
-        pool.start("api", "serve", "--port", str(port))
-        wait_until(lambda: _answers(pool), "the API")
+    with serving(Pool(tmp_path, QAT_DATABASE_URL=new_pg_database()), "--max-queued", str(MAX_QUEUED)) as pool:
         clients = Clients(pool)
         wall_s = clients.run()
         with reading(pool.db()) as session:
             stored = set(map(str, session.scalars(select(Job.id))))
             keys = session.scalar(select(func.count()).select_from(IdempotencyKey))
-    finally:
-        pool.stop()
 
     answers = clients.answers
     print(
@@ -163,9 +153,3 @@ def test_1000_submissions_from_20_clients_are_each_accepted_or_refused_once(
     assert replays and all(a.key in by_key for a in replays), "an idempotent replay names the original job"
     print(f"{len(replays)} idempotent replays answered with the first job; {SUBMISSIONS - MAX_QUEUED} refused by quota")
 
-
-def _answers(pool: Pool) -> bool:
-    try:
-        return pool.get("/healthz").status_code == 200
-    except requests.ConnectionError:
-        return False

@@ -1,7 +1,12 @@
-"""PostgreSQL restarted under traffic: the API answers 503 DATABASE_UNAVAILABLE meanwhile, then recovers by itself."""
+"""PostgreSQL restarted under traffic: the API answers 503 DATABASE_UNAVAILABLE meanwhile, then recovers by itself.
+
+Also: a server that accepts connections and never answers fails them after the connect
+timeout instead of holding API threads.
+"""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -9,9 +14,10 @@ from pathlib import Path
 
 import requests
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
-from conftest import Pool, PostgresCluster, running, tiny_inputs, wait_until
-from service.db import Job, reading
+from conftest import Pool, PostgresCluster, serving, tiny_inputs, wait_until
+from service.db import Job, make_engine, reading
 
 OUTAGE_S = 3.0
 CLIENTS = 4
@@ -90,7 +96,7 @@ def test_api_answers_503_while_postgresql_restarts_and_recovers_alone(
     own_postgres: PostgresCluster, tmp_path: Path
 ) -> None:
     pool = Pool(tmp_path, QAT_DATABASE_URL=own_postgres.url)
-    with running(pool, workers=0):
+    with serving(pool):
         created = pool.post("/v1/jobs", files=tiny_inputs())
         assert created.status_code == 201, created.text
         with Traffic(pool, created.json()["id"]) as traffic:
@@ -127,3 +133,28 @@ def test_api_answers_503_while_postgresql_restarts_and_recovers_alone(
     assert len(jobs) == accepted
     stored = [p for p in (tmp_path / "artifacts" / "jobs").rglob("*") if p.is_file()]
     assert len(stored) == 2 * accepted and {p.parts[-3] for p in stored} == jobs, sorted(map(str, stored))
+
+
+def test_a_database_that_accepts_and_never_answers_fails_fast_instead_of_hanging() -> None:
+    """A half-dead server (the port accepts, nothing answers) must not hold API threads forever."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        engine = make_engine(f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/qat")
+        outcome: list[BaseException | None] = []
+
+        def connect() -> None:
+            try:
+                engine.connect().close()
+                outcome.append(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                outcome.append(exc)
+
+        attempt = threading.Thread(target=connect, daemon=True)
+        started = time.monotonic()
+        attempt.start()
+        attempt.join(timeout=120)
+        print(f"\ngave up after {time.monotonic() - started:.1f} s")
+        assert outcome and isinstance(outcome[0], OperationalError), outcome or "still connecting after 120 s"
+        assert "timeout" in str(outcome[0]).lower()
+        engine.dispose()
