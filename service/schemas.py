@@ -29,6 +29,8 @@ JOB_OPTION_KEYS = ("priority", "max_runtime_s")
 class JobSpec(QATSpec):
     """The ``spec`` part of ``POST /v1/jobs``: the training settings plus how to schedule the job."""
 
+    # torch takes seeds up to 64 bits; a larger one would fail the job on the GPU instead of here
+    seed: int = Field(default=0, ge=0, lt=2**63, description="seeds shuffling and initialisation")
     priority: int = Field(default=0, ge=0, le=9, description="higher runs first within a team")
     max_runtime_s: int | None = Field(default=None, gt=0, description="fail the job if it runs longer")
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+import pytest
 
 TESTS = Path(__file__).resolve().parent.parent
 
@@ -38,3 +42,16 @@ artifact_store = service_fixtures.artifact_store
 make_api = service_fixtures.make_api
 api = service_fixtures.api
 digits = worker_fixtures.digits
+
+
+@pytest.fixture(scope="session")
+def sandboxed_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One embedded deployment for the hostile-model tests: each job gets at most 1 GiB of
+    data memory, and the workers' environment carries a made-up secret to look for."""
+    from untrusted_models import CANARY, CEILING
+
+    pool = worker_fixtures.Pool(
+        tmp_path_factory.mktemp("sandboxed"), QAT_CHILD_MEMORY_BYTES=str(CEILING), AWS_SECRET_ACCESS_KEY=CANARY
+    )
+    with worker_fixtures.running(pool) as started:
+        yield started

@@ -1,12 +1,13 @@
 """A corpus of bad requests: each is refused with a 4xx that names the field, and leaves nothing behind.
 
-One table, one test: every row is sent to a real API server (waitress, SQLite, a local
-artifact store), the answer's status, code and field are checked, and the database and
+One table, one test: every row is sent to the same real API server (waitress, SQLite, a
+local artifact store), the answer's status, code and field are checked, and the database and
 the store must be exactly as they were before the request. tests/service/test_api.py
 covers further cases (listed in its ``test_bad_input_is_a_4xx_naming_the_field`` table,
 ``test_team_isolation``, ``test_authentication`` and ``test_too_large_is_413``); none is
-repeated here. Inputs that only a worker can judge (unknown layers, labels beyond the
-model's outputs, data that does not fit the model) are in test_worker_judged_input.py.
+repeated here. Inputs that only a worker can judge fail the job as the user's error:
+labels beyond the model's outputs (test_worker_judged_input.py), config layers the model
+lacks and data that does not fit it (tests/workers/test_pool.py).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import io
 import json
 import pickle
 import resource
-from collections.abc import Callable
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,10 +28,11 @@ import requests
 from sqlalchemy import func, select
 
 from hostile_files import npz, npz_bomb, npz_lying_shape, pt2_bomb, zip_of
+from service.app import create_app
 from service.db import Artifact, Dataset, IdempotencyKey, Job, reading
+from service.settings import Settings
+from service_fixtures import ApiServer
 
-SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
-LOCAL = pytest.mark.parametrize("artifact_store", ["local"], indirect=True)
 
 # small limits, so the over-limit cases stay cheap; bombs unpack far beyond them
 LIMITS = {"QAT_MAX_MODEL_BYTES": "8MiB", "QAT_MAX_DATA_BYTES": "8MiB", "QAT_MAX_CONFIG_BYTES": "1MiB"}
@@ -115,6 +119,7 @@ CASES = [
     Bad("spec float overflows to inf", 422, "BAD_SPEC", "spec", spec('{"lr": 1e999}'), says="too large"),
     Bad("spec 5000-digit integer", 422, "BAD_SPEC", "spec", spec('{"seed": ' + "7" * 5000 + "}")),
     Bad("spec nested 100k deep", 422, "BAD_SPEC", "spec", spec("[" * 100_000 + "]" * 100_000), says="nested"),
+    Bad("seed beyond 64 bits", 422, "BAD_SPEC", "seed", spec('{"seed": 18446744073709551616}')),
     Bad("epochs negative", 422, "BAD_SPEC", "epochs", spec('{"epochs": -1}')),
     Bad("epochs a list", 422, "BAD_SPEC", "epochs", spec('{"epochs": [1]}')),
     Bad("lr zero", 422, "BAD_SPEC", "lr", spec('{"lr": 0}')),
@@ -229,6 +234,7 @@ class World:
     api: Any
     team: requests.Session
     ids: dict[str, str]
+    root: Path
 
     def state(self) -> tuple[dict[str, int], list[str]]:
         """Row counts and every stored key: a refused request must change neither."""
@@ -246,9 +252,18 @@ def post_job(client: requests.Session, parts: dict[str, Any], **kwargs: Any) -> 
     return client.post("/v1/jobs", files=files, **kwargs)
 
 
-@pytest.fixture
-def world(make_api: Callable[..., Any]) -> World:
-    api = make_api(**LIMITS)
+@pytest.fixture(scope="module")
+def world(migrated_sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One server for the whole table (each row checks its own before/after state)."""
+    root = tmp_path_factory.mktemp("corpus")
+    shutil.copyfile(migrated_sqlite_template, root / "qat.db")
+    env = {
+        "QAT_DATABASE_URL": f"sqlite:///{root / 'qat.db'}",
+        "QAT_BROKER_URL": f"filesystem://{root / 'broker'}",
+        "QAT_ARTIFACTS": str(root / "artifacts"),
+        **LIMITS,
+    }
+    api = ApiServer(create_app(Settings.from_env(env)))
     other = api.new_team()
     other_job = post_job(other, {})
     other_dataset = other.post("/v1/datasets", files={"data": ("d.npz", DATA)})
@@ -256,7 +271,8 @@ def world(make_api: Callable[..., Any]) -> World:
     own_job = post_job(team, {})
     assert other_job.status_code == other_dataset.status_code == own_job.status_code == 201
     ids = {"other_job": other_job.json()["id"], "other_dataset": other_dataset.json()["id"], "own_job": own_job.json()["id"]}
-    return World(api, team, ids)
+    yield World(api, team, ids, root)
+    api.close()
 
 
 def fill(text: str, ids: dict[str, str]) -> str:
@@ -288,8 +304,6 @@ def test_the_corpus_is_big_enough() -> None:
     assert len(CASES) >= 40 and len({case.name for case in CASES}) == len(CASES)
 
 
-@SQLITE
-@LOCAL
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_bad_request_is_a_4xx_naming_the_field_and_leaves_nothing(world: World, case: Bad) -> None:
     before = world.state()
@@ -303,8 +317,6 @@ def test_bad_request_is_a_4xx_naming_the_field_and_leaves_nothing(world: World, 
     assert world.state() == before, "a refused request left rows or stored objects behind"
 
 
-@SQLITE
-@LOCAL
 def test_bombs_are_refused_without_inflating_them(world: World) -> None:
     """Inflating either bomb takes 1 GiB; the refusal must come from the zip directory alone."""
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
@@ -312,3 +324,17 @@ def test_bombs_are_refused_without_inflating_them(world: World) -> None:
         assert post_job(world.team, parts).status_code == 413
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10) - peak_before
     assert grown < BOMB_BYTES // 4, f"peak memory grew by {grown >> 20} MiB"
+
+
+def test_upload_file_names_never_become_paths(world: World) -> None:
+    """Client file names are ignored: inputs are stored under keys the service chooses."""
+    names = {"model": "../../../../evil.pt2", "data": "..\\..\\données-数据.npz"}
+    parts = {"model": (names["model"], MODEL), "data": (names["data"], DATA)}
+    created = post_job(world.team, parts)
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    assert [k for k in world.api.services.store.list("") if job_id in k] == [
+        f"jobs/{job_id}/inputs/data.npz",
+        f"jobs/{job_id}/inputs/model.pt2",
+    ]
+    assert not [p for p in world.root.parent.rglob("*") if "evil" in p.name or "数据" in p.name]

@@ -9,7 +9,6 @@ allocates without bound, and one that never returns, whose child is read from
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -17,33 +16,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from untrusted_models import Forever, Hog, Plain, dataset, export, touch_and_connect, with_payload
-from worker_fixtures import Pool, child_pids, finished, running
+from untrusted_models import CANARY, CEILING, Forever, Hog, Plain, export, submit, touch_and_connect, with_payload
+from worker_fixtures import Pool, child_pids, finished
 
-CEILING = 1 << 30
 SECRET_NAMES = ("QAT_", "AWS_", "PGPASSWORD")
-
-
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
-    """One embedded deployment whose worker gives each job at most 1 GiB of data memory.
-
-    Its environment carries a made-up secret, to look for in the job's process.
-    """
-    root = tmp_path_factory.mktemp("untrusted")
-    with running(Pool(root, QAT_CHILD_MEMORY_BYTES=str(CEILING), AWS_SECRET_ACCESS_KEY="sandbox-canary-7f3a")) as started:
-        yield started
-
-
-def submit(pool: Pool, model: bytes, **spec: Any) -> dict[str, Any]:
-    files = {"model": ("model.pt2", model), "data": ("data.npz", dataset())}
-    created = pool.post("/v1/jobs", files=files, data={"spec": json.dumps({"epochs": 1, "batch_size": 8, **spec})})
-    assert created.status_code == 201, created.text
-    return dict(created.json())
 
 
 @pytest.fixture
@@ -72,36 +51,36 @@ def test_the_payload_is_live_when_loaded_without_the_sandbox(tmp_path: Path, lis
     assert marker.exists() and connected(listener)
 
 
-def test_pickle_payload_neither_writes_nor_connects(pool: Pool, tmp_path: Path, listener: socket.socket) -> None:
+def test_pickle_payload_neither_writes_nor_connects(sandboxed_pool: Pool, tmp_path: Path, listener: socket.socket) -> None:
     marker = tmp_path / "pwned"
     model = with_payload(export(Plain()), touch_and_connect(marker, listener.getsockname()[1]))
-    job = pool.wait_for_job(submit(pool, model)["id"], finished, timeout_s=120)
+    job = sandboxed_pool.wait_for_job(submit(sandboxed_pool, model)["id"], finished, timeout_s=120)
     assert job["state"] == "FAILED"
     assert job["failure"]["code"] == "BAD_MODEL" and job["failure"]["user_error"] is True
     assert not marker.exists(), "the model's payload wrote a file"
     assert not connected(listener), "the model's payload opened a connection"
 
 
-def test_model_allocating_without_bound_fails_out_of_memory(pool: Pool) -> None:
-    job = pool.wait_for_job(submit(pool, export(Hog()))["id"], finished, timeout_s=120)
+def test_model_allocating_without_bound_fails_out_of_memory(sandboxed_pool: Pool) -> None:
+    job = sandboxed_pool.wait_for_job(submit(sandboxed_pool, export(Hog()))["id"], finished, timeout_s=120)
     assert job["state"] == "FAILED", job
     assert job["failure"]["code"] == "OUT_OF_MEMORY" and job["failure"]["user_error"] is True, job["failure"]
     assert f"{CEILING >> 20} MiB" in job["failure"]["message"]
-    assert pool.get(f"/v1/jobs/{job['id']}").status_code == 200, "the API and worker live on"
+    assert sandboxed_pool.get(f"/v1/jobs/{job['id']}").status_code == 200, "the API and worker live on"
 
 
-def test_model_looping_forever_times_out_and_its_process_holds_no_secrets(pool: Pool) -> None:
-    worker = pool.processes["worker-0"][0]
-    job_id = submit(pool, export(Forever()), max_runtime_s=8)["id"]
-    pool.wait_for_job(job_id, lambda job: job["state"] == "RUNNING" or finished(job), timeout_s=60)
+def test_model_looping_forever_times_out_and_its_process_holds_no_secrets(sandboxed_pool: Pool) -> None:
+    worker = sandboxed_pool.processes["worker-0"][0]
+    job_id = submit(sandboxed_pool, export(Forever()), max_runtime_s=8)["id"]
+    sandboxed_pool.wait_for_job(job_id, lambda job: job["state"] == "RUNNING" or finished(job), timeout_s=60)
     children = _wait_for_children(worker.pid)
     environ = Path(f"/proc/{children[0]}/environ").read_bytes().decode(errors="replace").split("\0")
     names = [entry.split("=", 1)[0] for entry in environ if entry]
     assert names and not [n for n in names if n.startswith(SECRET_NAMES)], names
-    assert not [entry for entry in environ if "sandbox-canary-7f3a" in entry]
+    assert not [entry for entry in environ if CANARY in entry]
     assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD=1" in environ
 
-    job = pool.wait_for_job(job_id, finished, timeout_s=60)
+    job = sandboxed_pool.wait_for_job(job_id, finished, timeout_s=60)
     assert job["state"] == "FAILED"
     assert job["failure"]["code"] == "TIMEOUT" and "max_runtime_s" in job["failure"]["message"]
     assert child_pids(worker.pid) == [], "the looping process was killed"

@@ -18,8 +18,13 @@ import numpy as np
 import torch
 from torch._higher_order_ops.while_loop import while_loop
 
+from worker_fixtures import Pool
+
 # the hog wants this many bytes per sample: two samples (the worker's first probe) exceed 1 GiB
 HOG_BYTES_PER_SAMPLE = 1 << 29
+# the sandboxed pool's per-job memory ceiling, and a made-up secret in its workers' environment
+CEILING = 1 << 30
+CANARY = "sandbox-canary-7f3a"
 
 
 class _Net(torch.nn.Module):
@@ -63,6 +68,14 @@ def dataset() -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, x_train=rng.standard_normal((40, 4), dtype=np.float32), y_train=np.arange(40) % 2)
     return buffer.getvalue()
+
+
+def submit(pool: Pool, model: bytes, data: bytes | None = None, **spec: Any) -> dict[str, Any]:
+    """Submit ``model`` (with this module's data unless ``data``) for one epoch; the created job."""
+    files = {"model": ("model.pt2", model), "data": ("data.npz", data or dataset())}
+    created = pool.post("/v1/jobs", files=files, data={"spec": json.dumps({"epochs": 1, "batch_size": 8, **spec})})
+    assert created.status_code == 201, created.text
+    return dict(created.json())
 
 
 class _Exec:
