@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -158,6 +158,19 @@ def _wait_for_api(pool: Pool, timeout_s: float = 30) -> None:
         except requests.ConnectionError:
             time.sleep(0.1)
     raise AssertionError(f"the API did not answer within {timeout_s} s:\n{pool.log('api')}")
+
+
+@pytest.fixture
+def production_settings(
+    new_pg_database: Callable[[], str], redis_url: str, s3_endpoint: str, s3_bucket: str
+) -> dict[str, str]:
+    """``QAT_*`` settings of the production stack: a new PostgreSQL database, an empty Redis index, a new bucket."""
+    return {
+        "QAT_DATABASE_URL": new_pg_database(),
+        "QAT_BROKER_URL": redis_url,
+        "QAT_ARTIFACTS": f"s3://{s3_bucket}/qat",
+        "QAT_S3_ENDPOINT_URL": s3_endpoint,
+    }
 
 
 @pytest.fixture(scope="session")

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from pathlib import Path
 
 from conftest import Pool, finished, running, submit
 
 
 def test_digits_job_on_postgresql_redis_and_s3(
-    digits: tuple[Path, Path],
-    tmp_path: Path,
-    new_pg_database: Callable[[], str],
-    redis_url: str,
-    s3_endpoint: str,
-    s3_bucket: str,
+    digits: tuple[Path, Path], tmp_path: Path, production_settings: dict[str, str]
 ) -> None:
-    settings = {
-        "QAT_DATABASE_URL": new_pg_database(),
-        "QAT_BROKER_URL": redis_url,
-        "QAT_ARTIFACTS": f"s3://{s3_bucket}/qat",
-        "QAT_S3_ENDPOINT_URL": s3_endpoint,
-    }
-    with running(Pool(tmp_path, **settings)) as pool:
+    with running(Pool(tmp_path, **production_settings)) as pool:
         job_id = submit(pool, digits, {"epochs": 1})
         job = pool.wait_for_job(job_id, finished)
         assert job["state"] == "SUCCEEDED", job["failure"]
