@@ -23,7 +23,7 @@ from rich.table import Table
 from quantlib.config import ConfigError, check_calibration, load_config, load_simple_config
 from quantlib.data import DataError, load_dataset
 from quantlib.modelfile import ModelError, load_exported_program
-from quantlib.spec import QATSpec, parse_spec
+from quantlib.spec import AccuracyTarget, QATSpec, parse_spec
 
 if TYPE_CHECKING:
     from quantlib.train import Report
@@ -103,8 +103,19 @@ def _summary(report: Report) -> Table:
 
 
 def _spec_values(**options: Any) -> dict[str, Any]:
-    """Only the options given: QATSpec owns the defaults."""
-    return {key: value for key, value in options.items() if value is not None}
+    """Only the options given: QATSpec owns the defaults; the tuning options nest under ``accuracy``."""
+    values = {key: value for key, value in options.items() if value is not None}
+    accuracy = {key: values.pop(key) for key in AccuracyTarget.model_fields if key in values}
+    return {**values, "accuracy": accuracy} if accuracy else values
+
+
+def _tuning_lines(tuning: dict[str, Any]) -> list[str]:
+    """The tuner's verdict and what each trial changed, one line per change."""
+    lines = [f"tuning: {tuning['verdict']} (kept trial {tuning['best_trial']})"]
+    for trial in tuning["trials"]:
+        lines.append(f"  trial {trial['index']}: drop {trial['drop']:.4g}")
+        lines += [f"    {change}" for change in trial["changes"]]
+    return lines
 
 
 def _precheck_config(config_file: Path | None, config_defination: Path | None, spec: QATSpec) -> None:
@@ -152,6 +163,14 @@ def _default(name: str) -> Any:
     "--freeze-bn/--update-bn", default=None, help="keep BatchNorm statistics fixed while fine-tuning [default: freeze]"
 )
 @click.option("--device", type=str, help="cpu, cuda or cuda:N [default: cpu]")
+@click.option(
+    "--max-drop", type=float, help="tune the config until the metric drops at most this much (e.g. 0.01); enables tuning"
+)
+@click.option(
+    "--metric", type=click.Choice(["top1", "sqnr"]), help="tuning metric; sqnr drop = output noise/signal [default: top1]"
+)
+@click.option("--max-trials", type=int, help="tuning: QAT runs at most, the first included [default: 6]")
+@click.option("--weight-bits-budget", type=float, help="tuning: average weight bits (4..8); INT4 for the least sensitive layers")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON on stdout, no progress bar")
 def quantize(
     model: Path,
@@ -193,5 +212,7 @@ def quantize(
     stdout.print(_summary(report))
     phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report.timings_s.items())
     stdout.print(f"took {sum(report.timings_s.values()):.1f} s ({phases})", highlight=False, soft_wrap=True)
+    for line in _tuning_lines(report.tuning) if report.tuning else []:
+        stdout.print(line, highlight=False, soft_wrap=True)
     for key, label in _FILES.items():
         stdout.print(f"{label:<30} {report.files[key]}", highlight=False, soft_wrap=True)

@@ -15,6 +15,30 @@ from quantlib.config.errors import ConfigError
 
 Optimizer = Literal["sgd", "adam"]
 Loss = Literal["auto", "ce", "mse", "kl"]
+Metric = Literal["top1", "sqnr"]
+
+
+class AccuracyTarget(BaseModel):
+    """What the tuner must reach: the seed's manual tuning loop, run for the user.
+
+    The drop is measured against the FP32 model on the eval data. ``top1``: top-1
+    accuracy points as a fraction (agreement with FP32 without labels), 0.01 = one point.
+    ``sqnr``: the output's quantization noise power relative to its signal,
+    10^(-SQNR/10), so 0.01 allows an output SQNR down to 20 dB and 0.001 to 30 dB.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_drop: float = Field(default=0.01, ge=0, le=1, description="the largest acceptable drop of the metric")
+    metric: Metric = "top1"
+    max_trials: int = Field(default=6, ge=1, le=50, description="QAT runs at most, the first (untuned) one included")
+    weight_bits_budget: float | None = Field(
+        default=None,
+        ge=4,
+        le=8,
+        description="average weight bits over the config's layers, weighted by parameter count (a layer left "
+        "in float counts 32): the tuner sets INT4 weights on the least sensitive layers until it fits",
+    )
 
 
 class QATSpec(BaseModel):
@@ -39,6 +63,9 @@ class QATSpec(BaseModel):
         "should not replace them with noisy small-batch estimates",
     )
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
+    accuracy: AccuracyTarget | None = Field(
+        default=None, description="tune the config until the INT8 model is this close to FP32"
+    )
 
     def resolved_loss(self, has_labels: bool) -> Literal["ce", "mse", "kl"]:
         """The loss to train with; cross-entropy without labels is a user error."""
@@ -62,7 +89,8 @@ def parse_spec(values: Mapping[str, Any]) -> QATSpec:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "spec"
         if err["type"] == "extra_forbidden":
-            message = f"unknown setting '{key}'; allowed: {', '.join(QATSpec.model_fields)}"
+            fields = AccuracyTarget.model_fields if key.startswith("accuracy.") else QATSpec.model_fields
+            message = f"unknown setting '{key}'; allowed: {', '.join(fields)}"
         elif key == "device":
             message = f"invalid device {err.get('input')!r}; use cpu, cuda or cuda:N"
         else:

@@ -1,6 +1,7 @@
 """The QAT pipeline: config, calibration, fine-tuning, evaluation, export and a report.
 
-One function, :func:`run_qat`, used by ``qat quantize`` and by the service's workers.
+One function, :func:`run_qat`, used by ``qat quantize`` and by the service's workers;
+:func:`train` and :func:`finish` are its two halves, which the tuner repeats.
 It reports its phase through a callback (the CLI draws a progress bar, a worker writes
 the job row) and leaves everything a user needs in ``out_dir``: the ONNX models, the
 record, the config that was used and ``report.json``.
@@ -11,17 +12,12 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from quantlib.api import create_quant_retrain_config, create_quant_retrain_model, save_quant_retrain_model
@@ -29,18 +25,14 @@ from quantlib.config import ConfigError, QuantConfig, check_calibration, load_co
 from quantlib.data import DataError, Dataset, check_labels
 from quantlib.errors import is_out_of_memory
 from quantlib.export.fold import can_fold
+from quantlib.loop import calibrate, fine_tune, predict, predict_onnx, steps_per_epoch
 from quantlib.metrics import sqnr_db, top1_accuracy, top1_agreement
 from quantlib.modelfile import ModelError
+from quantlib.phases import Phases, ProgressFn
 from quantlib.prepare import ModelLike, as_module, quant_layers
 from quantlib.spec import QATSpec
 
-__all__ = ["LayerReport", "QATSpec", "Report", "Scores", "run_qat"]
-
-# on_progress(phase, step, total, loss, epoch); loss and epoch are None outside training.
-ProgressFn = Callable[[str, int, int, float | None, int | None], None]
-
-PROGRESS_INTERVAL_S = 1.0
-EVAL_BATCH = 256
+__all__ = ["LayerReport", "ProgressFn", "QATSpec", "Report", "Scores", "Trained", "run_qat"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +68,8 @@ class Report:
 
     ``deploy_vs_simulated`` compares the exported ONNX model with the PyTorch QAT model
     (top1 is None there): the evidence that what ships computes what was evaluated.
+    ``tuning`` is the tuner's account (target, sensitivity, trials, verdict) when
+    ``spec.accuracy`` asked for one.
     """
 
     out_dir: Path
@@ -89,8 +83,10 @@ class Report:
     dataset: dict[str, Any]
     spec: QATSpec
     batch_num: int
+    tuning: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        tuning = {} if self.tuning is None else {"tuning": self.tuning}
         return _json_safe(
             {
                 "files": {key: path.name for key, path in self.files.items()},
@@ -102,6 +98,7 @@ class Report:
                 "dataset": self.dataset,
                 "spec": self.spec.model_dump(),
                 "batch_num": self.batch_num,
+                **tuning,
             }
         )
 
@@ -117,34 +114,32 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-class _Phases:
-    """Times each phase and forwards progress at most once per interval, plus phase edges."""
+@dataclass
+class Trained:
+    """A calibrated and fine-tuned QAT model before export: what one tuning trial costs.
 
-    def __init__(self, callback: ProgressFn | None) -> None:
-        self.callback = callback
-        self.timings: dict[str, float] = {}
-        self.name = ""
-        self._last = 0.0
+    ``reference`` is the FP32 model the outputs are compared with, on the same device.
+    """
 
-    @contextmanager
-    def phase(self, name: str, total: int) -> Iterator[None]:
-        self.name = name
-        start = time.perf_counter()
-        self._emit(0, total, None, None)
-        yield
-        self.timings[name] = round(time.perf_counter() - start, 3)
-        self._emit(total, total, None, None)
+    reference: nn.Module
+    qat: nn.Module
+    config: QuantConfig
+    loss_kind: str
+    epoch_losses: list[float]
+    example: tuple[torch.Tensor, ...]
+    device: torch.device
 
-    def due(self) -> bool:
-        return self.callback is not None and time.monotonic() - self._last >= PROGRESS_INTERVAL_S
 
-    def step(self, step: int, total: int, loss: float | None = None, epoch: int | None = None) -> None:
-        self._emit(step, total, loss, epoch)
-
-    def _emit(self, step: int, total: int, loss: float | None, epoch: int | None) -> None:
-        if self.callback is not None:
-            self._last = time.monotonic()
-            self.callback(self.name, step, total, loss, epoch)
+def output_files(out: Path) -> dict[str, Path]:
+    """Where a run leaves each result, by the key ``report.json`` lists it under."""
+    return {
+        "config": out / "config.json",
+        "deploy_model": out / "model_deploy_model.onnx",
+        "fake_quant_model": out / "model_fake_quant_model.onnx",
+        "record": out / "record.txt",
+        "record_json": out / "record.json",
+        "report": out / "report.json",
+    }
 
 
 def run_qat(
@@ -160,65 +155,101 @@ def run_qat(
     """Quantize ``model`` with QAT on ``dataset`` and write the results into ``out_dir``.
 
     Without ``config_file`` the default config (optionally shaped by
-    ``config_defination``) is generated. Bad inputs raise ConfigError, DataError or
-    ModelError before any training starts.
+    ``config_defination``) is generated. With ``spec.accuracy`` the config is tuned
+    until the accuracy target is met (:mod:`quantlib.tune`). Bad inputs raise
+    ConfigError, DataError or ModelError before any training starts.
     """
     spec = spec or QATSpec()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    phases = _Phases(on_progress)
+    if spec.accuracy is not None:
+        from quantlib.tune import run_tuned  # here: the tuner is built on this module's train and finish
+
+        return run_tuned(
+            model,
+            dataset,
+            out,
+            config_file=config_file,
+            config_defination=config_defination,
+            spec=spec,
+            on_progress=on_progress,
+        )
+    phases = Phases(on_progress)
+    trained = train(
+        model,
+        dataset,
+        out / "config.json",
+        config_file=config_file,
+        config_defination=config_defination,
+        spec=spec,
+        phases=phases,
+    )
+    report = finish(trained, dataset, out, spec, phases)
+    write_report(report)
+    return report
+
+
+def train(
+    model: ModelLike,
+    dataset: Dataset,
+    config_path: Path,
+    *,
+    config_file: str | Path | None,
+    config_defination: str | Path | None,
+    spec: QATSpec,
+    phases: Phases,
+) -> Trained:
+    """Load, calibrate and fine-tune; the run's config is written to ``config_path``."""
     device = _device(spec.device)
     torch.manual_seed(spec.seed)
     loss_kind = spec.resolved_loss(dataset.has_labels)
     x_train = torch.from_numpy(dataset.x_train)
     example = (x_train[:1],)
-    files = {
-        "config": out / "config.json",
-        "deploy_model": out / "model_deploy_model.onnx",
-        "fake_quant_model": out / "model_fake_quant_model.onnx",
-        "record": out / "record.txt",
-        "record_json": out / "record.json",
-        "report": out / "report.json",
-    }
 
     with phases.phase("loading", 1):
         reference = as_module(model)[0].eval().to(device)
         _probe(reference, dataset, device)
-        config = _write_config(files["config"], model, example, config_file, config_defination)
+        config = _write_config(config_path, model, example, config_file, config_defination)
         check_calibration(config.batch_num, spec.batch_size)
-        qat = create_quant_retrain_model(files["config"], model, files["record"], example).to(device)
-        teacher = _predict(reference, dataset.x_train, device) if loss_kind != "ce" else None
+        qat = create_quant_retrain_model(config_path, model, config_path.parent / "record.txt", example).to(device)
+        teacher = predict(reference, dataset.x_train, device) if loss_kind != "ce" else None
 
     with phases.phase("calibrating", config.batch_num):
-        _calibrate(qat, x_train, config.batch_num, spec.batch_size, device, phases)
+        calibrate(qat, x_train, config.batch_num, spec.batch_size, device, phases)
 
     targets = torch.from_numpy(dataset.y_train) if loss_kind == "ce" else torch.from_numpy(teacher)
-    with phases.phase("training", _steps_per_epoch(len(x_train), spec.batch_size) * spec.epochs):
-        epoch_losses = _train(qat, x_train, targets, loss_kind, spec, device, phases)
+    with phases.phase("training", steps_per_epoch(len(x_train), spec.batch_size) * spec.epochs):
+        epoch_losses = fine_tune(qat, x_train, targets, loss_kind, spec, device, phases)
+    return Trained(reference, qat, config, loss_kind, epoch_losses, example, device)
 
+
+def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases: Phases) -> Report:
+    """Export ``trained`` into ``out`` (whose config.json it was trained with) and score it."""
+    files = output_files(out)
+    qat, device = trained.qat, trained.device
     with phases.phase("exporting", 1):  # on the CPU, where the example input lives
-        save_quant_retrain_model(files["config"], qat.eval().cpu(), files["record"], out / "model", example)
+        save_quant_retrain_model(files["config"], qat.eval().cpu(), files["record"], out / "model", trained.example)
     qat.to(device)
 
     x_eval, y_eval, eval_source = dataset.eval_split()
     with phases.phase("evaluating", 3):
-        fp32 = _predict(reference, x_eval, device)
-        simulated = _predict(qat, x_eval, device)
-        deployed = _predict_onnx(files["deploy_model"], x_eval)
+        fp32 = predict(trained.reference, x_eval, device)
+        simulated = predict(qat, x_eval, device)
+        deployed = predict_onnx(files["deploy_model"], x_eval)
         accuracy = {
-            "fp32": _scores(fp32, fp32, y_eval),
-            "int8_simulated": _scores(fp32, simulated, y_eval),
-            "int8_onnxruntime": _scores(fp32, deployed, y_eval),
+            "fp32": scores(fp32, fp32, y_eval),
+            "int8_simulated": scores(fp32, simulated, y_eval),
+            "int8_onnxruntime": scores(fp32, deployed, y_eval),
         }
 
-    report = Report(
+    return Report(
         out_dir=out,
         files=files,
         accuracy=accuracy,
-        deploy_vs_simulated=_scores(simulated, deployed, None),
-        layers=_layer_reports(qat, config),
-        loss=loss_kind,
-        epoch_losses=epoch_losses,
+        deploy_vs_simulated=scores(simulated, deployed, None),
+        layers=_layer_reports(qat, trained.config),
+        loss=trained.loss_kind,
+        epoch_losses=trained.epoch_losses,
         timings_s=phases.timings,
         dataset={
             "train_samples": len(dataset.x_train),
@@ -228,10 +259,13 @@ def run_qat(
             "labels": dataset.has_labels,
         },
         spec=spec,
-        batch_num=config.batch_num,
+        batch_num=trained.config.batch_num,
     )
-    files["report"].write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-    return report
+
+
+def write_report(report: Report) -> None:
+    """``report.json`` beside the models; the tuner writes its final report here too."""
+    report.files["report"].write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
 
 
 def _device(name: str) -> torch.device:
@@ -283,108 +317,7 @@ def _write_config(
     return config
 
 
-def _steps_per_epoch(n: int, batch_size: int) -> int:
-    return max(1, n // batch_size)
-
-
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """Shuffled index batches; a short last batch is dropped (BatchNorm needs > 1 sample)."""
-    batches = list(torch.randperm(n, generator=generator).split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) < batch_size:
-        batches.pop()
-    return batches
-
-
-@torch.no_grad()
-def _calibrate(
-    qat: nn.Module, x: torch.Tensor, batch_num: int, batch_size: int, device: torch.device, phases: _Phases
-) -> None:
-    """The first ``batch_num`` batches in data order; a short dataset wraps around."""
-    qat.eval()
-    for b in range(batch_num):
-        idx = torch.arange(b * batch_size, (b + 1) * batch_size) % len(x)
-        qat(x[idx].to(device))
-        if phases.due():
-            phases.step(b + 1, batch_num)
-
-
-def _loss(kind: str, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if kind == "ce":
-        return F.cross_entropy(out, target)
-    if kind == "mse":
-        return F.mse_loss(out, target)
-    return F.kl_div(F.log_softmax(out, 1), F.log_softmax(target, 1), reduction="batchmean", log_target=True)
-
-
-def _train(
-    qat: nn.Module,
-    x: torch.Tensor,
-    targets: torch.Tensor,
-    loss_kind: str,
-    spec: QATSpec,
-    device: torch.device,
-    phases: _Phases,
-) -> list[float]:
-    """Fine-tune with the lr decaying to 0 (cosine): a converged FP32 model needs polishing,
-    not another descent. The loss is read on the host only when progress is due and once
-    per epoch, so steps queue up on a GPU without waiting."""
-    params = [p for p in qat.parameters() if p.requires_grad]
-    if spec.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=spec.lr, momentum=0.9)
-    else:
-        optimizer = torch.optim.Adam(params, lr=spec.lr)
-    generator = torch.Generator().manual_seed(spec.seed)
-    total = _steps_per_epoch(len(x), spec.batch_size) * spec.epochs
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
-    step = 0
-    epoch_losses: list[float] = []
-    _train_mode(qat, freeze_bn=spec.freeze_bn)
-    for epoch in range(1, spec.epochs + 1):
-        batches = _batches(len(x), spec.batch_size, generator)
-        running = torch.zeros((), device=device)
-        for idx in batches:
-            loss = _loss(
-                loss_kind, qat(x[idx].to(device, non_blocking=True)), targets[idx].to(device, non_blocking=True)
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            running += loss.detach()
-            step += 1
-            if phases.due():
-                phases.step(step, total, loss.item(), epoch)
-        epoch_losses.append(float(running) / len(batches))
-    return epoch_losses
-
-
-def _train_mode(model: nn.Module, *, freeze_bn: bool) -> None:
-    """Training mode; with ``freeze_bn`` BatchNorm normalises with its running statistics
-    (its affine weights still train), so training sees what evaluation will see."""
-    model.train()
-    if freeze_bn:
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
-
-
-@torch.no_grad()
-def _predict(model: nn.Module, x: np.ndarray, device: torch.device) -> np.ndarray:
-    model.eval()
-    outputs = [
-        model(torch.from_numpy(x[i : i + EVAL_BATCH]).to(device)).float().cpu() for i in range(0, len(x), EVAL_BATCH)
-    ]
-    return torch.cat(outputs).numpy()
-
-
-def _predict_onnx(path: Path, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    x = np.ascontiguousarray(x)
-    return np.concatenate([session.run(None, {name: x[i : i + EVAL_BATCH]})[0] for i in range(0, len(x), EVAL_BATCH)])
-
-
-def _scores(reference: np.ndarray, outputs: np.ndarray, labels: np.ndarray | None) -> Scores:
+def scores(reference: np.ndarray, outputs: np.ndarray, labels: np.ndarray | None) -> Scores:
     return Scores(
         top1=top1_accuracy(outputs, labels) if labels is not None else None,
         agreement=top1_agreement(reference, outputs),

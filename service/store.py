@@ -58,6 +58,7 @@ class Phase(enum.StrEnum):
     LOADING = "loading"
     CALIBRATING = "calibrating"
     TRAINING = "training"
+    TUNING = "tuning"  # spec.accuracy: trial N of max_trials
     EVALUATING = "evaluating"
     EXPORTING = "exporting"
     UPLOADING = "uploading"

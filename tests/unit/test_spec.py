@@ -18,6 +18,13 @@ from quantlib.spec import QATSpec, parse_spec
         ({"loss": "hinge"}, "loss"),
         ({"device": "tpu"}, "device"),
         ({"epoch": 3}, "epoch"),
+        ({"accuracy": {"max_drop": -0.01}}, "accuracy.max_drop"),
+        ({"accuracy": {"max_drop": 2}}, "accuracy.max_drop"),
+        ({"accuracy": {"metric": "top5"}}, "accuracy.metric"),
+        ({"accuracy": {"max_trials": 0}}, "accuracy.max_trials"),
+        ({"accuracy": {"weight_bits_budget": 3.5}}, "accuracy.weight_bits_budget"),
+        ({"accuracy": {"max_dorp": 0.01}}, "accuracy.max_dorp"),
+        ({"accuracy": 0.01}, "accuracy"),
     ],
 )
 def test_bad_settings_name_the_field(values: dict[str, object], field: str) -> None:
@@ -35,3 +42,12 @@ def test_defaults_and_loss_resolution() -> None:
     with pytest.raises(ConfigError) as info:
         QATSpec(loss="ce").resolved_loss(has_labels=False)
     assert info.value.field == "loss" and "y_train" in info.value.message
+
+
+def test_accuracy_target_defaults_and_nested_messages() -> None:
+    spec = parse_spec({"accuracy": {"max_drop": 0.02}})
+    assert spec.accuracy is not None and spec.accuracy.metric == "top1" and spec.accuracy.max_trials >= 1
+    assert spec.accuracy.weight_bits_budget is None and QATSpec().accuracy is None
+    with pytest.raises(ConfigError) as info:
+        parse_spec({"accuracy": {"max_dorp": 0.01}})
+    assert "max_drop" in info.value.message and "max_trials" in info.value.message

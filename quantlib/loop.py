@@ -1,0 +1,121 @@
+"""The numeric steps of a QAT run: calibration, fine-tuning and batched prediction.
+
+Shared by one plain run and by each trial of the tuner, which repeats them with other
+configs; the pipeline around them (files, phases, report) is :mod:`quantlib.train`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from quantlib.phases import Phases
+from quantlib.spec import QATSpec
+
+EVAL_BATCH = 256
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, n // batch_size)
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Shuffled index batches; a short last batch is dropped (BatchNorm needs > 1 sample)."""
+    batches = list(torch.randperm(n, generator=generator).split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
+
+
+@torch.no_grad()
+def calibrate(
+    qat: nn.Module, x: torch.Tensor, batch_num: int, batch_size: int, device: torch.device, phases: Phases
+) -> None:
+    """The first ``batch_num`` batches in data order; a short dataset wraps around."""
+    qat.eval()
+    for b in range(batch_num):
+        idx = torch.arange(b * batch_size, (b + 1) * batch_size) % len(x)
+        qat(x[idx].to(device))
+        if phases.due():
+            phases.step(b + 1, batch_num)
+
+
+def _loss(kind: str, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if kind == "ce":
+        return F.cross_entropy(out, target)
+    if kind == "mse":
+        return F.mse_loss(out, target)
+    return F.kl_div(F.log_softmax(out, 1), F.log_softmax(target, 1), reduction="batchmean", log_target=True)
+
+
+def fine_tune(
+    qat: nn.Module,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    loss_kind: str,
+    spec: QATSpec,
+    device: torch.device,
+    phases: Phases,
+) -> list[float]:
+    """Fine-tune with the lr decaying to 0 (cosine): a converged FP32 model needs polishing,
+    not another descent. The loss is read on the host only when progress is due and once
+    per epoch, so steps queue up on a GPU without waiting."""
+    params = [p for p in qat.parameters() if p.requires_grad]
+    if spec.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=spec.lr, momentum=0.9)
+    else:
+        optimizer = torch.optim.Adam(params, lr=spec.lr)
+    generator = torch.Generator().manual_seed(spec.seed)
+    total = steps_per_epoch(len(x), spec.batch_size) * spec.epochs
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
+    step = 0
+    epoch_losses: list[float] = []
+    _train_mode(qat, freeze_bn=spec.freeze_bn)
+    for epoch in range(1, spec.epochs + 1):
+        batches = _batches(len(x), spec.batch_size, generator)
+        running = torch.zeros((), device=device)
+        for idx in batches:
+            loss = _loss(
+                loss_kind, qat(x[idx].to(device, non_blocking=True)), targets[idx].to(device, non_blocking=True)
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            running += loss.detach()
+            step += 1
+            if phases.due():
+                phases.step(step, total, loss.item(), epoch)
+        epoch_losses.append(float(running) / len(batches))
+    return epoch_losses
+
+
+def _train_mode(model: nn.Module, *, freeze_bn: bool) -> None:
+    """Training mode; with ``freeze_bn`` BatchNorm normalises with its running statistics
+    (its affine weights still train), so training sees what evaluation will see."""
+    model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: np.ndarray, device: torch.device) -> np.ndarray:
+    model.eval()
+    outputs = [
+        model(torch.from_numpy(x[i : i + EVAL_BATCH]).to(device)).float().cpu() for i in range(0, len(x), EVAL_BATCH)
+    ]
+    return torch.cat(outputs).numpy()
+
+
+def predict_onnx(path: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    x = np.ascontiguousarray(x)
+    return np.concatenate([session.run(None, {name: x[i : i + EVAL_BATCH]})[0] for i in range(0, len(x), EVAL_BATCH)])

@@ -1,0 +1,174 @@
+"""The tuning loop: QAT, and while the target is missed, one more config, at most
+``max_trials`` runs; the best run is exported and reported as if it were the only one.
+
+Trials are trained and scored in simulation only; export (the slow part on small
+models) runs once, for the config that is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from quantlib.config import QuantConfig
+from quantlib.data import Dataset
+from quantlib.layers import QuantLayer
+from quantlib.loop import predict
+from quantlib.phases import Phases, ProgressFn
+from quantlib.prepare import ModelLike
+from quantlib.spec import AccuracyTarget, QATSpec
+from quantlib.train import Report, Trained, finish, train, write_report
+from quantlib.tune.edits import avg_weight_bits, float_layers, int4_layers
+from quantlib.tune.objective import Objective
+from quantlib.tune.plan import Planner
+from quantlib.tune.sensitivity import Sensitivity, edge_layers, measure
+from quantlib.tune.verdict import Trial, best_trial, tuning_section
+from quantlib.tune.variants import Probe, Variant
+
+PROBE_SAMPLES = 2048  # what-if passes run on at most this many eval samples
+PHASE = "tuning"
+
+
+def run_tuned(
+    model: ModelLike,
+    dataset: Dataset,
+    out: Path,
+    *,
+    config_file: str | Path | None,
+    config_defination: str | Path | None,
+    spec: QATSpec,
+    on_progress: ProgressFn | None,
+) -> Report:
+    """:func:`quantlib.train.run_qat` with ``spec.accuracy``: the same files in ``out``,
+    from the best config found, and ``report.tuning`` saying how it was found."""
+    scratch = Path(tempfile.mkdtemp(prefix=".tuning-", dir=out))
+    try:
+        return _Tuning(model, dataset, out, scratch, spec, on_progress).run(config_file, config_defination)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+class _Tuning:
+    def __init__(
+        self, model: ModelLike, dataset: Dataset, out: Path, scratch: Path, spec: QATSpec, on_progress: ProgressFn | None
+    ) -> None:
+        self.model, self.dataset, self.out, self.scratch, self.spec = model, dataset, out, scratch, spec
+        self.target: AccuracyTarget = spec.accuracy or AccuracyTarget()
+        self.on_progress = on_progress
+        self.x_eval, self.y_eval, _ = dataset.eval_split()
+        self.trials: list[Trial] = []
+        self.kept: dict[int, tuple[Trained, Path, dict[str, float]]] = {}
+
+    def run(self, config_file: str | Path | None, config_defination: str | Path | None) -> Report:
+        path = self.scratch / "config-0.json"
+        phases = Phases(self.on_progress)
+        trained = self._train(path, config_file, config_defination, phases)
+        started = time.perf_counter()
+        self.objective = Objective(self.target.metric, predict(trained.reference, self.x_eval, trained.device), self.y_eval)
+        self.params = _layer_params(trained.qat, trained.config)
+        base = "the given config" if config_file else "the config_defination" if config_defination else "the default config"
+        self._record(0, [f"QAT with {base}"], trained, path, phases.timings)
+        sensitivity: list[Sensitivity] = []
+        if not self.trials[0].meets(self.target) and self.target.max_trials > 1:
+            sensitivity = self._search(trained)
+        best = best_trial(self.trials, self.target)
+        trained, path, timings = self.kept[best.index]
+        shutil.copyfile(path, self.out / "config.json")
+        final = Phases(self.on_progress)
+        final.timings.update(timings)
+        final.timings[PHASE] = round(time.perf_counter() - started, 3)
+        report = finish(trained, self.dataset, self.out, self.spec, final)
+        report.tuning = tuning_section(self.target, self.objective, sensitivity, self.trials)
+        write_report(report)
+        return report
+
+    def _search(self, trained: Trained) -> list[Sensitivity]:
+        if self.on_progress is not None:
+            self.on_progress(PHASE, 0, self.target.max_trials, None, None)
+        probe = self._probe(trained)
+        sensitivity = measure(probe)
+        sample = torch.from_numpy(self.x_eval[:1]).to(trained.device)
+        planner = Planner(
+            base=trained.config,
+            target=self.target,
+            objective=probe.objective,
+            sensitivity=sensitivity,
+            base_drop=probe.drop(Variant()),
+            edges=edge_layers(trained.qat, sample),
+            params=self.params,
+        )
+        for index in range(1, self.target.max_trials):
+            proposal = planner.next(probe)
+            if proposal is None:
+                break
+            path = self.scratch / f"config-{index}.json"
+            path.write_text(json.dumps(proposal.config.to_file_dict(), indent=4) + "\n", encoding="utf-8")
+            phases = Phases(_as_trial(self.on_progress, index, self.target.max_trials))
+            trained = self._train(path, path, None, phases)
+            self._record(index, proposal.changes, trained, path, phases.timings)
+            if self.trials[-1].meets(self.target):
+                break
+            probe = self._probe(trained)
+        return sensitivity
+
+    def _train(
+        self, path: Path, config_file: str | Path | None, config_defination: str | Path | None, phases: Phases
+    ) -> Trained:
+        return train(
+            self.model,
+            self.dataset,
+            path,
+            config_file=config_file,
+            config_defination=config_defination,
+            spec=self.spec,
+            phases=phases,
+        )
+
+    def _probe(self, trained: Trained) -> Probe:
+        return Probe(trained.qat, self.x_eval[:PROBE_SAMPLES], trained.device, self.objective.subset(PROBE_SAMPLES))
+
+    def _record(self, index: int, changes: list[str], trained: Trained, path: Path, timings: dict[str, float]) -> None:
+        """Score the trial on all eval samples; keep its model only while it is the best."""
+        outputs: np.ndarray = predict(trained.qat, self.x_eval, trained.device)
+        config = trained.config
+        self.trials.append(
+            Trial(
+                index=index,
+                changes=changes,
+                drop=self.objective.drop(outputs),
+                metric_value=self.objective.value(outputs),
+                float_layers=float_layers(config),
+                int4_layers=int4_layers(config),
+                avg_weight_bits=round(avg_weight_bits(config, self.params), 4),
+            )
+        )
+        self.kept[index] = (trained, path, dict(timings))
+        best = best_trial(self.trials, self.target).index
+        self.kept = {i: run for i, run in self.kept.items() if i == best}
+
+
+def _layer_params(qat: nn.Module, config: QuantConfig) -> dict[str, int]:
+    """Weights per config layer, quantized or not: what the weight-bits budget weighs."""
+    params = {}
+    for name in config.layers:
+        module = qat.get_submodule(name)
+        params[name] = (module.layer if isinstance(module, QuantLayer) else module).weight.numel()
+    return params
+
+
+def _as_trial(on_progress: ProgressFn | None, index: int, total: int) -> ProgressFn | None:
+    """A trial's inner phases shown as one: ``tuning``, trial ``index`` of ``total``, with its loss."""
+    if on_progress is None:
+        return None
+
+    def forward(_phase: str, _step: int, _total: int, loss: float | None, epoch: int | None) -> None:
+        on_progress(PHASE, index, total, loss, epoch)
+
+    return forward
