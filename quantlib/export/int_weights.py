@@ -2,7 +2,8 @@
 
 In the fake-quant graph every weight is a float initializer feeding QuantizeLinear then
 DequantizeLinear. Quantizing that initializer ahead of time (what a QDQ runtime would
-do at load) leaves ``int8/int4 initializer -> DequantizeLinear``: the same arithmetic,
+do at load) leaves ``uint8/int4 initializer -> DequantizeLinear`` (8-bit grids are int8
+shifted by 128, see :func:`quantlib.export.ops.onnx_storage`): the same arithmetic,
 about a quarter of the bytes, and one torch export instead of two.
 """
 
@@ -13,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-_STORAGE = {onnx.TensorProto.INT8: (np.int8, -128, 127), onnx.TensorProto.INT4: (ml_dtypes.int4, -8, 7)}
+_STORAGE = {onnx.TensorProto.UINT8: (np.uint8, 0, 255), onnx.TensorProto.INT4: (ml_dtypes.int4, -8, 7)}
 
 
 def _quantize(weight: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int, storage: int) -> np.ndarray:
@@ -22,7 +23,7 @@ def _quantize(weight: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axi
     if scale.ndim:
         shape[axis] = -1
     q = np.round(weight / scale.reshape(shape)) + zero_point.astype(np.int32).reshape(shape)
-    return np.clip(q, low, high).astype(np.int8).astype(dtype)
+    return np.clip(q, low, high).astype(np.int16).astype(dtype)
 
 
 def store_weights_as_integers(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -7,11 +7,17 @@ FP32 step and never waits for the host when it runs on a GPU.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 import torch
+
+try:
+    from quantlib.quant import _cpu_kernels
+except ImportError:  # built at install time; without a C compiler the torch path below is used
+    _cpu_kernels = None
 
 Number = TypeVar("Number", torch.Tensor, np.float32, float)
 
@@ -71,6 +77,17 @@ def _grad_in_range(grad: torch.Tensor, x: torch.Tensor, low: float | torch.Tenso
     return grad * ((x > low) & (x < high))
 
 
+def _fused(x: torch.Tensor) -> bool:
+    """Whether the fused C kernels can take ``x``: a contiguous float32 CPU tensor."""
+    return (
+        _cpu_kernels is not None
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.is_contiguous()
+        and x.numel() > 0
+    )
+
+
 class ULQFunction(torch.autograd.Function):
     """Asymmetric per-tensor fake quantization with learnable clips (ULQ).
 
@@ -90,7 +107,13 @@ class ULQFunction(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, clip_max: torch.Tensor, clip_min: torch.Tensor, bits: int) -> torch.Tensor:  # type: ignore[override]
         grid = IntRange(bits)
         scale, offset = _qparams(clip_max, clip_min, grid)
-        y = torch.div(x, scale).round_().clamp_(grid.qmin - offset, grid.qmax - offset).mul_(scale)
+        if _fused(x):
+            y = torch.empty_like(x)
+            _cpu_kernels.ulq_forward(
+                x.data_ptr(), y.data_ptr(), x.numel(), scale, grid.qmin - offset, grid.qmax - offset, torch.get_num_threads()
+            )
+        else:
+            y = torch.div(x, scale).round_().clamp_(grid.qmin - offset, grid.qmax - offset).mul_(scale)
         ctx.save_for_backward(x, y)
         ctx.qparams = (scale, offset)
         ctx.grid = grid
@@ -102,7 +125,18 @@ class ULQFunction(torch.autograd.Function):
         scale, offset = ctx.qparams
         grid: IntRange = ctx.grid
         top, bottom = (grid.qmax - offset) * scale, (grid.qmin - offset) * scale
-        grad_x = _grad_in_range(grad, x, bottom - 0.5 * scale, top + 0.5 * scale)
+        low, high = bottom - 0.5 * scale, top + 0.5 * scale
+        if _fused(x) and isinstance(scale, float):
+            grad = grad.contiguous()
+            grad_x = torch.empty_like(x)
+            err, above, below = _cpu_kernels.ulq_backward(
+                grad.data_ptr(), x.data_ptr(), y.data_ptr(), grad_x.data_ptr(), x.numel(), low, high, torch.get_num_threads()
+            )
+            err /= scale * grid.levels
+            grad_max = torch.tensor(err + above) if ctx.needs_input_grad[1] else None
+            grad_min = torch.tensor(below - err) if ctx.needs_input_grad[2] else None
+            return grad_x, grad_max, grad_min, None
+        grad_x = _grad_in_range(grad, x, low, high)
         if not (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
             return grad_x, None, None, None
         g, g_in, xs, ys = grad.flatten(), grad_x.flatten(), x.flatten(), y.flatten()
@@ -134,7 +168,15 @@ class ARQFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, axis: int | None, bits: int) -> torch.Tensor:  # type: ignore[override]
-        scale = arq_scale(weight, axis, IntRange(bits)).reshape(_scale_shape(weight, axis))
+        grid = IntRange(bits)
+        if _fused(weight):
+            out = torch.empty_like(weight)
+            shape = weight.shape
+            outer = math.prod(shape[:axis]) if axis is not None else 1
+            channels = shape[axis] if axis is not None else 1
+            _cpu_kernels.arq_forward(weight.data_ptr(), out.data_ptr(), outer, channels, weight.numel() // (outer * channels), grid.qmax)
+            return out
+        scale = arq_scale(weight, axis, grid).reshape(_scale_shape(weight, axis))
         return torch.div(weight, scale).round_().mul_(scale)
 
     @staticmethod
