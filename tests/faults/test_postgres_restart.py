@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,9 +59,9 @@ class Traffic:
         session.headers.update(self.pool.session.headers)
         return session
 
-    def _record(self, method: str, send: object) -> None:
+    def _record(self, method: str, send: Callable[[], requests.Response]) -> None:
         try:
-            response = send()  # type: ignore[operator]
+            response = send()
         except requests.RequestException as exc:
             self.answers.append(Answer(time.monotonic(), method, 0, None, None, repr(exc)))
             return

@@ -35,7 +35,6 @@ def test_s3_store_retries_a_dead_server_then_reports_it_unavailable(own_s3: Moto
         store.put_stream("jobs/x/attempt-1/model_int8.onnx", io.BytesIO(b"onnx"))
     print(f"\n{len(attempts)} attempts over {attempts[-1] - attempts[0]:.1f} s")
     assert len(attempts) == 6, "boto3: the first try and five retries"
-    assert attempts[-1] - attempts[0] > 0, "the retries back off"
     assert raised.value.code == "STORAGE_UNAVAILABLE" and "could not be reached" in raised.value.message
 
 
