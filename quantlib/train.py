@@ -30,6 +30,7 @@ from quantlib.metrics import sqnr_db, top1_accuracy, top1_agreement
 from quantlib.modelfile import ModelError
 from quantlib.phases import Phases, ProgressFn
 from quantlib.prepare import ModelLike, as_module, quant_layers
+from quantlib.report import REPORT_HTML, write_report_html
 from quantlib.spec import QATSpec
 
 __all__ = ["LayerReport", "ProgressFn", "QATSpec", "Report", "Scores", "Trained", "run_qat"]
@@ -139,6 +140,7 @@ def output_files(out: Path) -> dict[str, Path]:
         "record": out / "record.txt",
         "record_json": out / "record.json",
         "report": out / "report.json",
+        "report_html": out / REPORT_HTML,
     }
 
 
@@ -264,8 +266,9 @@ def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases:
 
 
 def write_report(report: Report) -> None:
-    """``report.json`` beside the models; the tuner writes its final report here too."""
+    """``report.json`` and the page rendered from it, beside the models."""
     report.files["report"].write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    write_report_html(report.to_dict(), report.out_dir)
 
 
 def _device(name: str) -> torch.device:

@@ -218,6 +218,22 @@ class Client:
         response = self._send("GET", _artifact_path(job_id, name), follow_redirects=True)
         return response.content
 
+    def report_url(self, job_id: str) -> str:
+        """Where the job's HTML report is served (with the team's bearer token, like every job URL)."""
+        return self.url + _job_path(job_id, "report")
+
+    def report(self, job_id: str) -> bytes:
+        """The job's self-contained report.html, its sha256 checked against the one the API sent.
+
+        Raises :class:`ApiError` ``NO_REPORT`` while the job has not succeeded.
+        """
+        response = self._send("GET", _job_path(job_id, "report"))
+        expected = response.headers.get("X-Content-SHA256")
+        actual = hashlib.sha256(response.content).hexdigest()
+        if expected is not None and actual != expected:
+            raise ChecksumMismatch(f"report.html: received bytes hash to {actual}, the service sent {expected}")
+        return response.content
+
     def download(self, job_id: str, directory: PathLike) -> list[Path]:
         """Stream every artifact of the job into ``directory``, checking each sha256 on the way.
 

@@ -1,4 +1,4 @@
-"""The ``qat`` client commands: submit, status, list, wait, cancel, download, logs.
+"""The ``qat`` client commands: submit, status, list, wait, cancel, download, logs, report.
 
 Thin over :mod:`service.client`, so the shell and Python see the same behaviour. Every
 command takes ``--url``/``--token`` (see :mod:`service.client_config` for the fallbacks)
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import webbrowser
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -125,7 +126,7 @@ def _follow_to_end(client: Client, job_id: str, download: Path | None, as_json: 
     """Live progress until the job ends, its artifacts fetched on success, then the exit code."""
     job = _follow(client, job_id, as_json)
     files = client.download(job.id, download) if download is not None and job.succeeded else []
-    _finish(job, as_json, files)
+    _finish(job, as_json, files, client.report_url(job.id))
 
 
 @click.command("status")
@@ -135,7 +136,7 @@ def status(job_id: str, url: str | None, token: str | None, as_json: bool) -> No
     """Show a job: state, phase, progress, failure and, once done, the FP32 vs INT8 table."""
     with connect(url, token) as client:
         job = client.get(job_id)
-    _emit(job.raw, lambda: _show_job(job), as_json)
+    _emit(job.raw, lambda: _show_job(job, client.report_url(job.id)), as_json)
 
 
 @click.command("list")
@@ -196,6 +197,26 @@ def logs(job_id: str, url: str | None, token: str | None) -> None:
     sys.stdout.flush()
 
 
+@click.command("report")
+@click.argument("job_id", metavar="ID")
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write it here [default: ./qat-report-ID.html]."
+)
+@click.option("--open", "open_", is_flag=True, help="Open it in the default web browser.")
+@client_options
+def report(job_id: str, output: Path | None, open_: bool, url: str | None, token: str | None, as_json: bool) -> None:
+    """Download a succeeded job's report.html (accuracy, per-layer charts, tuning, config); prints its path."""
+    with connect(url, token) as client:
+        page = client.report(job_id)
+        served_at = client.report_url(job_id)
+    path = (output or Path(f"qat-report-{job_id}.html")).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(page)
+    if open_ and not webbrowser.open(path.as_uri()):
+        _err.print(f"no web browser could be started here; open {path} yourself", highlight=False)
+    _emit({"path": str(path), "url": served_at}, lambda: _out.print(str(path), highlight=False, soft_wrap=True), as_json)
+
+
 def _follow(client: Client, job_id: str, as_json: bool) -> Job:
     """Wait for the job; people see a live bar, started only once the job is known to exist."""
     if as_json:
@@ -207,22 +228,24 @@ def _follow(client: Client, job_id: str, as_json: bool) -> Job:
         return client.wait(job_id, on_progress=on_progress)
 
 
-def _finish(job: Job, as_json: bool, files: list[Path]) -> NoReturn:
+def _finish(job: Job, as_json: bool, files: list[Path], report_url: str) -> NoReturn:
     """Print the finished job (and downloaded files) and exit 0 if it succeeded, 1 otherwise."""
     if as_json:
         click.echo(json.dumps({**job.raw, "downloaded": [str(path) for path in files]}))
     else:
-        _show_job(job)
+        _show_job(job, report_url)
         if files:
             print_files(_out, files)
     sys.exit(EXIT_OK if job.succeeded else EXIT_JOB_FAILED)
 
 
-def _show_job(job: Job) -> None:
+def _show_job(job: Job, report_url: str) -> None:
     _out.print(job_summary(job))
     table = accuracy_table(job.metrics)
     if table is not None:
         _out.print(table)
+    if job.succeeded:  # one unwrapped line, so terminals keep the URL clickable
+        _out.print(f"report: {report_url}  (view it: qat report {job.id} --open)", highlight=False, soft_wrap=True)
 
 
 def _emit(document: Any, show: Callable[[], None], as_json: bool) -> None:

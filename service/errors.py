@@ -52,6 +52,12 @@ class NotFound(ServiceError):
     code = "NOT_FOUND"
 
 
+class NoReport(ServiceError):
+    """The job exists but has no report.html: it has not succeeded (yet), or predates reports."""
+
+    code = "NO_REPORT"
+
+
 class WrongState(ServiceError):
     """The thing exists but its state does not allow the operation (cancel a finished job)."""
 

@@ -181,6 +181,23 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/jobs/{job_id}/report": {
+            "get": {
+                "summary": "The job's report as one self-contained HTML page",
+                "description": (
+                    "The accuracy table (FP32, INT8 simulated, INT8 onnxruntime), per-layer charts (activation "
+                    "ranges and clips, weight error, sensitivity), the tuning trials and the final config. Inline "
+                    "CSS and SVG only, served under a Content-Security-Policy that forbids scripts and fetches. "
+                    "404 NO_REPORT while the job has not succeeded."
+                ),
+                "parameters": [job_id],
+                "responses": {
+                    "200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}},
+                    **_errors(404),
+                    **auth,
+                },
+            }
+        },
         "/v1/datasets": {
             "post": {
                 "summary": "Upload a dataset once, for many jobs (deduplicated by sha256)",

@@ -26,6 +26,7 @@ COMMANDS = {
     "cancel": "service.client_cli:cancel",
     "download": "service.client_cli:download",
     "logs": "service.client_cli:logs",
+    "report": "service.client_cli:report",
     "demo": "workers.demo:demo",
 }
 

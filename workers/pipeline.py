@@ -31,6 +31,7 @@ PUBLISHED_NAMES = {
     "record_json": "record.json",
     "config": "config.json",
     "report": "report.json",
+    "report_html": "report.html",
 }
 
 

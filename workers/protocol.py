@@ -27,6 +27,7 @@ ARTIFACTS = (
     "record.json",
     "config.json",
     "report.json",
+    "report.html",
     LOG_FILE,
 )
 

@@ -7,9 +7,11 @@ from collections.abc import Iterator
 
 from flask import Blueprint, Response, redirect, request, url_for
 
+from quantlib.report import REPORT_HTML
 from service import store
 from service.auth import current_team_id, require_team
-from service.errors import InvalidArgument
+from service.db import Artifact, Job, JobState
+from service.errors import InvalidArgument, NoReport, NotFound
 from service.job_events import job_events
 from service.schemas import ArtifactListOut, ArtifactOut, JobOut, JobPageOut, ListJobsQuery, parse_query
 from service.services import services
@@ -19,6 +21,12 @@ from service.validation import check_data, check_model, parse_config_text, parse
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 bp.before_request(require_team)
+
+# The report is rendered in the sandboxed child, which runs the user's code: the browser
+# gets it with scripts, plugins, forms and every network fetch forbidden (inline CSS and
+# SVG are all it needs), and in a sandbox with an opaque origin, so even a tampered
+# report cannot act on this API's origin.
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
 
 
 @bp.post("")
@@ -95,15 +103,42 @@ def download_artifact(job_id: uuid.UUID, name: str) -> Response:
         url = svc.store.presigned_url(artifact.storage_key, svc.settings.download_url_expiry_s)
         if url is not None:
             return redirect(url, code=302)
-    chunks = svc.store.open_stream(artifact.storage_key)
     filename = name.rsplit("/", 1)[-1]
-    headers = {
+    disposition = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    return _stream_artifact(artifact, "application/octet-stream", disposition)
+
+
+@bp.get("/<uuid:job_id>/report")
+def get_report(job_id: uuid.UUID) -> Response:
+    """The job's report.html, to view in a browser: always streamed by the API (a presigned
+    URL would hand the browser a download, not a page), under a strict CSP."""
+    svc, team_id = services(), current_team_id()
+    job = store.get_job(svc.db, team_id, job_id)
+    try:
+        artifact = store.get_artifact(svc.db, team_id, job_id, REPORT_HTML)
+    except NotFound:
+        raise NoReport(_no_report_reason(job), field="job_id") from None
+    headers = {"Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff"}
+    return _stream_artifact(artifact, "text/html", headers)
+
+
+def _no_report_reason(job: Job) -> str:
+    if not job.state.terminal:
+        return f"job {job.id} is {job.state.value}; its report appears when it succeeds (`qat wait {job.id}`)"
+    if job.state == JobState.SUCCEEDED:
+        return f"job {job.id} finished before jobs had an HTML report; its report.json artifact has the numbers"
+    return f"job {job.id} is {job.state.value}: only succeeded jobs have a report (`qat logs {job.id}` says why)"
+
+
+def _stream_artifact(artifact: Artifact, mimetype: str, headers: dict[str, str]) -> Response:
+    """An artifact's bytes from the store, with its size and sha256 for the caller to check."""
+    integrity = {
         "Content-Length": str(artifact.size),
-        "Content-Disposition": f'attachment; filename="{filename}"',
         "ETag": f'"{artifact.sha256}"',
         "X-Content-SHA256": artifact.sha256,
     }
-    return Response(chunks, mimetype="application/octet-stream", headers=headers, direct_passthrough=True)
+    chunks = services().store.open_stream(artifact.storage_key)
+    return Response(chunks, mimetype=mimetype, headers={**integrity, **headers}, direct_passthrough=True)
 
 
 def _prepend(first: str, rest: Iterator[str]) -> Iterator[str]:

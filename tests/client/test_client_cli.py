@@ -10,7 +10,10 @@ from conftest import Finished, Service
 
 from workers.local_deployment import free_port
 
-EXPECTED = {"model_int8.onnx", "model_fake_quant.onnx", "record.txt", "record.json", "config.json", "report.json", "log.txt"}
+EXPECTED = {
+    "model_int8.onnx", "model_fake_quant.onnx", "record.txt", "record.json", "config.json", "report.json", "report.html",
+    "log.txt",
+}
 
 
 def test_submit_wait_download_gets_a_verified_int8_model(finished: Finished) -> None:

@@ -20,6 +20,7 @@ OUTPUTS = (
     "record.json",
     "config.json",
     "report.json",
+    "report.html",
 )
 
 
@@ -42,6 +43,7 @@ def test_quantize_writes_every_output_and_prints_the_table(example, tmp_path: Pa
         assert (out / name).is_file(), name
     assert "FP32 vs INT8" in run.stdout and "onnxruntime" in run.stdout
     assert str(out / "model_deploy_model.onnx") in run.stdout
+    assert str(out / "report.html") in run.stdout
     report = json.loads((out / "report.json").read_text())
     assert report["spec"]["epochs"] == 1 and report["accuracy"]["int8_onnxruntime"]["top1"] > 0.5
 

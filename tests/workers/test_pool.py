@@ -60,7 +60,7 @@ def test_job_succeeds_and_its_int8_model_scores_what_was_reported(digits: tuple[
 
     listed = {a["name"]: a for a in pool.get(f"/v1/jobs/{job_id}/artifacts").json()["artifacts"]}
     expected = {"model_int8.onnx", "model_fake_quant.onnx", "record.txt", "record.json", "config.json"}
-    assert expected | {"report.json", "log.txt"} == set(listed)
+    assert expected | {"report.json", "report.html", "log.txt"} == set(listed)
     onnx_bytes = pool.get(f"/v1/jobs/{job_id}/artifacts/model_int8.onnx").content
     assert hashlib.sha256(onnx_bytes).hexdigest() == listed["model_int8.onnx"]["sha256"]
     stored = list((pool.root / "artifacts" / "jobs" / job_id).glob("attempt-1/model_int8.onnx"))
