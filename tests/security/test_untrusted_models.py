@@ -10,6 +10,7 @@ allocates without bound, and one that never returns, whose child is read from
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from untrusted_models import CANARY, CEILING, Forever, Hog, Plain, export, submit, touch_and_connect, with_payload
+from untrusted_models import CANARY, CEILING, Forever, Hog, Plain, dataset, export, submit, touch_and_connect, with_payload
 from worker_fixtures import Pool, child_pids, finished
 
 SECRET_NAMES = ("QAT_", "AWS_", "PGPASSWORD")
@@ -94,3 +95,21 @@ def _wait_for_children(pid: int, timeout_s: float = 60) -> list[int]:
             return children
         time.sleep(0.05)
     raise AssertionError(f"worker {pid} started no pipeline process within {timeout_s} s")
+
+
+def test_qat_quantize_reports_the_memory_hog_as_out_of_memory(tmp_path: Path) -> None:
+    """The same model through the local command under the same ceiling: one error line, exit 2."""
+    (tmp_path / "model.pt2").write_bytes(export(Hog()))
+    (tmp_path / "data.npz").write_bytes(dataset())
+    qat = Path(sys.executable).parent / "qat"
+    run = subprocess.run(
+        [str(qat), "quantize", "model.pt2", "--data", "data.npz", "--out", "out", "--epochs", "1", "--batch-size", "8"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_DATA, (CEILING, CEILING)),
+        check=False,
+    )
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert run.stderr.startswith("error [OUT_OF_MEMORY] model:") and "Traceback" not in run.stderr
