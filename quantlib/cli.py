@@ -23,7 +23,6 @@ from rich.table import Table
 from quantlib.config import ConfigError, check_calibration, load_config, load_simple_config
 from quantlib.data import DataError, load_dataset
 from quantlib.errors import is_out_of_memory
-from quantlib.errors import is_out_of_memory
 from quantlib.modelfile import ModelError, load_exported_program
 from quantlib.spec import AccuracyTarget, QATSpec, parse_spec
 
@@ -207,12 +206,6 @@ def quantize(
     except (ConfigError, DataError, ModelError) as exc:
         message = " ".join(exc.message.split())
         click.echo(f"error [{exc.code}] {exc.field or 'input'}: {message}", err=True)
-        raise SystemExit(USER_ERROR_EXIT) from None
-    except (MemoryError, RuntimeError) as exc:
-        if not is_out_of_memory(exc):
-            raise
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        click.echo(f"error [OUT_OF_MEMORY] model: {reason}; lower --batch-size or use a smaller model", err=True)
         raise SystemExit(USER_ERROR_EXIT) from None
     except (MemoryError, RuntimeError) as exc:
         if not is_out_of_memory(exc):
