@@ -77,7 +77,9 @@ def classify(exc: BaseException) -> PipelineError:
     if isinstance(exc, QuantlibError):
         where = f" ({exc.field})" if exc.field else ""
         return PipelineError(exc.code, f"{exc.message}{where}", user_error=True)
-    if is_out_of_memory(exc):
+    # refused memory deep in CPython (an import, say) can lose its MemoryError and surface
+    # as "SystemError: error return without exception set"; under a ceiling, that is why
+    if is_out_of_memory(exc) or (isinstance(exc, SystemError) and _memory_ceiling()):
         return PipelineError(
             "OUT_OF_MEMORY",
             f"the job ran out of memory{_memory_ceiling()}; lower spec.batch_size or submit a smaller model or dataset",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +35,18 @@ def test_job_over_the_memory_ceiling_fails_with_out_of_memory(digits: tuple[Path
     assert f"{CEILING_MIB} MiB" in job["failure"]["message"]
     names = [a["name"] for a in small_worker.get(f"/v1/jobs/{job['id']}/artifacts").json()["artifacts"]]
     assert names == ["log.txt"]
+
+
+def test_an_interpreter_error_counts_as_out_of_memory_only_under_a_memory_ceiling() -> None:
+    """What the memory test above sees in about one run in four, when an import hits the ceiling."""
+    code = (
+        "import resource; from workers.pipeline import classify; "
+        "error = SystemError('error return without exception set'); print(classify(error).code); "
+        "resource.setrlimit(resource.RLIMIT_DATA, (64 << 30, resource.getrlimit(resource.RLIMIT_DATA)[1])); "
+        "print(classify(error).code)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert run.stdout.split() == ["INTERNAL", "OUT_OF_MEMORY"], run.stderr
 
 
 def test_job_over_the_cpu_time_limit_fails_with_timeout(digits: tuple[Path, Path], tmp_path: Path) -> None:
