@@ -38,7 +38,7 @@ _FILES = {
     "record_json": "record (JSON)",
     "config": "config",
     "report": "report",
-    "report_html": "report (HTML, open in a browser)",
+    "report_html": "report (HTML, for a browser)",
 }
 
 

@@ -15,7 +15,7 @@ from html import escape
 
 WIDTH = 1000
 LABEL_W = 190
-VALUE_W = 10
+VALUE_W = 24
 ROW_H = 24
 AXIS_H = 24
 LABEL_CHARS = 26

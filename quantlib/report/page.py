@@ -36,7 +36,7 @@ nav a{margin-right:14px;color:#2563eb;text-decoration:none}
 table{border-collapse:collapse;margin:8px 0}th,td{padding:4px 10px;border-bottom:1px solid #e4e7eb;text-align:left;vertical-align:top}
 th{background:#f5f7fa;font-weight:600}table.num td+td{text-align:right;font-variant-numeric:tabular-nums}
 table.layers td{font-variant-numeric:tabular-nums;white-space:nowrap}table.layers td:first-child{white-space:normal;overflow-wrap:anywhere;min-width:90px}
-table.trials ul{margin:0;padding-left:18px}tr.best{background:#ecfdf3}
+table.trials ul{margin:0;padding-left:18px}table.trials td:not(:nth-child(2)){white-space:nowrap}tr.best{background:#ecfdf3}
 table.kv td:first-child{color:#616e7c}
 .facts{display:flex;gap:28px;flex-wrap:wrap}
 .note{color:#616e7c;font-size:13px;margin:4px 0}
