@@ -1,13 +1,15 @@
-"""Entry point of ``make bench``."""
+"""Entry point of ``make bench``: quality, QAT speed, calibration/export time, service."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from bench import accuracy, report, step_time
+from bench import datasets, quality, report, service_throughput, step_time
 from bench.models import ZOO
 
 RESULTS = Path(__file__).parent / "results"
@@ -15,20 +17,36 @@ RESULTS = Path(__file__).parent / "results"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="qat-service benchmarks")
-    parser.add_argument("--quick", action="store_true", help="fewer rounds, for a check in minutes")
+    parser.add_argument("--quick", action="store_true", help="one seed, small samples, fewer rounds and jobs")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--cache", type=Path, default=datasets.DEFAULT_CACHE, help="where the datasets are kept")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; 1 by default because on a shared machine two OpenMP threads "
+        "spinning against other processes run several times slower than one",
+    )
+    parser.add_argument("--only", choices=("quality", "step_time", "service"), action="append", help="run just these parts")
     args = parser.parse_args()
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    rounds = 10 if args.quick else 40
+    torch.set_num_threads(args.threads)
+    parts = set(args.only or ("quality", "step_time", "service"))
+    budget = quality.QUICK if args.quick else quality.FULL
+    started = time.perf_counter()
     results: dict = {"mode": "quick" if args.quick else "full", "environment": report.environment()}
-    results["accuracy"] = accuracy.measure([0] if args.quick else [0, 1, 2])
-    for row in results["accuracy"]:
-        print(f"accuracy {row['model']}: fp32 {row['fp32_top1']:.4f} int8 {row['int8_top1']:.4f}", flush=True)
-    results["step_time"] = []
-    for spec in ZOO:
-        row = step_time.measure(spec, rounds)
-        results["step_time"].append(row)
-        print(f"step time {spec.name}: {row['ratio_to_fp32']}", flush=True)
+    if "quality" in parts:
+        results["quality_budget"] = asdict(budget)
+        results["quality"] = quality.measure(budget, args.cache, log=lambda line: print(line, flush=True))
+    if "step_time" in parts:
+        results["step_time"] = []
+        for spec in ZOO:
+            row = step_time.measure(spec, 10 if args.quick else 30)
+            results["step_time"].append(row)
+            print(f"step time {spec.name}: {row['ratio_to_fp32']} saved MiB {row['saved_for_backward_mib']}", flush=True)
+    if "service" in parts:
+        results["service"] = service_throughput.measure(jobs=12 if args.quick else 200, deadline_s=150 if args.quick else 480)
+        print(f"service: {results['service']['summary']}", flush=True)
+    results["wall_s"] = round(time.perf_counter() - started, 1)
     json_path, md_path = report.write(results, args.out)
     print(md_path.read_text())
     print(f"results: {json_path} and {md_path}")

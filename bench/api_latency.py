@@ -50,9 +50,9 @@ def main() -> None:
     parser.add_argument("--server-threads", type=int, default=16)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    model, data = _tiny_inputs()
+    model, data = tiny_inputs()
     files = {"model": ("m.pt2", model), "data": ("d.npz", data), "spec": (None, '{"epochs": 1, "batch_size": 8}')}
-    with _database() as url, tempfile.TemporaryDirectory() as artifacts:
+    with database() as url, tempfile.TemporaryDirectory() as artifacts:
         engine = make_engine(url)
         token = create_team(session_factory(engine), "bench", max_queued=10**9).token
         engine.dispose()
@@ -112,27 +112,35 @@ def _load(clients: int, per_client: int, headers: dict[str, str], call: Call) ->
     elapsed = time.perf_counter() - began
     if failures:
         raise RuntimeError(f"{len(failures)} requests failed, e.g. HTTP {failures[0]}")
+    return {"requests": len(latencies), **percentiles(latencies), "rps": round(len(latencies) / elapsed, 1)}
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    """p50/p99/max in milliseconds; with fewer than two samples every cut is that sample."""
+    if len(latencies) < 2:
+        value = round(1000 * latencies[0], 1) if latencies else float("nan")
+        return {"p50_ms": value, "p99_ms": value, "max_ms": value}
     cuts = statistics.quantiles(latencies, n=100, method="inclusive")
     return {
-        "requests": len(latencies),
         "p50_ms": round(cuts[49] * 1000, 1),
         "p99_ms": round(cuts[98] * 1000, 1),
         "max_ms": round(max(latencies) * 1000, 1),
-        "rps": round(len(latencies) / elapsed, 1),
     }
 
 
-def _tiny_inputs() -> tuple[bytes, bytes]:
+def tiny_inputs() -> tuple[bytes, bytes]:
     """A one-layer ``.pt2`` and an eight-sample ``.npz``: the smallest realistic submission."""
     model = io.BytesIO()
-    torch.export.save(torch.export.export(torch.nn.Linear(4, 2).eval(), (torch.randn(1, 4),)), model)
+    batch = {0: torch.export.Dim("batch", min=1, max=4096)}
+    program = torch.export.export(torch.nn.Linear(4, 2).eval(), (torch.randn(2, 4),), dynamic_shapes=(batch,))
+    torch.export.save(program, model)
     data = io.BytesIO()
     np.savez(data, x_train=np.zeros((8, 4), np.float32), y_train=np.zeros(8, np.int64))
     return model.getvalue(), data.getvalue()
 
 
 @contextmanager
-def _database() -> Iterator[str]:
+def database() -> Iterator[str]:
     """A migrated, empty PostgreSQL database, dropped on exit."""
     name = f"qat_bench_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:

@@ -46,9 +46,9 @@ class MobileNetish(nn.Module):
 class TinyTransformer(nn.Module):
     """Two pre-norm encoder blocks; every projection is an nn.Linear."""
 
-    def __init__(self, dim: int = 128, heads: int = 4, depth: int = 2, classes: int = 10) -> None:
+    def __init__(self, features: int = 16, dim: int = 128, heads: int = 4, depth: int = 2, classes: int = 10) -> None:
         super().__init__()
-        self.embed = nn.Linear(16, dim)
+        self.embed = nn.Linear(features, dim)
         self.blocks = nn.ModuleList(_Block(dim, heads) for _ in range(depth))
         self.head = nn.Linear(dim, classes)
 
@@ -77,10 +77,10 @@ class _Block(nn.Module):
 
 
 class Conv1dNet(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, channels: int = 1) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv1d(1, 32, 7, padding=3), nn.BatchNorm1d(32), nn.ReLU(), nn.MaxPool1d(2),
+            nn.Conv1d(channels, 32, 7, padding=3), nn.BatchNorm1d(32), nn.ReLU(), nn.MaxPool1d(2),
             nn.Conv1d(32, 64, 5, padding=2), nn.BatchNorm1d(64), nn.ReLU(), nn.AdaptiveAvgPool1d(1),
         )
         self.fc = nn.Linear(64, 10)

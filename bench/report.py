@@ -1,11 +1,13 @@
-"""Benchmark results as JSON for programs and a Markdown table for people."""
+"""Benchmark results as JSON for programs and Markdown tables for people."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import platform
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -20,56 +22,146 @@ def environment() -> dict[str, Any]:
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 1),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "torchao": metadata.version("torchao"),  # importing torchao costs seconds
         "onnxruntime": onnxruntime.__version__,
         "numpy": numpy.__version__,
     }
 
 
+def _num(value: float | None, digits: int) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def quality_table(rows: list[dict[str, Any]]) -> str:
+    """One line per task and variant; the autoencoder's score and drop are PSNR dB."""
+    lines = [
+        "| task (data) | variant | score | drop vs FP32 (spread) | SQNR dB | top-1 agreement | ours simulated | seeds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        task = f"{r['task']} ({r['dataset']})"
+        if "error" in r:
+            lines.append(f"| {task} | {r['variant']} | failed: {r['error'][:120]} | | | | | {r['seeds']} |")
+            continue
+        percent = r["metric"] == "top-1"
+        score = _num(100 * r["score"], 2) + " %" if percent else _num(r["score"], 2) + " dB"
+        simulated = _num(100 * r["simulated_score"], 2) + " %" if r.get("simulated_score") is not None else "–"
+        lines.append(
+            f"| {task} | {r['variant']} | {score} | {_num(r['drop'], 2)} ({_num(r['drop_spread'], 2)}) | "
+            f"{_num(r['sqnr_db'], 1)} | {_num(r['agreement'], 4)} | {simulated} | {r['seeds']} |"
+        )
+    return "\n".join(lines)
+
+
+def timing_table(rows: list[dict[str, Any]]) -> str:
+    """Calibration (50 images) and export/convert seconds per task and variant, means over seeds."""
+    lines = ["| task | variant | calibrate 50 images s | train s | export / convert s |", "|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r or r["variant"] == "FP32":
+            continue
+        s = r["seconds"]
+        export = s.get("exporting", s.get("converting"))
+        lines.append(
+            f"| {r['task']} | {r['variant']} | {_num(s.get('calibrating'), 2)} | {_num(s.get('training'), 2)} | "
+            f"{_num(export, 2)} |"
+        )
+    return "\n".join(lines)
+
+
 def step_time_table(rows: list[dict[str, Any]]) -> str:
     variants = list(rows[0]["median_ms"]) if rows else []
-    head = "| model | " + " | ".join(f"{v} ms (x FP32)" for v in variants) + " |"
+    head = "| model (input) | " + " | ".join(f"{v}: ms (x FP32), MiB" for v in variants) + " |"
     lines = [head, "|---" * (len(variants) + 1) + "|"]
     for row in rows:
         cells = [
-            f"{row['median_ms'][v]:.2f} ({row['ratio_to_fp32'][v]:.2f}x)" if v in row["median_ms"] else "n/a"
+            f"{row['median_ms'][v]:.2f} ({row['ratio_to_fp32'][v]:.2f}x), {row['saved_for_backward_mib'][v]:.1f}"
+            if v in row["median_ms"]
+            else "failed"
             for v in variants
         ]
         lines.append(f"| {row['model']} {tuple(row['input_shape'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def accuracy_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| model | seeds | FP32 top-1 | quantized top-1 (sim) | ONNX Runtime top-1 | drop (points, spread) | SQNR dB | top-1 agreement |",
-        "|---|---|---|---|---|---|---|---|",
+def service_table(summary: dict[str, Any]) -> str:
+    waits = ", ".join(
+        f"{team} {w['median']} s (max {w['max']})" if w else f"{team} –" for team, w in summary["queue_wait_s"].items()
+    )
+    return "\n".join(
+        [
+            "| measure | value |",
+            "|---|---|",
+            f"| jobs submitted / succeeded / unfinished at deadline | {summary['jobs']} / {summary['succeeded']} / "
+            f"{summary['unfinished_at_deadline']} |",
+            f"| jobs per minute (2 workers) | {summary['jobs_per_minute']} |",
+            f"| submit latency p50 / p99 | {summary['submit']['p50_ms']} / {summary['submit']['p99_ms']} ms |",
+            f"| status latency p50 / p99 | {summary['status']['p50_ms']} / {summary['status']['p99_ms']} ms |",
+            f"| queue wait per team, median | {waits} |",
+            f"| overhead per job beyond quantization compute, median | {summary['overhead_s']['median_per_job']} s "
+            f"(child start-up {summary['overhead_s']['child_startup_median']} s) |",
+        ]
+    )
+
+
+def markdown(results: dict[str, Any]) -> str:
+    env = results["environment"]
+    md = [
+        "# qat-service benchmarks",
+        "",
+        f"{env['date']} on {env['cpus']} CPUs ({env['processor']}, load average {env['load_average_1m']} at start), "
+        f"Python {env['python']}, torch {env['torch']}, torchao {env['torchao']}, onnxruntime {env['onnxruntime']}, "
+        f"{env['torch_threads']} torch thread(s). Mode: {results['mode']}, {results.get('wall_s', '?')} s.",
+        "",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {len(r['seeds'])} | {r['fp32_top1']:.4f} | {r['int8_top1']:.4f} | {r['onnx_top1']:.4f} | "
-            f"{100 * (r['fp32_top1'] - r['int8_top1']):.2f} ({r['drop_spread_points']:.2f}) | {r['sqnr_db']:.1f} | "
-            f"{r['agreement']:.4f} |"
-        )
-    return "\n".join(lines)
+    if results.get("quality"):
+        b = results["quality_budget"]
+        md += [
+            "## Quality (same FP32 checkpoint, data, budget and 50 calibration images)",
+            "",
+            f"{b['n_train']} training and {b['n_eval']} evaluation images per seed (digits: its own 1347/450 split); "
+            f"FP32 {b['fp32_epochs']} epochs; every QAT variant {b['qat_epochs']} epochs, Adam lr {b['qat_lr']}, "
+            f"batch {b['batch_size']}, BatchNorm frozen; seeds {b['seeds']}. Score: top-1 of the deployed model "
+            "(ours: ONNX in onnxruntime; torch.ao: convert_fx; PT2E: convert_pt2e), or PSNR dB of reconstructions "
+            "for the autoencoder. Drop: points (dB for PSNR), mean over seeds, spread = max - min.",
+            "",
+            quality_table(results["quality"]),
+            "",
+            "## Calibration and export time (mean s per run)",
+            "",
+            timing_table(results["quality"]),
+            "",
+        ]
+    if results.get("step_time"):
+        md += [
+            "## QAT training step vs FP32 (median, interleaved) and step memory",
+            "",
+            "MiB: tensors autograd saves for backward in one step (distinct storages), the part of a step's "
+            "peak memory that grows with the batch and with fake quantization.",
+            "",
+            step_time_table(results["step_time"]),
+            "",
+        ]
+    if results.get("service"):
+        md += [
+            "## Service: small jobs from 4 teams, PostgreSQL, Redis, 2 CPU workers",
+            "",
+            service_table(results["service"]["summary"]),
+            "",
+        ]
+    return "\n".join(md)
 
 
 def write(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / "latest.json", out_dir / "latest.md"
-    json_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    env = results["environment"]
-    md = [
-        "# qat-service benchmarks",
-        "",
-        f"{env['date']} on {env['cpus']} CPUs ({env['processor']}), torch {env['torch']}, "
-        f"onnxruntime {env['onnxruntime']}, {env['torch_threads']} torch threads. Mode: {results['mode']}.",
-        "",
-    ]
-    if results.get("accuracy"):
-        md += ["## Accuracy (same FP32 checkpoint, data and budget)", "", accuracy_table(results["accuracy"]), ""]
-    if results.get("step_time"):
-        md += ["## QAT training step vs FP32 (median, interleaved)", "", step_time_table(results["step_time"]), ""]
-    md_path.write_text("\n".join(md), encoding="utf-8")
+    json_path.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    md_path.write_text(markdown(results), encoding="utf-8")
     return json_path, md_path

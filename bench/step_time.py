@@ -1,7 +1,11 @@
 """QAT training-step cost against FP32, measured interleaved in one process.
 
 Each round runs one step of every variant in turn, so machine noise hits all of them
-alike; the medians are reported as ratios to FP32.
+alike; the medians are reported as ratios to FP32. Every variant trains as a QAT
+fine-tune does, BatchNorm statistics frozen. Memory is what autograd keeps from the
+forward pass for the backward pass (distinct storages of saved tensors): the peak of
+a training step above the model and optimizer state, and where fake quantization
+costs memory. Process RSS would mostly measure the allocator and the interpreter.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import quantlib
+from bench.baselines import BASELINES, train_frozen_bn
 from bench.models import BenchModel
+
+Prepare = Callable[[nn.Module, tuple[torch.Tensor, ...]], nn.Module]
 
 
 def _ours(model: nn.Module, example: tuple[torch.Tensor, ...]) -> nn.Module:
@@ -29,22 +36,30 @@ def _ours(model: nn.Module, example: tuple[torch.Tensor, ...]) -> nn.Module:
         return quantlib.create_quant_retrain_model(config, model, Path(tmp) / "record.txt", example)
 
 
-def _torch_ao_fx(model: nn.Module, example: tuple[torch.Tensor, ...]) -> nn.Module:
-    from torch.ao.quantization import get_default_qat_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import prepare_qat_fx
-
-    return prepare_qat_fx(copy.deepcopy(model).train(), get_default_qat_qconfig_mapping("x86"), example)
-
-
-VARIANTS: dict[str, Callable[[nn.Module, tuple[torch.Tensor, ...]], nn.Module]] = {
-    "fp32": lambda model, example: copy.deepcopy(model),
-    "quantlib": _ours,
-    "torch.ao fx": _torch_ao_fx,
+# name -> (make a trainable copy, put it in fine-tuning mode)
+VARIANTS: dict[str, tuple[Prepare, Callable[[nn.Module], None]]] = {
+    "fp32": (lambda model, example: copy.deepcopy(model), train_frozen_bn),
+    "ours": (_ours, train_frozen_bn),
+    **{b.name: (b.prepare, b.train) for b in BASELINES},
 }
 
 
 def _loss(spec: BenchModel, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(out, y) if spec.classes else F.mse_loss(out, x)
+
+
+def saved_bytes(step: Callable[[], None]) -> int:
+    """Bytes of the distinct storages autograd saves for backward during ``step``."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        step()
+    return sum(storages.values())
 
 
 def measure(spec: BenchModel, rounds: int, warmup: int = 3) -> dict[str, Any]:
@@ -55,13 +70,14 @@ def measure(spec: BenchModel, rounds: int, warmup: int = 3) -> dict[str, Any]:
     example = (x,)
     steps: dict[str, Callable[[], None]] = {}
     errors: dict[str, str] = {}
-    for name, make in VARIANTS.items():
+    for name, (make, mode) in VARIANTS.items():
         try:
-            model = make(base, example).train()
+            model = make(base, example)
+            mode(model)
         except Exception as exc:  # noqa: BLE001 - a tool that cannot take a model is a result
             errors[name] = f"{type(exc).__name__}: {exc}"[:200]
             continue
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-5)
 
         def step(model: nn.Module = model, opt: torch.optim.Optimizer = opt) -> None:
             loss = _loss(spec, model(x), x, y)
@@ -77,6 +93,7 @@ def measure(spec: BenchModel, rounds: int, warmup: int = 3) -> dict[str, Any]:
             step()
             if i >= warmup:
                 times[name].append(time.perf_counter() - start)
+    saved = {name: saved_bytes(step) for name, step in steps.items()}
     medians = {name: statistics.median(t) for name, t in times.items()}
     fp32 = medians["fp32"]
     return {
@@ -85,5 +102,6 @@ def measure(spec: BenchModel, rounds: int, warmup: int = 3) -> dict[str, Any]:
         "rounds": rounds,
         "median_ms": {name: round(m * 1e3, 3) for name, m in medians.items()},
         "ratio_to_fp32": {name: round(m / fp32, 3) for name, m in medians.items()},
+        "saved_for_backward_mib": {name: round(b / 2**20, 2) for name, b in saved.items()},
         "errors": errors,
     }

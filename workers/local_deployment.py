@@ -1,4 +1,4 @@
-"""A whole deployment on this machine as real processes: API, dispatcher and one worker.
+"""A whole deployment on this machine as real processes: API, dispatcher and workers (one by default).
 
 ``qat demo`` and the client tests run the service exactly as an operator would: the
 ``qat`` console script in separate processes, configured only through ``QAT_*``
@@ -58,10 +58,13 @@ def embedded_settings(root: Path, environ: Mapping[str, str] | None = None) -> d
 class LocalDeployment:
     """Start with :meth:`start` (or ``with``); each process logs to ``root/<name>.log``."""
 
-    def __init__(self, root: Path, settings: Mapping[str, str], *, worker_name: str = "local-worker") -> None:
+    def __init__(
+        self, root: Path, settings: Mapping[str, str], *, worker_name: str = "local-worker", workers: int = 1
+    ) -> None:
         self.root = root
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("QAT_")}, **settings}
         self.worker_name = worker_name
+        self.workers = workers
         self.url = ""
         self.processes: dict[str, tuple[subprocess.Popen[bytes], IO[bytes]]] = {}
 
@@ -85,14 +88,16 @@ class LocalDeployment:
         return str(json.loads(self.qat("admin", "create-team", name, "--json"))["token"])
 
     def start(self, *, ready_timeout_s: float = 60) -> str:
-        """Migrate, then start the API, the dispatcher and one worker; the API's URL once it answers."""
+        """Migrate, then start the API, the dispatcher and the workers; the API's URL once it answers."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.qat("db", "upgrade")
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self._spawn("api", "serve", "--port", str(port))
-        self._spawn("dispatcher", "dispatcher", "--slots", "1")
+        self._spawn("dispatcher", "dispatcher", "--slots", str(self.workers))
         self._spawn("worker", "worker", "--name", self.worker_name)
+        for index in range(1, self.workers):
+            self._spawn(f"worker-{index}", "worker", "--name", f"{self.worker_name}-{index}")
         self._wait_for_api(ready_timeout_s)
         return self.url
 
