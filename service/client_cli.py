@@ -214,7 +214,11 @@ def report(job_id: str, output: Path | None, open_: bool, url: str | None, token
     path.write_bytes(page)
     if open_ and not webbrowser.open(path.as_uri()):
         _err.print(f"no web browser could be started here; open {path} yourself", highlight=False)
-    _emit({"path": str(path), "url": served_at}, lambda: _out.print(str(path), highlight=False, soft_wrap=True), as_json)
+    _emit({"path": str(path), "url": served_at}, lambda: _print_path(path), as_json)
+
+
+def _print_path(path: Path) -> None:
+    _out.print(str(path), highlight=False, soft_wrap=True)
 
 
 def _follow(client: Client, job_id: str, as_json: bool) -> Job:

@@ -88,9 +88,8 @@ def bar_chart(rows: Sequence[Row], axis: Axis, legend: Sequence[tuple[str, str]]
     for tick in axis.ticks:
         tx = x(tick)
         parts.append(f'<line class="grid" x1="{tx:.1f}" y1="{legend_h}" x2="{tx:.1f}" y2="{height - AXIS_H}"/>')
-        parts.append(
-            f'<text class="tick" x="{tx:.1f}" y="{height - 8}" text-anchor="middle">{escape(axis.tick_label(tick))}</text>'
-        )
+        label = escape(axis.tick_label(tick))
+        parts.append(f'<text class="tick" x="{tx:.1f}" y="{height - 8}" text-anchor="middle">{label}</text>')
     for i, row in enumerate(rows):
         top = legend_h + i * ROW_H
         parts.append(

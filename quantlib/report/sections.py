@@ -51,7 +51,9 @@ def headline(report: Report) -> str:
     else:
         cards = [("INT8 agrees with FP32", f"{pct(deployed.get('agreement'))} %")]
     cards.append(("output SQNR", f"{db(deployed.get('sqnr_db'))} dB"))
-    html = "".join(f'<div class="card"><div class="k">{escape(k)}</div><div class="v">{escape(v)}</div></div>' for k, v in cards)
+    html = "".join(
+        f'<div class="card"><div class="k">{escape(k)}</div><div class="v">{escape(v)}</div></div>' for k, v in cards
+    )
     return f'<div class="cards">{html}</div>'
 
 
@@ -97,10 +99,11 @@ def layers_section(report: Report) -> str:
 
 
 def _range_chart(layers: Mapping[str, Mapping[str, Any]]) -> str:
-    values = [plotted(layer.get(k)) for layer in layers.values() for k in ("observed_min", "observed_max", "clip_min", "clip_max")]
+    keys = ("observed_min", "observed_max", "clip_min", "clip_max")
+    values = [plotted(layer.get(key)) for layer in layers.values() for key in keys]
     rows = []
     for name, layer in layers.items():
-        fixed = not (layer.get("clip_min_learned") or layer.get("clip_max_learned"))
+        clip_css = "clip" if layer.get("clip_min_learned") or layer.get("clip_max_learned") else "fixed"
         observed = f"{name}: observed {general(layer.get('observed_min'))} .. {general(layer.get('observed_max'))}"
         clips = f"{name}: clips {general(layer.get('clip_min'))} .. {general(layer.get('clip_max'))}"
         rows.append(
@@ -108,7 +111,7 @@ def _range_chart(layers: Mapping[str, Mapping[str, Any]]) -> str:
                 name,
                 [
                     Bar(plotted(layer.get("observed_min")), plotted(layer.get("observed_max")), "obs", observed),
-                    Bar(plotted(layer.get("clip_min")), plotted(layer.get("clip_max")), "fixed" if fixed else "clip", clips),
+                    Bar(plotted(layer.get("clip_min")), plotted(layer.get("clip_max")), clip_css, clips),
                 ],
             )
         )
@@ -119,15 +122,16 @@ def _range_chart(layers: Mapping[str, Mapping[str, Any]]) -> str:
 def _weight_chart(layers: Mapping[str, Mapping[str, Any]]) -> str:
     errors = {name: plotted(layer.get("weight_rel_mse")) for name, layer in layers.items()}
     rows = [
-        Row(
-            name,
-            [Bar(0.0, error, "w4" if layers[name].get("weight_dst_type") == "INT4" else "w8", f"{name}: {general(error)}")],
-        )
+        Row(name, [Bar(0.0, error, _weight_css(layers[name]), f"{name}: {general(error)}")])
         for name, error in errors.items()
     ]
     legend = [("w8", "INT8 weights"), ("w4", "INT4 weights")]
     caption = "weight quantization error per layer: |Q(w) - w|\u00b2 / |w|\u00b2, log scale"
     return bar_chart(rows, log_axis(list(errors.values())), legend, caption) + f'<p class="note">{escape(caption)}.</p>'
+
+
+def _weight_css(layer: Mapping[str, Any]) -> str:
+    return "w4" if layer.get("weight_dst_type") == "INT4" else "w8"
 
 
 def _layer_table(layers: Mapping[str, Mapping[str, Any]]) -> str:
@@ -267,9 +271,10 @@ def config_section(config_text: str | None) -> str:
 
 def run_section(report: Report) -> str:
     dataset = report.get("dataset", {})
+    source = escape(str(dataset.get("eval_source")))
     facts = [
         ("training samples", general(dataset.get("train_samples"), 12)),
-        ("evaluation samples", f"{general(dataset.get('eval_samples'), 12)} ({escape(str(dataset.get('eval_source', '-')))})"),
+        ("evaluation samples", f"{general(dataset.get('eval_samples'), 12)} ({source})"),
         ("sample shape", escape(" x ".join(str(d) for d in dataset.get("sample_shape", [])) or "-")),
         ("labels", "yes" if dataset.get("labels") else "no (scored by agreement with FP32)"),
         ("calibration batches", escape(str(report.get("batch_num", "-")))),
@@ -277,7 +282,7 @@ def run_section(report: Report) -> str:
     loss = report.get("loss", {})
     means = ", ".join(general(m) for m in loss.get("epoch_means", [])) or "-"
     facts.append(("loss per epoch", f"{escape(str(loss.get('kind', '-')))}: {means}"))
-    spec = [(escape(str(k)), escape(v if isinstance(v, str) else json.dumps(v))) for k, v in report.get("spec", {}).items()]
+    spec = [(escape(str(k)), escape(_setting(v))) for k, v in report.get("spec", {}).items()]
     timings = report.get("timings_s", {})
     total = sum(plotted(v) for v in timings.values())
     times = [(escape(str(k)), f"{plotted(v):.2f}") for k, v in timings.items()] + [("total", f"{total:.2f}")]
@@ -290,6 +295,11 @@ def run_section(report: Report) -> str:
         _kv("time (s)", times),
         "</div>",
     )
+
+
+def _setting(value: Any) -> str:
+    """A spec value as a user would type it: strings bare, the rest as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _kv(title: str, pairs: Sequence[tuple[str, str]]) -> str:

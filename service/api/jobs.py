@@ -1,4 +1,4 @@
-"""``/v1/jobs``: submit, list, inspect and cancel jobs, and download their artifacts."""
+"""``/v1/jobs``: submit, list, inspect and cancel jobs, download their artifacts, view their reports."""
 
 from __future__ import annotations
 

@@ -125,7 +125,9 @@ def test_report_without_tuning_has_tables_charts_and_no_tuning_section(report: d
     assert "&quot;batch_num&quot;: 1" in page  # the config, pretty-printed and escaped
 
 
-def test_report_with_tuning_shows_verdict_trials_and_sensitivity(report: dict[str, Any], tuning: dict[str, Any]) -> None:
+def test_report_with_tuning_shows_verdict_trials_and_sensitivity(
+    report: dict[str, Any], tuning: dict[str, Any]
+) -> None:
     page = render_report({**report, "tuning": tuning})
     assert section_ids(page) == ["accuracy", "tuning", "layers", "config", "run"]
     assert balanced(page).opened["svg"] == 3
@@ -136,7 +138,8 @@ def test_report_with_tuning_shows_verdict_trials_and_sensitivity(report: dict[st
     assert "config.json was not found" in page
 
     missed = {**tuning, "met": False, "verdict": "not suitable for QAT: best drop 0.03 with 2 layers in float"}
-    assert '<p class="verdict missed">not suitable for QAT: best drop 0.03' in render_report({**report, "tuning": missed})
+    page = render_report({**report, "tuning": missed})
+    assert '<p class="verdict missed">not suitable for QAT: best drop 0.03' in page
 
 
 def test_user_text_is_escaped_everywhere(report: dict[str, Any], tuning: dict[str, Any]) -> None:
@@ -153,7 +156,9 @@ def test_user_text_is_escaped_everywhere(report: dict[str, Any], tuning: dict[st
     balanced(page)
 
 
-def test_infinite_and_missing_numbers_render_as_signs_not_coordinates(report: dict[str, Any], tuning: dict[str, Any]) -> None:
+def test_infinite_and_missing_numbers_render_as_signs_not_coordinates(
+    report: dict[str, Any], tuning: dict[str, Any]
+) -> None:
     report["accuracy"]["int8_onnxruntime"] = scores(None, 1.0, "inf")
     report["accuracy"]["int8_simulated"]["sqnr_db"] = "-inf"
     report["layers"]["fc"]["weight_rel_mse"] = "nan"
