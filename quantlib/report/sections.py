@@ -8,6 +8,7 @@ users' models and files.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
@@ -194,15 +195,18 @@ def _target_text(target: Mapping[str, Any]) -> str:
 
 
 def _metric_amount(value: Any, metric: str) -> str:
-    """A drop in the tuner's metric: top-1 fractions as points, SQNR in dB."""
+    """A drop in the tuner's metric: top-1 fractions as points; for SQNR the tuner's drop
+    is the output noise-to-signal power ratio, shown with the SQNR it amounts to."""
     v = number(value)
     if v is None:
         return "-"
-    return f"{db(v)} dB" if metric == "sqnr" else f"{100 * v:.2f} points"
+    if metric == "sqnr":
+        return f"noise/signal {general(v, 3)} (SQNR {db(-10 * math.log10(v) if v > 0 else math.inf)} dB)"
+    return f"{100 * v:.2f} points"
 
 
 def _sensitivity_chart(sensitivity: Sequence[Mapping[str, Any]], metric: str) -> str:
-    unit = "dB" if metric == "sqnr" else "points"
+    unit = "noise/signal" if metric == "sqnr" else "points"
     scale = 1.0 if metric == "sqnr" else 100.0
     rows = []
     for entry in sensitivity:

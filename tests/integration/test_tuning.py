@@ -95,11 +95,12 @@ def test_tuning_fixes_the_outlier_layer_by_itself(outlier_model, tmp_path: Path)
     assert any("fc2" in change and "drop" in change for change in best["changes"]), best["changes"]
     assert not any("fc1" in c or "fc3" in c for t in trials for c in t["changes"]), "only the culprit is touched"
 
-    # What ships is the best trial: deployed accuracy within the target, report.json holds the account.
+    # What ships is the best trial: deployed accuracy within the target, report.json and report.html agree.
     fp32, deployed = report.accuracy["fp32"].top1, report.accuracy["int8_onnxruntime"].top1
     assert fp32 is not None and deployed is not None and fp32 - deployed <= 0.01 + 1 / len(dataset.y_eval)
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["tuning"] == json.loads(json.dumps(tuning)) and saved["spec"]["accuracy"]["max_drop"] == 0.01
+    assert "target met" in (tmp_path / "report.html").read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tuning")], "trial scratch is removed"
     assert ("tuning", 1, 4) in progress
 

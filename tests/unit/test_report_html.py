@@ -167,7 +167,7 @@ def test_infinite_and_missing_numbers_render_as_signs_not_coordinates(
     page = render_report({**report, "tuning": tuning})
     assert "\u2212\u221e" in page and "\u221e dB" in page
     assert not re.search(r'="[^"]*(nan|inf)', page), "a non-finite number reached an SVG attribute"
-    assert "sensitivity per layer (sqnr drop in dB" in page
+    assert "sensitivity per layer (sqnr drop in noise/signal" in page
 
 
 def test_page_is_self_contained(report: dict[str, Any], tuning: dict[str, Any]) -> None:
