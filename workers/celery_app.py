@@ -4,7 +4,8 @@ The job table, not the broker, is the source of truth: a worker claims the job r
 before working and a lease reaper recovers jobs of dead workers, so the broker needs
 neither late acks nor redelivery (Redis would re-run a long unacked task after its
 visibility timeout). ``QAT_BROKER_URL`` is ``redis://...`` in production; the default
-``filesystem://`` broker needs no server and works across processes on one machine.
+``filesystem://`` broker needs no server and works across processes on one machine
+(with atomic message files, :mod:`workers.filesystem_broker`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from celery import Celery
 
 from service.settings import Settings
+from workers import filesystem_broker
 
 QUEUE = "qat.jobs"
 RUN_JOB = "qat.run_job"
@@ -42,6 +44,8 @@ def create_celery_app(settings: Settings) -> Celery:
     """A Celery app on the configured broker: one queue, one job per worker at a time, no results."""
     broker, transport_options = broker_options(settings)
     app = Celery("qat", broker=broker, include=["workers.tasks"])
+    if settings.broker_folder is not None:
+        app.conf.broker_transport = filesystem_broker.TRANSPORT
     app.conf.update(
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
