@@ -102,7 +102,7 @@ def _paths() -> dict[str, Any]:
         "description": "retry-safe submission: the same key and request return the first job",
         "schema": {"type": "string", "maxLength": 255},
     }
-    auth = _errors(401)
+    auth = _errors(401, 503)  # every /v1 operation needs the database
     return {
         "/v1/jobs": {
             "post": {
@@ -112,7 +112,7 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "201": _json(JobOut, "the queued job"),
                     "200": _json(JobOut, "the job an earlier request with this Idempotency-Key created"),
-                    **_errors(400, 404, 413, 422, 429),
+                    **_errors(400, 404, 413, 422, 429, 507),
                     **auth,
                 },
             },
@@ -205,7 +205,7 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "201": _json(DatasetOut, "the new dataset"),
                     "200": _json(DatasetOut, "the team's existing dataset with the same bytes"),
-                    **_errors(400, 413, 422),
+                    **_errors(400, 413, 422, 507),
                     **auth,
                 },
             }
