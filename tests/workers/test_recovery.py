@@ -16,7 +16,7 @@ from service import store
 from service.db import Artifact, reading
 
 # attempt 1 is killed as soon as it is seen training; attempt 2 trains all of it
-SPEC = {"epochs": 4}
+SPEC = {"epochs": 2}
 
 
 @pytest.fixture(scope="module")
