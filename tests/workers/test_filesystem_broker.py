@@ -14,7 +14,12 @@ PAYLOAD = "x" * 65536  # big enough that a write takes a while
 
 
 def test_a_polling_reader_never_sees_a_half_written_message(tmp_path: Path) -> None:
-    options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path), "store_processed": False}
+    options = {
+        "data_folder_in": str(tmp_path),
+        "data_folder_out": str(tmp_path),
+        "control_folder": str(tmp_path / "control"),
+        "store_processed": False,
+    }
     received: list[dict] = []
     errors: list[BaseException] = []
 
