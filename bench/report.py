@@ -99,8 +99,8 @@ def service_table(summary: dict[str, Any]) -> str:
         [
             "| measure | value |",
             "|---|---|",
-            f"| jobs submitted / succeeded / unfinished at deadline | {summary['jobs']} / {summary['succeeded']} / "
-            f"{summary['unfinished_at_deadline']} |",
+            f"| jobs submitted / succeeded / unfinished at the deadline | {summary['submitted']} / "
+            f"{summary['succeeded']} / {summary['unfinished_at_deadline']} |",
             f"| jobs per minute (2 workers) | {summary['jobs_per_minute']} |",
             f"| submit latency p50 / p99 | {summary['submit']['p50_ms']} / {summary['submit']['p99_ms']} ms |",
             f"| status latency p50 / p99 | {summary['status']['p50_ms']} / {summary['status']['p99_ms']} ms |",

@@ -56,7 +56,7 @@ def summarise(jobs: list[dict[str, Any]], team_of: dict[str, str], submit_s: lis
         _seconds(min(job["created_at"] for job in jobs), max(job["finished_at"] for job in done)) if done else float("nan")
     )
     return {
-        "jobs": len(jobs),
+        "ended": len(jobs),
         "succeeded": len(done),
         "states": {state: sum(job["state"] == state for job in jobs) for state in {job["state"] for job in jobs}},
         "failures": sorted({f"{job['failure']['code']}: {job['failure']['message'][:160]}" for job in jobs if job["failure"]}),
@@ -153,7 +153,7 @@ def measure(jobs: int, deadline_s: float = 480) -> dict[str, Any]:
     team_of = {job_id: team for team, team_ids in ids.items() for job_id in team_ids}
     unfinished = sum(len(team_ids) for team_ids in ids.values()) - len(final)
     summary = summarise(list(final.values()), team_of, submit_s, status_s)
-    summary.update(unfinished_at_deadline=unfinished, wall_s=round(time.monotonic() - started, 1), workers=WORKERS)
+    summary.update(submitted=len(team_of), unfinished_at_deadline=unfinished, wall_s=round(time.monotonic() - started, 1), workers=WORKERS)
     return {"summary": summary, "setup": "qat serve + dispatcher + 2 workers, PostgreSQL, Redis broker, local artifacts"}
 
 

@@ -57,7 +57,7 @@ def test_the_markdown_names_machine_versions_date_and_every_part(tmp_path: Path)
     )
     assert service["queue_wait_s"]["vision"] == {"median": 4.0, "max": 4.0} and service["queue_wait_s"]["ads"] is None
     assert service["overhead_s"]["median_per_job"] == 2.5 and service["jobs_per_minute"] == 6.0
-    service.update(unfinished_at_deadline=0)
+    service.update(submitted=3, unfinished_at_deadline=2)
     step = {
         "model": "m",
         "input_shape": [2, 3],
@@ -82,5 +82,6 @@ def test_the_markdown_names_machine_versions_date_and_every_part(tmp_path: Path)
     assert "| torch.ao FX QAT | failed: NotImplementedError: no ConvTranspose2d" in md
     assert "| digits CNN | ours QAT W8A8 | 0.50 | 2.00 | 3.00 |" in md
     assert "| m (2, 3) | 10.00 (1.00x), 1.0 | 12.00 (1.20x), 1.5 |" in md
+    assert "| jobs submitted / succeeded / unfinished at the deadline | 3 / 1 / 2 |" in md
     assert "| submit latency p50 / p99 | 20.0 / 29.8 ms |" in md and "vision 4.0 s (max 4.0), speech –" in md
     assert json.loads(json_path.read_text())["quality"][1]["drop"] == pytest.approx(1.5)
