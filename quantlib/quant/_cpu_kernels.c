@@ -18,7 +18,7 @@
 #include <stdint.h>
 
 #define MAX_THREADS 64
-#define MIN_PER_THREAD 32768
+#define MIN_PER_THREAD 262144
 #define BLOCK 4096
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
