@@ -29,7 +29,7 @@ import yaml
 from torch import nn
 
 from bench import datasets
-from bench.baselines import BASELINES, Baseline, train_frozen_bn
+from bench.baselines import BASELINES, Baseline
 from bench.models import AutoEncoder, Conv1dNet, MnistCNN, MobileNetish, TinyTransformer
 from quantlib.data import validate_arrays
 from quantlib.examples.digits import DigitsNet, digits_dataset
