@@ -1,9 +1,11 @@
-"""kombu's filesystem transport with atomic message files.
+"""kombu's filesystem transport with files that appear whole.
 
 kombu creates a message file and then writes it, so a worker polling the folder can move
 and read it in between, get an empty or half-written payload and die on the JSON
 ("Unrecoverable error"). Writing under a name the reader skips and renaming it into
-place makes a message appear whole or not at all.
+place makes a message appear whole or not at all. The exchange's binding table in the
+control folder has the same race when the first process creates it; it is created
+whole, as an empty table, before kombu's locked update adds the binding.
 """
 
 from __future__ import annotations
@@ -27,6 +29,21 @@ class Channel(filesystem.Channel):
             os.replace(partial, final)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        table = self._exchange_file(exchange)
+        if not table.exists():
+            self.control_folder.mkdir(parents=True, exist_ok=True)
+            partial = table.with_name(f".partial-{uuid.uuid4()}")
+            partial.write_text("[]")
+            try:
+                os.link(partial, table)  # create-if-absent in one step: never an empty file
+            except FileExistsError:
+                pass
+            finally:
+                partial.unlink()
+        super()._queue_bind(exchange, routing_key, pattern, queue)
 
 
 class Transport(filesystem.Transport):

@@ -32,10 +32,10 @@ def test_a_polling_reader_never_sees_a_half_written_message(tmp_path: Path) -> N
             except BaseException as exc:  # noqa: BLE001 - reported by the main thread
                 errors.append(exc)
 
-    reader = threading.Thread(target=read)
-    reader.start()
     with Connection("filesystem://", transport=TRANSPORT, transport_options=options) as conn:
-        queue = conn.SimpleQueue("jobs")
+        queue = conn.SimpleQueue("jobs")  # the queue exists before the reader polls it
+        reader = threading.Thread(target=read)
+        reader.start()
         for i in range(MESSAGES):
             queue.put({"i": i, "body": PAYLOAD})
     reader.join(timeout=60)
