@@ -1,6 +1,6 @@
 """Every failure becomes ``{"error": {"code", "message", "field"}}`` with a status chosen by code.
 
-Bad input is always a 4xx: the service's own errors, quantlib's config/spec/data errors
+Bad input is always a 4xx: the service's own errors, quantlib's input errors (config, spec, data, model)
 and werkzeug's HTTP errors (unknown route, body too large) are mapped here. Anything
 else is a bug: it is logged with its traceback and answered with a bare 500 INTERNAL,
 so no internals leak to callers.
@@ -12,8 +12,7 @@ from flask import Flask, Response, current_app, jsonify
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from quantlib.config import ConfigError
-from quantlib.data import DataError
+from quantlib.errors import QuantlibError
 from service.errors import DatabaseUnavailable, PayloadTooLarge, ServiceError
 
 STATUS_BY_CODE = {
@@ -28,6 +27,7 @@ STATUS_BY_CODE = {
     "BAD_CONFIG": 422,
     "BAD_SPEC": 422,
     "BAD_DATA": 422,
+    "BAD_MODEL": 422,
     "QUOTA": 429,
     "STORAGE_UNAVAILABLE": 503,
     "STORAGE_FULL": 507,
@@ -47,7 +47,7 @@ def error_response(code: str, message: str, field: str | None, status: int) -> R
     return response
 
 
-def _known(error: ServiceError | ConfigError | DataError) -> Response:
+def _known(error: ServiceError | QuantlibError) -> Response:
     status = STATUS_BY_CODE.get(error.code, 500 if isinstance(error, ServiceError) else 422)
     if status >= 500:
         current_app.logger.warning("request failed: %s", error)
@@ -75,7 +75,7 @@ def _internal(error: Exception) -> Response:
 
 def register_error_handlers(app: Flask) -> None:
     """Install the handlers; more specific classes win, so ``Exception`` only sees true bugs."""
-    for known in (ServiceError, ConfigError, DataError):
+    for known in (ServiceError, QuantlibError):
         app.register_error_handler(known, _known)
     app.register_error_handler(HTTPException, _http)
     app.register_error_handler(OperationalError, _database)

@@ -16,14 +16,17 @@ import numpy as np
 from quantlib.config import ConfigError, QuantConfig, check_calibration, parse_config
 from quantlib.config.parse import decode_json, strict_json
 from quantlib.data import DataError, load_dataset
+from quantlib.pt2archive import SAVE_A_MODEL, check_archive
 from service.errors import InvalidArgument, PayloadTooLarge
 from service.schemas import JobSpec, parse_job_spec
 
 
 def check_model(stream: IO[bytes], max_unpacked_bytes: int) -> None:
-    """A ``.pt2`` file is a zip archive with torch.export's layout; anything else cannot be a program.
+    """A ``.pt2`` file is a zip archive holding a torch.export program of plain tensors, nothing to unpickle.
 
-    Only the zip's directory is read: nothing is inflated, so a zip bomb costs nothing here.
+    The zip's directory is checked first, so a zip bomb costs nothing here; then the
+    payload configs (small JSON) are read to refuse pickled entries at submission. The
+    graph itself is checked by the worker, which reads it anyway.
     """
     archive = _open_zip(stream)
     if archive is None:
@@ -36,6 +39,7 @@ def check_model(stream: IO[bytes], max_unpacked_bytes: int) -> None:
                 field="model",
             )
         _check_unpacked_size(archive, max_unpacked_bytes, "model")
+        check_archive(archive, check_graph=False)
     stream.seek(0)
 
 
@@ -57,8 +61,6 @@ def check_data(stream: IO[bytes], max_unpacked_bytes: int) -> None:
     load_dataset(stream)
     stream.seek(0)
 
-
-SAVE_A_MODEL = "save the model with torch.export.save(torch.export.export(model, args), path)"
 
 
 def _open_zip(stream: IO[bytes]) -> zipfile.ZipFile | None:

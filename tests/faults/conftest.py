@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +30,8 @@ import numpy as np
 import pytest
 import redis
 import requests
+
+from layout_only_pt2 import layout_only_pt2
 
 
 def _pool_module() -> ModuleType:
@@ -261,8 +262,6 @@ def tiny_inputs() -> dict[str, tuple[str, bytes]]:
 
 @functools.cache
 def _tiny_files() -> tuple[bytes, bytes]:
-    model, data = io.BytesIO(), io.BytesIO()
-    with zipfile.ZipFile(model, "w") as archive:
-        archive.writestr("model/archive_format", "pt2")
+    data = io.BytesIO()
     np.savez(data, x_train=np.zeros((2, 3), np.float32))
-    return model.getvalue(), data.getvalue()
+    return layout_only_pt2(), data.getvalue()

@@ -8,13 +8,10 @@ by the store and removed by ``qat admin gc``.
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import socket
 import time
 import uuid
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import Pool, serving, tiny_inputs, wait_for_api, wait_until
+from layout_only_pt2 import layout_only_pt2
 from service.db import Job, reading
 from service.storage import LocalStore
 
@@ -30,11 +28,7 @@ MODEL_BYTES = 100 << 20
 
 def _multipart(boundary: str) -> bytes:
     """A job submission with a big (stored, uncompressed) model, as raw multipart bytes."""
-    model = io.BytesIO()
-    with zipfile.ZipFile(model, "w", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr("model/archive_format", "pt2")
-        archive.writestr("model/data/weights/weight_0", os.urandom(MODEL_BYTES))
-    files = {**tiny_inputs(), "model": ("model.pt2", model.getvalue())}
+    files = {**tiny_inputs(), "model": ("model.pt2", layout_only_pt2(MODEL_BYTES))}
     body = b""
     for name, (filename, content) in files.items():
         head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'

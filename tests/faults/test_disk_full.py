@@ -9,18 +9,17 @@ through ``/proc/<api pid>/root``.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import uuid
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import QAT, Pool, finished, serving, start, tiny_inputs
+from layout_only_pt2 import layout_only_pt2
 
 STORE_BYTES = 1 << 20
 
@@ -87,11 +86,7 @@ def deployment(tmp_path: Path) -> Iterator[FullDiskDeployment]:
 
 def _model_of(size: int) -> bytes:
     """A model the API accepts (torch.export's layout) with ``size`` bytes of stored weights."""
-    model = io.BytesIO()
-    with zipfile.ZipFile(model, "w", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr("model/archive_format", "pt2")
-        archive.writestr("model/data/weights/weight_0", os.urandom(size))
-    return model.getvalue()
+    return layout_only_pt2(size)
 
 
 def test_upload_to_a_full_disk_is_507_and_leaves_no_file(deployment: FullDiskDeployment) -> None:

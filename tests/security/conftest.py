@@ -42,6 +42,7 @@ artifact_store = service_fixtures.artifact_store
 make_api = service_fixtures.make_api
 api = service_fixtures.api
 digits = worker_fixtures.digits
+production_settings = worker_fixtures.production_settings
 
 
 @pytest.fixture(scope="session")

@@ -1,65 +1,50 @@
 """Untrusted models through the real pool: the sandbox and the worker's limits stop them.
 
-tests/workers/test_pool.py has a payload that creates a file, and jobs that train too
-long (``TIMEOUT``); tests/workers/test_limits.py a ceiling too small for torch itself.
-Here the model is the attacker: a payload that also phones home, a model that
-allocates without bound, and one that never returns, whose child is read from
-``/proc`` while it runs to prove it holds no credentials.
+tests/workers/test_pool.py has jobs that train too long (``TIMEOUT``);
+tests/workers/test_limits.py a ceiling too small for torch itself. Here the model is the
+attacker: archives that smuggle pickles and file reads (:mod:`hostile_pt2`) through a
+real job on PostgreSQL, Redis and S3, a model that allocates without bound, and one that
+never returns, whose child is read from ``/proc`` while it runs to prove it holds no
+credentials.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import resource
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from untrusted_models import CANARY, CEILING, Forever, Hog, Plain, dataset, export, submit, touch_and_connect, with_payload
-from worker_fixtures import Pool, child_pids, finished
+from hostile_pt2 import WithConstant, hostile, variants, with_hostile_sample_inputs
+from untrusted_models import CANARY, CEILING, Forever, Hog, dataset, export, submit
+from worker_fixtures import Pool, child_pids, finished, running
 
 SECRET_NAMES = ("QAT_", "AWS_", "PGPASSWORD")
 
 
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        server.setblocking(False)
-        yield server
-
-
-def connected(server: socket.socket) -> bool:
-    try:
-        server.accept()[0].close()
-    except BlockingIOError:
-        return False
-    return True
-
-
-def test_the_payload_is_live_when_loaded_without_the_sandbox(tmp_path: Path, listener: socket.socket) -> None:
-    """The control: plain ``torch.export.load`` runs this file's payload, so the next test means something."""
+def test_hostile_archives_run_nothing_through_a_real_job(
+    tmp_path: Path, production_settings: dict[str, str]
+) -> None:
+    """On PostgreSQL, Redis and S3: each hostile variant is refused at submission or fails BAD_MODEL in
+    the worker; hostile sample inputs are dropped and the job succeeds; no payload ever runs."""
     marker = tmp_path / "pwned"
-    model = tmp_path / "model.pt2"
-    model.write_bytes(with_payload(export(Plain()), touch_and_connect(marker, listener.getsockname()[1])))
-    env = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_WEIGHTS_ONLY_LOAD"}
-    code = f"import torch\ntry:\n    torch.export.load({str(model)!r})\nexcept Exception:\n    pass"
-    subprocess.run([sys.executable, "-c", code], env=env, timeout=120, check=True)
-    assert marker.exists() and connected(listener)
-
-
-def test_pickle_payload_neither_writes_nor_connects(sandboxed_pool: Pool, tmp_path: Path, listener: socket.socket) -> None:
-    marker = tmp_path / "pwned"
-    model = with_payload(export(Plain()), touch_and_connect(marker, listener.getsockname()[1]))
-    job = sandboxed_pool.wait_for_job(submit(sandboxed_pool, model)["id"], finished, timeout_s=120)
-    assert job["state"] == "FAILED"
-    assert job["failure"]["code"] == "BAD_MODEL" and job["failure"]["user_error"] is True
-    assert not marker.exists(), "the model's payload wrote a file"
-    assert not connected(listener), "the model's payload opened a connection"
+    pt2 = export(WithConstant())
+    with running(Pool(tmp_path, **production_settings)) as pool:
+        for variant, (_, needle) in variants(marker).items():
+            files = {"model": ("model.pt2", hostile(pt2, variant, marker)), "data": ("data.npz", dataset())}
+            created = pool.post("/v1/jobs", files=files, data={"spec": json.dumps({"epochs": 1, "batch_size": 8})})
+            if created.status_code == 201:
+                failure = pool.wait_for_job(created.json()["id"], finished, timeout_s=120)["failure"]
+                assert failure["code"] == "BAD_MODEL" and failure["user_error"] is True, (variant, failure)
+                assert needle in failure["message"], (variant, failure)
+            else:
+                assert created.status_code == 422, (variant, created.text)
+                assert created.json()["error"]["code"] == "BAD_MODEL" and needle in created.json()["error"]["message"]
+        job = submit(pool, with_hostile_sample_inputs(pt2, marker))
+        assert pool.wait_for_job(job["id"], finished, timeout_s=120)["state"] == "SUCCEEDED"
+    assert not marker.exists(), "a payload ran"
 
 
 def test_model_allocating_without_bound_fails_out_of_memory(sandboxed_pool: Pool) -> None:

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import pickle
-import zipfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,37 +73,3 @@ def submit(pool: Pool, model: bytes, data: bytes | None = None, **spec: Any) -> 
     created = pool.post("/v1/jobs", files=files, data={"spec": json.dumps({"epochs": 1, "batch_size": 8, **spec})})
     assert created.status_code == 201, created.text
     return dict(created.json())
-
-
-class _Exec:
-    """Unpickling this runs ``code``: what a malicious weights entry carries."""
-
-    def __init__(self, code: str) -> None:
-        self.code = code
-
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return exec, (self.code,)
-
-
-def with_payload(pt2: bytes, code: str) -> bytes:
-    """``pt2`` with its first weight marked ``use_pickle`` and replaced by a pickle that runs ``code``."""
-    source = zipfile.ZipFile(io.BytesIO(pt2))
-    config_name = next(n for n in source.namelist() if n.endswith("/weights/model_weights_config.json"))
-    config = json.loads(source.read(config_name))
-    first = next(iter(config["config"].values()))
-    first["use_pickle"] = True
-    weight_name = f"{config_name.rsplit('/', 1)[0]}/{first['path_name']}"
-    replaced = {config_name: json.dumps(config).encode(), weight_name: pickle.dumps(_Exec(code))}
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target:
-        for info in source.infolist():
-            target.writestr(info, replaced.get(info.filename, source.read(info)))
-    return out.getvalue()
-
-
-def touch_and_connect(marker: Path, port: int) -> str:
-    """Python that creates ``marker`` and opens a TCP connection to ``127.0.0.1:port``."""
-    return (
-        f"import pathlib, socket; pathlib.Path({str(marker)!r}).touch(); "
-        f"socket.create_connection(('127.0.0.1', {port}), timeout=5).close()"
-    )

@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import uuid
-import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -14,9 +13,10 @@ import numpy as np
 import pytest
 import requests
 
+from layout_only_pt2 import layout_only_pt2
 from service import store
-from service.store import NewArtifact
 from service.storage import S3Store
+from service.store import NewArtifact
 from service.teams import create_team, revoke_token
 
 SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"])
@@ -278,10 +278,8 @@ def test_too_large_is_413(make_api: Callable[..., Any], submit: Submit, model_pt
     assert len(model_pt2) > 2048
     assert error_of(submit(client), 413)["field"] == "model"
     huge_config = (None, json.dumps({"version": 1, "pad": "x" * 4000}))
-    tiny_pt2 = io.BytesIO()
-    with zipfile.ZipFile(tiny_pt2, "w") as archive:
-        archive.writestr("archive/archive_format", "pt2")
-    assert error_of(submit(client, model=("m.pt2", tiny_pt2.getvalue()), config=huge_config), 413)["field"] == "config"
+    tiny_pt2 = layout_only_pt2()
+    assert error_of(submit(client, model=("m.pt2", tiny_pt2), config=huge_config), 413)["field"] == "config"
     # a declared body over the endpoint's limit is refused from its Content-Length alone
     body = b"\0" * (4 << 20)
     headers = {"Content-Type": "multipart/form-data; boundary=x"}

@@ -47,6 +47,7 @@ token = create_team(app.extensions["qat"].db, "ml").token
 model, data = io.BytesIO(), io.BytesIO()
 with zipfile.ZipFile(model, "w") as archive:
     archive.writestr("archive/archive_format", "pt2")
+    archive.writestr("archive/models/model.json", "{{}}")
 np.savez(data, x_train=np.zeros((2, 3), np.float32))
 client = app.test_client()
 headers = {{"Authorization": "Bearer " + token}}
