@@ -1,10 +1,10 @@
-# Every install step lives here: a fresh machine needs only python3.11 and pip.
+# Every install step lives here: a fresh machine needs python3.11, pip and apt (chromium, bubblewrap).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser test test-faults bench bench-quick demo clean
+.PHONY: install browser sandbox test test-faults bench bench-quick demo clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -15,16 +15,20 @@ $(STAMP): $(PY) pyproject.toml quantlib/quant/_cpu_kernels.c
 
 install: $(STAMP)
 
-# Debian's headless chromium: tests render report.html in it (the one step beyond pip).
+# Debian's headless chromium: tests render report.html in it.
 browser:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
-test: $(STAMP) browser
+# Debian's bubblewrap: the operating-system sandbox every job's child runs in (workers/jail.py).
+sandbox:
+	command -v bwrap >/dev/null || (apt-get update && apt-get install -y --no-install-recommends bubblewrap)
+
+test: $(STAMP) browser sandbox
 	$(PY) -m pytest -q --ignore=tests/faults
 
 # Servers killed and restarted under real jobs: minutes of wall time, so CI runs them as a
 # second step (.ci/run) and `make test` stays quick.
-test-faults: $(STAMP)
+test-faults: $(STAMP) sandbox
 	$(PY) -m pytest -q tests/faults
 
 bench: $(STAMP)
@@ -33,7 +37,7 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(PY) -m bench --quick
 
-demo: $(STAMP)
+demo: $(STAMP) sandbox
 	$(VENV)/bin/qat demo
 
 clean:

@@ -1,4 +1,4 @@
-"""Entry point of ``make bench``: quality, QAT speed, calibration/export time, service."""
+"""Entry point of ``make bench``: quality, QAT speed, calibration/export time, service, sandbox start-up."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 
-from bench import datasets, quality, report, service_throughput, step_time
+from bench import datasets, quality, report, sandbox_startup, service_throughput, step_time
 from bench.models import ZOO
 
 RESULTS = Path(__file__).parent / "results"
+PARTS = ("quality", "step_time", "service", "sandbox")
 
 
 def main() -> None:
@@ -27,10 +28,10 @@ def main() -> None:
         help="torch threads; 1 by default because on a shared machine two OpenMP threads "
         "spinning against other processes run several times slower than one",
     )
-    parser.add_argument("--only", choices=("quality", "step_time", "service"), action="append", help="run just these parts")
+    parser.add_argument("--only", choices=PARTS, action="append", help="run just these parts")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    parts = set(args.only or ("quality", "step_time", "service"))
+    parts = set(args.only or PARTS)
     budget = quality.QUICK if args.quick else quality.FULL
     started = time.perf_counter()
     results: dict = {"mode": "quick" if args.quick else "full", "environment": report.environment()}
@@ -48,6 +49,9 @@ def main() -> None:
     if "service" in parts:
         results["service"] = service_throughput.measure(jobs=8 if args.quick else 200, deadline_s=90 if args.quick else 840)
         print(f"service: {results['service']['summary']}", flush=True)
+    if "sandbox" in parts:
+        results["sandbox"] = sandbox_startup.measure(rounds=5 if args.quick else 15)
+        print(f"sandbox start-up: {results['sandbox']}", flush=True)
     results["wall_s"] = round(time.perf_counter() - started, 1)
     json_path, md_path = report.write(results, args.out)
     print(md_path.read_text())

@@ -111,6 +111,12 @@ def service_table(summary: dict[str, Any]) -> str:
     )
 
 
+def sandbox_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| command | plain ms | in the sandbox ms | added ms |", "|---|---|---|---|"]
+    lines += [f"| `{r['command']}` | {r['plain_ms']} | {r['sandboxed_ms']} | {r['added_ms']} |" for r in rows]
+    return "\n".join(lines)
+
+
 def markdown(results: dict[str, Any]) -> str:
     env = results["environment"]
     md = [
@@ -154,6 +160,14 @@ def markdown(results: dict[str, Any]) -> str:
             "## Service: small jobs from 4 teams, PostgreSQL, Redis, 2 CPU workers",
             "",
             service_table(results["service"]["summary"]),
+            "",
+        ]
+    if results.get("sandbox"):
+        rounds = results["sandbox"][0]["rounds"]
+        md += [
+            f"## Job sandbox start-up (bubblewrap; median of {rounds} interleaved runs each)",
+            "",
+            sandbox_table(results["sandbox"]),
             "",
         ]
     return "\n".join(md)

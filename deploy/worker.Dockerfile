@@ -13,8 +13,10 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
 
+# bubblewrap: every job's child runs in its sandbox (workers/jail.py); setpriv and prlimit
+# come with util-linux
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
+    && apt-get install -y --no-install-recommends python3.11 python3.11-venv bubblewrap \
     && rm -rf /var/lib/apt/lists/* \
     && python3.11 -m venv /opt/venv
 

@@ -103,6 +103,12 @@ class BadSetting(ServiceError):
     code = "BAD_SETTING"
 
 
+class SandboxUnavailable(ServiceError):
+    """The job sandbox a worker is configured for cannot be built on its host; it takes no jobs."""
+
+    code = "SANDBOX_UNAVAILABLE"
+
+
 class StorageUnavailable(ServiceError):
     """The artifact store could not be reached or refused the operation."""
 

@@ -26,6 +26,8 @@ _UNITS = {None: 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _SUPPORTED_DATABASES = ("sqlite", "postgresql")
 _DATABASE_ALIASES = {"postgres": "postgresql"}
+# how a job's child is isolated; the first is the default
+SANDBOXES = ("bwrap", "none")
 _FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
@@ -78,6 +80,18 @@ class Settings:
             together, ``RLIMIT_CPU``) a job's pipeline process may use; unset means a job
             with ``spec.max_runtime_s`` gets that many seconds times the worker's CPUs and
             one without gets no limit. Over it the job fails with ``TIMEOUT``.
+        child_max_processes: ``QAT_CHILD_MAX_PROCESSES``, the most processes and threads a
+            job's pipeline may run at once (``RLIMIT_NPROC`` inside its sandbox; default 512):
+            a fork bomb fails there instead of filling the host's process table.
+        child_log_bytes: ``QAT_CHILD_LOG_BYTES``, the most of a job's output its ``log.txt``
+            keeps (default ``8MiB``): the first and the last half; the worker holds no more.
+        sandbox: ``QAT_SANDBOX``, how a job's pipeline is isolated: ``bwrap`` (default:
+            bubblewrap namespaces, no network, its own pid space and filesystem view) or
+            ``none``, only for a trusted single-user host; a worker refuses to start when
+            ``bwrap`` is asked for and cannot run.
+        sandbox_uid: ``QAT_SANDBOX_UID``, the unprivileged user a job runs as when the worker
+            is root (default 65534, ``nobody``); give each worker on a host its own, since
+            the process limit counts per user.
     """
 
     database_url: str
@@ -94,6 +108,10 @@ class Settings:
     download_url_expiry_s: int = 3600
     child_memory_bytes: int | None = None
     child_cpu_seconds: int | None = None
+    child_max_processes: int = 512
+    child_log_bytes: int = 8 << 20
+    sandbox: str = "bwrap"
+    sandbox_uid: int = 65534
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> Settings:
@@ -120,6 +138,10 @@ class Settings:
             download_url_expiry_s=_positive_int(env, "QAT_DOWNLOAD_URL_EXPIRY_S", 3600),
             child_memory_bytes=_optional_size(env, "QAT_CHILD_MEMORY_BYTES"),
             child_cpu_seconds=_positive_int(env, "QAT_CHILD_CPU_SECONDS", 0) or None,
+            child_max_processes=_positive_int(env, "QAT_CHILD_MAX_PROCESSES", 512),
+            child_log_bytes=_size(env, "QAT_CHILD_LOG_BYTES", 8 << 20),
+            sandbox=_choice(env, "QAT_SANDBOX", SANDBOXES),
+            sandbox_uid=_positive_int(env, "QAT_SANDBOX_UID", 65534),
         )
 
 
@@ -213,3 +235,11 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     if raw not in _FLAGS:
         raise BadSetting(f"expected true or false (1/0, yes/no), got {raw!r}", field=name)
     return _FLAGS[raw]
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first when unset)."""
+    raw = env.get(name, choices[0]).strip().lower()
+    if raw not in choices:
+        raise BadSetting(f"expected one of {', '.join(choices)}, got {raw!r}", field=name)
+    return raw

@@ -366,26 +366,45 @@ def reap_expired_leases(db: SessionFactory, now: datetime | None = None) -> Reap
     )
     with writing(db) as session:
         for job in session.scalars(query):
-            job.lease_expires_at = None
-            if job.state == JobState.CANCELLING:
-                job.state, job.finished_at = JobState.CANCELLED, now
-                result.cancelled.append(job.id)
-            elif job.attempt >= job.max_attempts:
-                job.state, job.finished_at = JobState.FAILED, now
-                job.failure_code, job.user_error = WORKER_LOST, False
-                job.failure_message = (
-                    f"the worker running this job stopped responding on each of {job.attempt} attempts; "
-                    "the job may need more memory or time than a worker has, or the pool is unhealthy"
-                )
-                result.failed.append(job.id)
-            else:
-                job.state, job.attempt, job.lease_owner = JobState.QUEUED, job.attempt + 1, None
-                job.phase, job.progress = None, None
-                result.requeued.append(job.id)
+            message = (
+                f"the worker running this job stopped responding on each of {job.attempt} attempts; "
+                "the job may need more memory or time than a worker has, or the pool is unhealthy"
+            )
+            state = _requeue_or_fail(job, now, WORKER_LOST, message)
+            ended = {JobState.CANCELLED: result.cancelled, JobState.FAILED: result.failed}
+            ended.get(state, result.requeued).append(job.id)
     return result
 
 
+def retry_job(db: SessionFactory, job_id: uuid.UUID, worker_id: str, attempt: int, code: str, message: str) -> JobState:
+    """After a system fault in ``attempt`` (its sandbox killed from outside): run the job again.
+
+    The job goes back to QUEUED as attempt + 1, or FAILED with ``code`` and ``message``
+    (a system fault) once it has used ``max_attempts``; one being cancelled becomes
+    CANCELLED. Returns the new state; ``LeaseLost`` if the attempt is no longer the caller's.
+    """
+    with writing(db) as session:
+        job = session.scalars(select(Job).where(_fence(job_id, worker_id, attempt, _ACTIVE)).with_for_update()).first()
+        if job is None:
+            raise LeaseLost(f"worker {worker_id!r} no longer holds job {job_id} (attempt {attempt})")
+        return _requeue_or_fail(job, utcnow(), code, f"{message} (on each of {job.attempt} attempts)")
+
+
 # ------------------------------------------------------------------------------ helpers
+
+
+def _requeue_or_fail(job: Job, now: datetime, code: str, message: str) -> JobState:
+    """End ``job``'s current attempt without a result: cancelled, failed for good, or queued again."""
+    job.lease_expires_at = None
+    if job.state == JobState.CANCELLING:
+        job.state, job.finished_at = JobState.CANCELLED, now
+    elif job.attempt >= job.max_attempts:
+        job.state, job.finished_at = JobState.FAILED, now
+        job.failure_code, job.failure_message, job.user_error = code, message, False
+    else:
+        job.state, job.attempt, job.lease_owner = JobState.QUEUED, job.attempt + 1, None
+        job.phase, job.progress = None, None
+    return job.state
 
 
 def _check_inputs(inputs: JobInputs) -> None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
+import tempfile
 import uuid
+from pathlib import Path
 
 import click
 
@@ -23,6 +26,7 @@ def worker(gpu: int | None, name: str | None, loglevel: str) -> None:
     """Run one job at a time from the queue: one process per GPU (--gpu N), or on the CPU."""
     # set before anything could initialise CUDA, and inherited by every job's child process
     os.environ["CUDA_VISIBLE_DEVICES"] = "" if gpu is None else str(gpu)
+    _check_sandbox()
     from workers.celery_app import app
 
     node = name or f"qat-{socket.gethostname()}-{'cpu' if gpu is None else f'gpu{gpu}'}-{os.getpid()}"
@@ -38,6 +42,25 @@ def worker(gpu: int | None, name: str | None, loglevel: str) -> None:
             f"--loglevel={loglevel}",
         ]
     )
+
+
+def _check_sandbox() -> None:
+    """Refuse to take jobs when the sandbox asked for cannot be built: one error line, exit 2."""
+    from service.errors import ServiceError
+    from service.settings import Settings
+    from workers.jail import jail_for
+
+    try:
+        settings = Settings.from_env()
+        jail = jail_for(settings.sandbox, settings.sandbox_uid)
+        if jail is None:
+            click.echo("warning: QAT_SANDBOX=none: jobs run unconfined, with this worker's user and network", err=True)
+            return
+        with tempfile.TemporaryDirectory(prefix="qat-sandbox-check-") as scratch:
+            jail.check(Path(scratch))
+    except ServiceError as exc:
+        click.echo(f"error {exc}", err=True)
+        sys.exit(2)
 
 
 @click.command()

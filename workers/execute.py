@@ -27,13 +27,27 @@ from service.schemas import JOB_OPTION_KEYS
 from service.storage import ArtifactStore
 from service.storage.retry import store_file
 from service.store import LeaseStatus, NewArtifact, Phase
-from workers.protocol import ARTIFACTS, LOG_FILE, OUT_DIR, PipelineError, PipelineJob
+from workers.childlog import BoundedLog
+from workers.jail import Jail
+from workers.protocol import (
+    ARTIFACTS,
+    LOG_FILE,
+    MAX_REPORT_BYTES,
+    OUT_DIR,
+    PipelineError,
+    PipelineJob,
+    child_file,
+    read_child_file,
+)
 from workers.sandbox import ChildLimits, kill_pipeline, start_pipeline
 from workers.scratch import job_workdir, remove_stale_workdirs
 from workers.supervise import ChildResult, JobLease, Outcome, supervise
 
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 30
+# inside a job's scratch folder: the child's own folder (its inputs and outputs); the
+# worker's files (log.txt) sit beside it, out of the child's reach
+CHILD_FOLDER = "job"
 
 
 def execute_job(
@@ -43,11 +57,13 @@ def execute_job(
     worker_id: str,
     lease_s: int,
     limits: ChildLimits = ChildLimits(),
+    jail: Jail | None = None,
 ) -> None:
     """Run ``job_id`` if this worker wins the claim; every ending is written to the job row.
 
-    ``limits`` are the worker's ceilings for the process that runs the user's model.
-    First, the work folders of killed workers on this host are removed: nothing else will.
+    ``limits`` are the worker's ceilings for the process that runs the user's model, and
+    ``jail`` its sandbox (``None``: ``QAT_SANDBOX=none``). First, the work folders of
+    killed workers on this host are removed: nothing else will.
     """
     for path in remove_stale_workdirs():
         log.warning("removed %s, left by a worker that is no longer running", path)
@@ -58,7 +74,7 @@ def execute_job(
     lease = JobLease(db, job_id, worker_id, job.attempt, lease_s)
     try:
         with job_workdir(job_id) as workdir:
-            _run(job, lease, artifacts, workdir, limits.for_job(job.spec.get("max_runtime_s")))
+            _run(job, lease, artifacts, workdir, limits.for_job(job.spec.get("max_runtime_s")), jail)
     except LeaseLost:
         log.warning("job %s attempt %d: lease lost; results discarded", job_id, job.attempt)
     except (StorageUnavailable, StorageFull) as exc:  # boto3 has retried already; the store is down or full
@@ -71,42 +87,48 @@ def execute_job(
         _fail_if_held(lease, PipelineError("INTERNAL", message, user_error=False))
 
 
-def _run(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path, limits: ChildLimits) -> None:
+def _run(
+    job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path, limits: ChildLimits, jail: Jail | None
+) -> None:
     timings: dict[str, float] = {"queue_wait": _seconds(job.created_at, job.started_at)}
     started = time.monotonic()
     if lease.progress(Phase.LOADING, None) is not LeaseStatus.HELD:
         _stop_early(lease)
         return
     deadline = started + job.spec["max_runtime_s"] if job.spec.get("max_runtime_s") else None
-    _fetch_inputs(job, lease, artifacts, workdir)
+    folder = workdir / CHILD_FOLDER
+    folder.mkdir()
+    _fetch_inputs(job, lease, artifacts, folder)
     timings["download"] = round(time.monotonic() - started, 3)
     child_started = time.monotonic()
-    child = start_pipeline(workdir, limits)
+    output = BoundedLog(workdir / LOG_FILE, limits.log_bytes)
+    child = start_pipeline(folder, output, limits, jail)
     try:
-        result = supervise(child, workdir, lease, deadline, limits)
+        result = supervise(child, folder, lease, deadline, limits, jailed=jail is not None)
     finally:  # the worker itself failed (database down): leave no orphan training
         if child.poll() is None:
             kill_pipeline(child)
+        output.finish()
     # the child's whole life: its phases plus interpreter start-up and reading the model and data
     timings["pipeline"] = round(time.monotonic() - child_started, 3)
     if result.outcome is Outcome.SUCCEEDED:
         _publish(job, lease, artifacts, workdir, timings)
     else:
-        _end_unsuccessful(lease, artifacts, result, workdir, job.spec.get("max_runtime_s"))
+        _end_unsuccessful(lease, artifacts, result, output, job.spec.get("max_runtime_s"))
 
 
-def _fetch_inputs(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path) -> None:
-    """Copy the model, data and config into ``workdir`` and describe them in ``job.json``."""
+def _fetch_inputs(job: Job, lease: JobLease, artifacts: ArtifactStore, folder: Path) -> None:
+    """Copy the model, data and config into the child's ``folder`` and describe them in ``job.json``."""
     data_key = job.data_key
     if data_key is None:  # the API guarantees exactly one of data_key and dataset_id
         assert job.dataset_id is not None
         data_key = get_dataset(lease.db, job.team_id, job.dataset_id).storage_key
-    _download(artifacts, job.model_key, workdir / "model.pt2")
-    _download(artifacts, data_key, workdir / "data.npz")
+    _download(artifacts, job.model_key, folder / "model.pt2")
+    _download(artifacts, data_key, folder / "data.npz")
     if job.config_key:
-        _download(artifacts, job.config_key, workdir / "config.json")
+        _download(artifacts, job.config_key, folder / "config.json")
     spec = {key: value for key, value in job.spec.items() if key not in JOB_OPTION_KEYS}
-    PipelineJob("model.pt2", "data.npz", "config.json" if job.config_key else None, spec).write(workdir)
+    PipelineJob("model.pt2", "data.npz", "config.json" if job.config_key else None, spec).write(folder)
 
 
 def _download(artifacts: ArtifactStore, key: str, path: Path) -> None:
@@ -116,19 +138,30 @@ def _download(artifacts: ArtifactStore, key: str, path: Path) -> None:
 
 
 def _publish(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path, timings: dict[str, float]) -> None:
-    """Upload this attempt's files and mark the job SUCCEEDED in the same step."""
+    """Upload this attempt's files and mark the job SUCCEEDED in the same step.
+
+    The child has ended, so its files can no longer change: each must be a regular file
+    (not a link to the worker's own files, not a FIFO) to be read at all.
+    """
     if lease.progress(Phase.UPLOADING, None) is LeaseStatus.LOST:
         return
     started = time.monotonic()
-    out = workdir / OUT_DIR
-    (workdir / LOG_FILE).replace(out / LOG_FILE)
+    folder = workdir / CHILD_FOLDER
+    outputs = {name: child_file(folder, f"{OUT_DIR}/{name}") for name in ARTIFACTS if name != LOG_FILE}
+    report = read_child_file(folder, f"{OUT_DIR}/report.json", MAX_REPORT_BYTES)
+    if report is None or None in outputs.values():
+        missing = sorted(name for name, path in outputs.items() if path is None) or ["report.json"]
+        message = f"the quantization process ended without its results ({', '.join(missing)} missing or not regular files)"
+        _fail_with_log(lease, artifacts, workdir / LOG_FILE, PipelineError("INTERNAL", message, user_error=False))
+        return
 
     def succeed(uploaded: list[NewArtifact]) -> None:
         timings["upload"] = round(time.monotonic() - started, 3)
-        metrics = _metrics(json.loads((out / "report.json").read_text(encoding="utf-8")), timings)
+        metrics = _metrics(json.loads(report), timings)
         store.finish_job(lease.db, job.id, lease.worker_id, lease.attempt, metrics, uploaded)
 
-    _upload_and_end(lease, artifacts, [out / name for name in ARTIFACTS], succeed)
+    files = [path for path in outputs.values() if path is not None]
+    _upload_and_end(lease, artifacts, [*files, workdir / LOG_FILE], succeed)
 
 
 def _upload_and_end(
@@ -188,18 +221,22 @@ def _metrics(report: dict[str, Any], timings: dict[str, float]) -> dict[str, Any
 
 
 def _end_unsuccessful(
-    lease: JobLease, artifacts: ArtifactStore, result: ChildResult, workdir: Path, max_runtime_s: int | None
+    lease: JobLease, artifacts: ArtifactStore, result: ChildResult, output: BoundedLog, max_runtime_s: int | None
 ) -> None:
     if result.outcome is Outcome.CANCELLED:
         store.acknowledge_cancel(lease.db, lease.job_id, lease.worker_id, lease.attempt)
     elif result.outcome is Outcome.TIMED_OUT:
         message = f"the job ran longer than its spec.max_runtime_s of {max_runtime_s} s; raise it or train fewer epochs"
-        _fail_with_log(lease, artifacts, workdir, PipelineError("TIMEOUT", message, user_error=True))
+        _fail_with_log(lease, artifacts, output.path, PipelineError("TIMEOUT", message, user_error=True))
+    elif result.outcome is Outcome.KILLED and result.error is not None:
+        state = store.retry_job(lease.db, lease.job_id, lease.worker_id, lease.attempt, result.error.code, result.error.message)
+        log.warning("job %s attempt %d: %s; now %s", lease.job_id, lease.attempt, result.error.message, state)
     elif result.outcome is Outcome.FAILED and result.error is not None:
         error = result.error
         if not error.user_error:
-            error = PipelineError(error.code, f"{error.message}\n\n{_log_tail(workdir)}", error.user_error)
-        _fail_with_log(lease, artifacts, workdir, error)
+            tail = "\n".join(output.last_lines(LOG_TAIL_LINES))
+            error = PipelineError(error.code, f"{error.message}\n\nlast lines of log.txt:\n{tail}", error.user_error)
+        _fail_with_log(lease, artifacts, output.path, error)
     # Outcome.LOST: the job belongs to someone else now; write nothing
 
 
@@ -232,16 +269,10 @@ def _fail_if_held(lease: JobLease, error: PipelineError) -> None:
         pass
 
 
-def _fail_with_log(lease: JobLease, artifacts: ArtifactStore, workdir: Path, error: PipelineError) -> None:
+def _fail_with_log(lease: JobLease, artifacts: ArtifactStore, log_path: Path, error: PipelineError) -> None:
     """Fail the job with the child's ``log.txt`` as its artifact: the user's way to see what went wrong."""
-    log = workdir / LOG_FILE
-    _upload_and_end(lease, artifacts, [log] if log.is_file() else [], lambda uploaded: _fail(lease, error, uploaded))
-
-
-def _log_tail(workdir: Path) -> str:
-    path = workdir / LOG_FILE
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
-    return "last lines of log.txt:\n" + "\n".join(lines[-LOG_TAIL_LINES:])
+    files = [log_path] if log_path.is_file() else []
+    _upload_and_end(lease, artifacts, files, lambda uploaded: _fail(lease, error, uploaded))
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float:

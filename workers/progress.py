@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import time
 from pathlib import Path
 
@@ -10,8 +12,15 @@ from service.store import Phase, Progress
 from workers.protocol import ProgressLine
 
 
+# the most bytes read per poll: the child, which writes the file, runs untrusted code
+MAX_READ = 1 << 20
+
+
 class ProgressTail:
     """Follows a growing ``progress.jsonl``; :meth:`latest` is the newest complete line.
+
+    It is opened without following links or blocking and read a bounded chunk at a time:
+    the child could make it a link to the worker's files, a FIFO, or endless.
 
     ETA is estimated per phase from the step rate since the phase began, which is
     what users watch during the long phase (training).
@@ -26,12 +35,17 @@ class ProgressTail:
     def poll(self) -> bool:
         """Read lines written since the last call; ``True`` if any arrived."""
         try:
-            with open(self._path, "rb") as file:
-                file.seek(self._offset)
-                chunk = file.read()
-        except FileNotFoundError:
+            fd = os.open(self._path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
             return False
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                return False
+            file.seek(self._offset)
+            chunk = file.read(MAX_READ)
         complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits
+        if not complete and len(chunk) == MAX_READ:
+            complete = chunk  # no line is that long: skip it
         self._offset += len(complete)
         lines = [line for line in map(_parse, complete.splitlines()) if line is not None]
         for line in lines:

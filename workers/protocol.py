@@ -9,6 +9,8 @@ and, on failure, ``error.json``. Torch-free, so the parent never imports torch.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,9 @@ ARTIFACTS = (
 
 # the most of a child's error message kept: the child runs untrusted code
 MAX_ERROR_MESSAGE = 4000
+# the most bytes the worker reads of error.json and report.json
+MAX_ERROR_BYTES = 64 << 10
+MAX_REPORT_BYTES = 64 << 20
 # exit status of a child that wrote ERROR_FILE
 EXIT_REPORTED_ERROR = 3
 
@@ -81,11 +86,47 @@ class PipelineError:
 
     @classmethod
     def read(cls, workdir: Path) -> PipelineError | None:
-        path = workdir / ERROR_FILE
-        if not path.is_file():
+        text = read_child_file(workdir, ERROR_FILE, MAX_ERROR_BYTES)
+        if text is None:
             return None
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = json.loads(text)
             return cls(str(raw["code"])[:64], str(raw["message"])[:MAX_ERROR_MESSAGE], raw["user_error"] is True)
         except (ValueError, TypeError, KeyError):
             return None
+
+
+def child_file(folder: Path, relative: str) -> Path | None:
+    """``folder/relative`` if each folder on the way is a real folder and the end a regular file; else ``None``.
+
+    The child may have made any entry a link (to the worker's own secrets) or a FIFO (to
+    hang the worker). Checked with ``lstat``, so call it once the child has ended: then
+    nothing can change the entries between the check and the worker's read.
+    """
+    path = folder
+    parts = Path(relative).parts
+    for index, part in enumerate(parts):
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            return None
+        if not (stat.S_ISREG(mode) if index == len(parts) - 1 else stat.S_ISDIR(mode)):
+            return None
+    return path
+
+
+def read_child_file(folder: Path, relative: str, limit: int) -> bytes | None:
+    """The bytes of a regular file the child left (see :func:`child_file`), if at most ``limit``; else ``None``."""
+    path = child_file(folder, relative)
+    if path is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        return file.read(limit)

@@ -1,14 +1,15 @@
 """Starting and stopping the pipeline child that runs an untrusted model.
 
-The child's environment is built from an allowlist, not by removing known secrets: a
-credential under a name nobody thought of (``PGPASSWORD``, ``REDIS_URL``, a cloud
-token) must not reach code from a user's ``.pt2``. ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1``
-stops ``torch.export.load`` from unpickling code. The child leads its own process
-group so a kill also takes any processes it started, and on Linux it is killed when its
-worker dies (SIGKILL, OOM killer): an orphaned child would train on, holding the GPU the
-job's next attempt needs. A memory ceiling keeps one job's allocations its own failure,
-and a CPU-time ceiling, enforced by the kernel, ends a job that would compute forever
-even if its worker stopped watching the clock.
+The child runs inside the operating system's sandbox (:mod:`workers.jail`) unless an
+operator chose ``QAT_SANDBOX=none``. Its environment is built from an allowlist, not by
+removing known secrets: a credential under a name nobody thought of (``PGPASSWORD``,
+``REDIS_URL``, a cloud token) must not reach code from a user's ``.pt2``. The child
+leads its own process group so a kill also takes any processes it started, and on Linux
+it is killed when its worker dies (SIGKILL, OOM killer): an orphaned child would train
+on, holding the GPU the job's next attempt needs. A memory ceiling keeps one job's
+allocations its own failure, a CPU-time ceiling, enforced by the kernel, ends a job that
+would compute forever even if its worker stopped watching the clock, a process ceiling
+stops a fork bomb, and its output goes through a bounded log (:mod:`workers.childlog`).
 """
 
 from __future__ import annotations
@@ -20,17 +21,20 @@ import resource
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from workers.protocol import LOG_FILE, PipelineError
+from workers.childlog import BoundedLog
+from workers.jail import JOB_ROOT, Jail
+from workers.protocol import PipelineError
 
 # variables the child may inherit: locale, paths, and what selects and tunes CPUs/GPUs
 _ALLOWED = {"PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "PYTHONPATH"}
 _ALLOWED_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "OMP_", "MKL_", "OPENBLAS_")
-# prctl(2) option: the signal this process gets when its parent dies
+# prctl(2) options: the signal this process gets when its parent dies; no gaining privileges by exec
 PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
 # names that look like secrets are refused even if a prefix above allows them
 _SECRET_MARKERS = ("PASSWORD", "SECRET", "TOKEN", "CREDENTIAL", "_KEY")
 # CPU seconds between SIGXCPU (the soft limit, which ends the child) and SIGKILL (the hard one)
@@ -39,10 +43,12 @@ CPU_GRACE_S = 5
 
 @dataclass(frozen=True)
 class ChildLimits:
-    """Kernel-enforced ceilings of one pipeline child; ``None`` is no limit."""
+    """Ceilings of one pipeline child, all but the log's enforced by the kernel; ``None`` is no limit."""
 
     memory_bytes: int | None = None
     cpu_seconds: int | None = None
+    max_processes: int | None = None
+    log_bytes: int = 8 << 20
 
     def for_job(self, max_runtime_s: int | None) -> ChildLimits:
         """These limits for a job with ``spec.max_runtime_s``: CPU time at most that many seconds on every CPU.
@@ -56,9 +62,9 @@ class ChildLimits:
         derived = max_runtime_s * (os.cpu_count() or 1)
         return replace(self, cpu_seconds=min(derived, self.cpu_seconds or derived))
 
-    def exit_error(self, returncode: int) -> PipelineError | None:
-        """The failure a child's death by one of these limits means; ``None`` for any other ending."""
-        if returncode != -signal.SIGXCPU:
+    def exit_error(self, killed_by: int | None) -> PipelineError | None:
+        """The failure a child's death by signal ``killed_by`` means if one of these limits sent it; else ``None``."""
+        if killed_by != signal.SIGXCPU:
             return None
         message = (
             f"the job used up its CPU-time limit of {self.cpu_seconds} CPU-seconds (all its threads together; "
@@ -86,41 +92,84 @@ def child_environment(parent: Mapping[str, str], home: Path) -> dict[str, str]:
     return env
 
 
-def start_pipeline(workdir: Path, limits: ChildLimits) -> subprocess.Popen[bytes]:
-    """Run ``python -m workers.pipeline workdir`` in its own session, logging to ``workdir/log.txt``.
+# what the child runs on its folder: the pipeline (tests put other programs in its place)
+PIPELINE = ("-m", "workers.pipeline")
 
+
+def start_pipeline(
+    folder: Path, log: BoundedLog, limits: ChildLimits, jail: Jail | None, program: Sequence[str] = PIPELINE
+) -> subprocess.Popen[bytes]:
+    """Run ``python -m workers.pipeline`` on ``folder`` in its own session, its output drained into ``log``.
+
+    With a ``jail`` the child sees ``folder`` as ``/job`` and nothing of the worker; with
+    none (``QAT_SANDBOX=none``) it runs as the worker's user with only the limits below.
     ``limits.memory_bytes`` caps the child's data memory (``RLIMIT_DATA``: heap and
     private writable mappings). Not ``RLIMIT_AS``: CUDA reserves tens of GB of address
     space it never touches, so an address-space cap would fail every GPU job.
     ``limits.cpu_seconds`` is ``RLIMIT_CPU``: the kernel sends SIGXCPU there, which ends
     the child (Python leaves SIGXCPU at its default), and SIGKILL ``CPU_GRACE_S`` later
-    if the child survived it.
+    if the child survived it. ``-P``: the working folder, which the child writes, is not
+    on its import path.
     """
-    with open(workdir / LOG_FILE, "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "workers.pipeline", str(workdir)],
-            cwd=workdir,
-            env=child_environment(os.environ, home=workdir),
+    where = JOB_ROOT if jail else folder
+    argv = [sys.executable, "-P", *program, str(where)]
+    if jail is not None:
+        jail.prepare(folder)
+        argv = jail.command(argv, folder, limits.max_processes)
+    env = child_environment(os.environ, home=where)
+    if jail is not None:
+        env["TMPDIR"] = "/tmp"  # the job's own tmp folder inside the sandbox
+    read_end, write_end = os.pipe()
+    try:
+        child = subprocess.Popen(
+            argv,
+            cwd=folder,
+            env=env,
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            stdout=write_end,
+            stderr=write_end,
             start_new_session=True,
-            preexec_fn=functools.partial(_prepare_child, limits),
+            preexec_fn=functools.partial(_prepare_child, limits, jail is None),
         )
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    log.start(read_end)
+    return child
 
 
-def _prepare_child(limits: ChildLimits) -> None:
+def _prepare_child(limits: ChildLimits, unconfined: bool) -> None:
     """In the child, before exec: set its ceilings and, on Linux, SIGKILL when the worker dies.
 
     No core files: SIGXCPU's default action dumps one, gigabytes for a model in memory.
+    Unconfined, the process limit and ``no_new_privs`` are set here; in the sandbox,
+    bubblewrap and ``prlimit`` set them inside its namespaces.
     """
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if limits.memory_bytes is not None:
         resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_bytes, limits.memory_bytes))
     if limits.cpu_seconds is not None:
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + CPU_GRACE_S))
+    if unconfined and limits.max_processes is not None:
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
     if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if unconfined:
+            libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+
+def killed_by(returncode: int, jailed: bool) -> int | None:
+    """The signal that ended a child with ``returncode``, if one did.
+
+    Python reports a signal as ``-n``; bubblewrap (``jailed``) exits ``128 + n`` when the
+    process inside was ended by signal ``n``, and ``-n`` when bubblewrap itself was.
+    """
+    if returncode < 0:
+        return -returncode
+    return returncode - 128 if jailed and returncode > 128 else None
 
 
 def kill_pipeline(child: subprocess.Popen[bytes]) -> None:

@@ -9,6 +9,7 @@ stop silently because the job is no longer ours (``LOST``).
 from __future__ import annotations
 
 import enum
+import signal
 import subprocess
 import time
 import uuid
@@ -19,10 +20,14 @@ from service.db import SessionFactory
 from service.store import LeaseStatus, Phase, Progress, renew_lease, update_progress
 from workers.progress import ProgressTail
 from workers.protocol import EXIT_REPORTED_ERROR, PROGRESS_FILE, PipelineError
-from workers.sandbox import ChildLimits, kill_pipeline
+from workers.sandbox import ChildLimits, kill_pipeline, killed_by
 
 POLL_S = 0.2
 PROGRESS_INTERVAL_S = 1.0
+# a job whose sandbox was killed by a signal the worker did not send; it runs again
+SANDBOX_KILLED = "SANDBOX_KILLED"
+# the signals that end a process from outside: the OOM killer, an operator, a host shutting down
+FROM_OUTSIDE = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # when two writes in one loop answer differently, the later state in this list wins
 _SEVERITY = [LeaseStatus.HELD, LeaseStatus.CANCEL_REQUESTED, LeaseStatus.LOST]
 
@@ -55,6 +60,7 @@ class Outcome(enum.Enum):
     CANCELLED = "cancelled"
     LOST = "lost"
     TIMED_OUT = "timed_out"
+    KILLED = "killed"  # by a signal the worker did not send: a system fault, retried
 
 
 @dataclass(frozen=True)
@@ -64,11 +70,18 @@ class ChildResult:
 
 
 def supervise(
-    child: subprocess.Popen[bytes], workdir: Path, lease: JobLease, deadline: float | None, limits: ChildLimits
+    child: subprocess.Popen[bytes],
+    workdir: Path,
+    lease: JobLease,
+    deadline: float | None,
+    limits: ChildLimits,
+    *,
+    jailed: bool,
 ) -> ChildResult:
     """Wait for ``child`` while keeping the lease; kill it on cancel, lease loss or ``deadline`` (monotonic).
 
-    ``limits`` are the ones ``child`` was started with, to name the one that ended it.
+    ``limits`` are the ones ``child`` was started with, to name the one that ended it;
+    ``jailed``: it is bubblewrap, which reports a signal that ended the pipeline as 128 + n.
     """
     tail = ProgressTail(workdir / PROGRESS_FILE)
     last_write = last_heartbeat = time.monotonic()
@@ -87,7 +100,7 @@ def supervise(
             last_heartbeat = now
         status = max(statuses, key=_SEVERITY.index)
         if returncode is not None:
-            return _exited(returncode, workdir, limits)
+            return _exited(returncode, workdir, limits, jailed)
         if status is not LeaseStatus.HELD or (deadline is not None and now > deadline):
             kill_pipeline(child)
             if status is LeaseStatus.CANCEL_REQUESTED:
@@ -98,20 +111,19 @@ def supervise(
         time.sleep(POLL_S)
 
 
-def _exited(returncode: int, workdir: Path, limits: ChildLimits) -> ChildResult:
+def _exited(returncode: int, workdir: Path, limits: ChildLimits, jailed: bool) -> ChildResult:
     if returncode == 0:
         return ChildResult(Outcome.SUCCEEDED)
-    reported = PipelineError.read(workdir) if returncode == EXIT_REPORTED_ERROR else limits.exit_error(returncode)
+    signal_number = killed_by(returncode, jailed)
+    reported = PipelineError.read(workdir) if returncode == EXIT_REPORTED_ERROR else limits.exit_error(signal_number)
     if reported is not None:
         return ChildResult(Outcome.FAILED, reported)
-    if returncode == -9:  # SIGKILL we did not send: on Linux, almost always the OOM killer
-        error = PipelineError(
-            "OUT_OF_MEMORY",
-            "the job was killed for using too much memory; lower spec.batch_size or submit a smaller model",
-            user_error=True,
-        )
-    else:
-        error = PipelineError(
-            "INTERNAL", f"the quantization process crashed (exit status {returncode}); see log.txt", user_error=False
-        )
+    if signal_number in FROM_OUTSIDE:
+        # from outside the job (the OOM killer, an operator, a node shutting down): a refused
+        # allocation or the memory limit is reported by the child itself as OUT_OF_MEMORY
+        name = signal.Signals(signal_number).name
+        message = f"the job's sandboxed process was killed from outside the job ({name}); it was not the job's input"
+        return ChildResult(Outcome.KILLED, PipelineError(SANDBOX_KILLED, message, user_error=False))
+    how = f"signal {signal_number}" if signal_number is not None else f"exit status {returncode}"
+    error = PipelineError("INTERNAL", f"the quantization process crashed ({how}); see log.txt", user_error=False)
     return ChildResult(Outcome.FAILED, error)

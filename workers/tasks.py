@@ -17,6 +17,7 @@ from service.settings import Settings
 from service.storage import ArtifactStore, store_from_settings
 from workers.celery_app import RUN_JOB, app
 from workers.execute import execute_job
+from workers.jail import jail_for
 from workers.sandbox import ChildLimits
 
 
@@ -35,5 +36,8 @@ def worker_id() -> str:
 def run_job(job_id: str) -> None:
     """Claim and run job ``job_id`` (a UUID string: the only thing the broker carries)."""
     settings, db, artifacts = _resources()
-    limits = ChildLimits(settings.child_memory_bytes, settings.child_cpu_seconds)
-    execute_job(db, artifacts, uuid.UUID(job_id), worker_id(), settings.lease_seconds, limits)
+    limits = ChildLimits(
+        settings.child_memory_bytes, settings.child_cpu_seconds, settings.child_max_processes, settings.child_log_bytes
+    )
+    jail = jail_for(settings.sandbox, settings.sandbox_uid)
+    execute_job(db, artifacts, uuid.UUID(job_id), worker_id(), settings.lease_seconds, limits, jail)

@@ -138,7 +138,7 @@ def parse_layer(name: str, entry: Any) -> LayerConfig:
         raise ConfigError(
             f"layer '{name}': retrain_data_config has fixed_min: true, which pins the lower bound at 0, "
             f"and also clip_min: {data.clip_min!r}; remove one of them",
-            field=f"{name}.retrain_data_config.clip_min",
+            field=f"{name}.retrain_data_config",  # the two keys together are the mistake
         )
     return layer
 

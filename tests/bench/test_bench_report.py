@@ -73,6 +73,7 @@ def test_the_markdown_names_machine_versions_date_and_every_part(tmp_path: Path)
         "quality": rows,
         "step_time": [step],
         "service": {"summary": service},
+        "sandbox": [{"command": "python -c pass", "rounds": 5, "plain_ms": 32.3, "sandboxed_ms": 38.9, "added_ms": 6.6}],
     }
     json_path, md_path = report.write(results, tmp_path)
     md = md_path.read_text()
@@ -84,4 +85,5 @@ def test_the_markdown_names_machine_versions_date_and_every_part(tmp_path: Path)
     assert "| m (2, 3) | 10.00 (1.00x), 1.0 | 12.00 (1.20x), 1.5 |" in md
     assert "| jobs submitted / succeeded / unfinished at the deadline | 3 / 1 / 2 |" in md
     assert "| submit latency p50 / p99 | 20.0 / 29.8 ms |" in md and "vision 4.0 s (max 4.0), speech –" in md
+    assert "median of 5 interleaved runs" in md and "| `python -c pass` | 32.3 | 38.9 | 6.6 |" in md
     assert json.loads(json_path.read_text())["quality"][1]["drop"] == pytest.approx(1.5)

@@ -154,7 +154,7 @@ CASES = [
     Bad("clip_min positive", 422, "BAD_CONFIG", f"{LAYER}.retrain_data_config.clip_min", layer(data={"clip_min": 0.5})),
     Bad("fixed_min a string", 422, "BAD_CONFIG", f"{LAYER}.retrain_data_config.fixed_min",
         layer(data={"fixed_min": "false"})),
-    Bad("fixed_min with clip_min", 422, "BAD_CONFIG", f"{LAYER}.retrain_data_config.clip_min",
+    Bad("fixed_min with clip_min", 422, "BAD_CONFIG", f"{LAYER}.retrain_data_config",
         layer(data={"fixed_min": True, "clip_min": -1.0}), says="remove one"),
     Bad("data dst_type INT16", 422, "BAD_CONFIG", f"{LAYER}.retrain_data_config.dst_type",
         layer(data={"dst_type": "INT16"})),

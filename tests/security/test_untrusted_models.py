@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from hostile_pt2 import WithConstant, hostile, variants, with_hostile_sample_inputs
+from hostile_pt2 import WithConstant, hostile, variants
 from untrusted_models import CANARY, CEILING, Forever, Hog, dataset, export, submit
 from worker_fixtures import Pool, child_pids, finished, running
 
@@ -28,7 +28,7 @@ def test_hostile_archives_run_nothing_through_a_real_job(
     tmp_path: Path, production_settings: dict[str, str]
 ) -> None:
     """On PostgreSQL, Redis and S3: each hostile variant is refused at submission or fails BAD_MODEL in
-    the worker; hostile sample inputs are dropped and the job succeeds; no payload ever runs."""
+    the worker, and no payload ever runs (hostile sample inputs are dropped: test_pt2_loader.py)."""
     marker = tmp_path / "pwned"
     pt2 = export(WithConstant())
     with running(Pool(tmp_path, **production_settings)) as pool:
@@ -42,8 +42,6 @@ def test_hostile_archives_run_nothing_through_a_real_job(
             else:
                 assert created.status_code == 422, (variant, created.text)
                 assert created.json()["error"]["code"] == "BAD_MODEL" and needle in created.json()["error"]["message"]
-        job = submit(pool, with_hostile_sample_inputs(pt2, marker))
-        assert pool.wait_for_job(job["id"], finished, timeout_s=120)["state"] == "SUCCEEDED"
     assert not marker.exists(), "a payload ran"
 
 

@@ -296,7 +296,7 @@ ERRORS: list[tuple[str, Callable[[dict[str, Any]], None], str, list[str]]] = [
     (
         "fixed-min-with-clip-min",
         data_cfg(fixed_min=True, clip_min=-1.0),
-        "conv1.retrain_data_config.clip_min",
+        "conv1.retrain_data_config",
         ["'conv1'", "fixed_min: true", "clip_min: -1.0", "remove one"],
     ),
     (

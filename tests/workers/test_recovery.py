@@ -1,8 +1,12 @@
-"""A worker killed mid-training: the reaper re-queues its job and the other worker finishes it once."""
+"""A worker killed mid-training: the reaper re-queues its job and the other worker finishes it once.
+
+A job whose sandboxed process alone is killed from outside runs again at once (SANDBOX_KILLED).
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -66,3 +70,38 @@ def test_job_of_a_sigkilled_worker_succeeds_once_on_the_other(digits: tuple[Path
     stored = {path.name for path in (pool.root / "artifacts" / "jobs" / job_id).glob("attempt-*")}
     assert stored == {"attempt-2"}, "the killed attempt uploaded nothing"
     print("\nattempt 2 timings (s):", job["metrics"]["timings_s"])
+
+
+def _descendants(pid: int) -> list[int]:
+    found, frontier = [], [pid]
+    while frontier:
+        children = child_pids(frontier.pop())
+        found += children
+        frontier += children
+    return found
+
+
+def test_a_sandbox_killed_from_outside_is_retried_not_blamed_on_the_user(
+    digits: tuple[Path, Path], two_workers: Pool
+) -> None:
+    """The OOM killer ends the job's sandboxed process: a system fault, so attempt 2 runs at once.
+
+    (Which signals count as "from outside" is tested on their exit statuses in test_sandbox.py.)
+    """
+    pool = two_workers
+    job_id = submit(pool, digits, SPEC)
+    training = pool.wait_for_job(job_id, lambda job: job["phase"] == "training" or finished(job))
+    assert training["state"] == "RUNNING" and training["attempt"] == 1
+    owner = store.load_job(pool.db(), uuid.UUID(job_id)).lease_owner
+    assert owner is not None
+    sandboxed = [
+        pid
+        for pid in _descendants(int(owner.rsplit(":", 1)[1]))
+        if Path(f"/proc/{pid}/comm").read_text().startswith("python")
+    ]
+    assert len(sandboxed) == 1, "one pipeline process runs inside the sandbox"
+    os.kill(sandboxed[0], signal.SIGKILL)
+
+    job = pool.wait_for_job(job_id, finished, timeout_s=300)
+    assert job["state"] == "SUCCEEDED" and job["attempt"] == 2, job
+    assert job["failure"] is None
