@@ -66,14 +66,16 @@ class Jail:
         if root:
             drop = [f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
             inside = ["setpriv", *drop, "--", *inside]
+        # the job's folders before the Python paths: a checkout or venv under /tmp stays visible
         return [
             BWRAP,
             *namespaces,
             "--die-with-parent",
             "--new-session",
             *keep,
-            *_filesystem(),
+            *_system(),
             *job,
+            *_python_binds(),
             "--",
             *inside,
         ]
@@ -113,8 +115,8 @@ class Jail:
             )
 
 
-def _filesystem() -> list[str]:
-    """bubblewrap's arguments for everything the child may see besides its job folder."""
+def _system() -> list[str]:
+    """bubblewrap's arguments for the operating system's part of the child's view."""
     args = ["--ro-bind", "/usr", "/usr"]
     for path in _SYSTEM_ROOTS:
         if os.path.islink(path):
@@ -130,6 +132,12 @@ def _filesystem() -> list[str]:
     if gpus:
         for path in _GPU_SYS:
             args += ["--ro-bind-try", path, path]
+    return args
+
+
+def _python_binds() -> list[str]:
+    """bubblewrap's arguments for the interpreter and packages, read-only at their own paths."""
+    args: list[str] = []
     made: set[Path] = set()
     for path in _python_paths():
         for parent in reversed(path.parents):  # bubblewrap would create missing parents 0700
