@@ -20,10 +20,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from quantlib.config import ConfigError, check_calibration, load_config, load_simple_config
-from quantlib.data import DataError, load_dataset
-from quantlib.errors import is_out_of_memory
-from quantlib.modelfile import ModelError, load_exported_program
+from quantlib.config import check_calibration, load_config, load_simple_config
+from quantlib.data import load_dataset
+from quantlib.errors import QuantlibError, is_out_of_memory
+from quantlib.modelfile import load_exported_program
 from quantlib.spec import AccuracyTarget, QATSpec, parse_spec
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ def quantize(
                 spec=spec,
                 on_progress=PhaseBar(progress),
             )
-    except (ConfigError, DataError, ModelError) as exc:
+    except QuantlibError as exc:  # the config, spec, data or model; a run that diverged
         message = " ".join(exc.message.split())
         click.echo(f"error [{exc.code}] {exc.field or 'input'}: {message}", err=True)
         raise SystemExit(USER_ERROR_EXIT) from None

@@ -21,6 +21,8 @@ X_KEYS = ("x_train", "x_eval")
 Y_KEYS = ("y_train", "y_eval")
 ALLOWED_KEYS = ("x_train", "y_train", "x_eval", "y_eval")
 _DTYPES = {"x_train": np.float32, "x_eval": np.float32, "y_train": np.int64, "y_eval": np.int64}
+# the largest input magnitude accepted: float16's largest finite value
+MAX_INPUT = 65504.0
 
 
 class DataError(QuantlibError):
@@ -145,11 +147,21 @@ def _check_shape(key: str, array: np.ndarray) -> None:
 
 
 def _check_finite(key: str, array: np.ndarray) -> None:
+    """No NaN or Inf, and nothing beyond float16's range: such inputs overflow in training or INT8."""
     bad = ~np.isfinite(array)
     if bad.any():
         first = int(np.argwhere(bad.reshape(len(array), -1).any(axis=1))[0, 0])
         raise DataError(
             f"{key} contains {int(bad.sum())} NaN or Inf values (first in sample {first}); clean or drop those samples",
+            field=key,
+        )
+    huge = np.abs(array) > MAX_INPUT
+    if huge.any():
+        first = int(np.argwhere(huge.reshape(len(array), -1).any(axis=1))[0, 0])
+        raise DataError(
+            f"{key} has {int(huge.sum())} values beyond +-{MAX_INPUT:g} (float16's range; the largest is "
+            f"{float(np.abs(array).max()):g}, first in sample {first}); such inputs overflow in training and "
+            "cannot be represented by INT8 ranges: normalise the data (e.g. scale to unit variance)",
             field=key,
         )
 

@@ -6,6 +6,7 @@ configs; the pipeline around them (files, phases, report) is :mod:`quantlib.trai
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from quantlib.errors import QuantlibError
 from quantlib.phases import Phases
 from quantlib.spec import QATSpec
 
@@ -90,9 +92,26 @@ def fine_tune(
             running += loss.detach()
             step += 1
             if phases.due():
-                phases.step(step, total, loss.item(), epoch)
-        epoch_losses.append(float(running) / len(batches))
+                phases.step(step, total, _finite(loss.item(), epoch, spec), epoch)
+        epoch_losses.append(_finite(float(running) / len(batches), epoch, spec))
     return epoch_losses
+
+
+class DivergedError(QuantlibError):
+    """The training loss stopped being a number: the user's settings or data, not the service."""
+
+    default_code = "DIVERGED"
+    default_field = "lr"
+
+
+def _finite(loss: float, epoch: int, spec: QATSpec) -> float:
+    """``loss``, or :class:`DivergedError` once it is NaN or infinite: nothing after it can be trained."""
+    if not math.isfinite(loss):
+        raise DivergedError(
+            f"the training loss became {loss} in epoch {epoch}: the run diverged; lower spec.lr (it is {spec.lr}), "
+            "or check the data for extreme values"
+        )
+    return loss
 
 
 def _train_mode(model: nn.Module, *, freeze_bn: bool) -> None:

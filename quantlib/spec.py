@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from quantlib.config.errors import ConfigError
 
+# beyond these a run can only fail or never end: refused at submission
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 65_536
+MAX_LR = 10.0
 Optimizer = Literal["sgd", "adam"]
 Loss = Literal["auto", "ce", "mse", "kl"]
 Metric = Literal["top1", "sqnr"]
@@ -27,7 +31,7 @@ class AccuracyTarget(BaseModel):
     10^(-SQNR/10), so 0.01 allows an output SQNR down to 20 dB and 0.001 to 30 dB.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     max_drop: float = Field(default=0.01, ge=0, le=1, description="the largest acceptable drop of the metric")
     metric: Metric = "top1"
@@ -49,11 +53,12 @@ class QATSpec(BaseModel):
     the FP32 model's decisions for noise. Raise ``lr``/``epochs`` for INT4.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: JSON's true is not 1 and "2" is not 2; no NaN or infinity anywhere
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
-    epochs: int = Field(default=2, ge=0, description="0 calibrates and exports without training")
-    batch_size: int = Field(default=32, ge=1, description="training and calibration batch size")
-    lr: float = Field(default=1e-5, gt=0, description="decays to 0 on a cosine schedule")
+    epochs: int = Field(default=2, ge=0, le=MAX_EPOCHS, description="0 calibrates and exports without training")
+    batch_size: int = Field(default=32, ge=1, le=MAX_BATCH_SIZE, description="training and calibration batch size")
+    lr: float = Field(default=1e-5, gt=0, le=MAX_LR, description="decays to 0 on a cosine schedule")
     optimizer: Optimizer = "adam"
     loss: Loss = "auto"
     seed: int = 0

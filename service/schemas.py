@@ -24,6 +24,7 @@ M = TypeVar("M", bound=BaseModel)
 StateName = Literal["QUEUED", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED", "CANCELLED"]
 # keys of a submitted spec that steer the service rather than the training run
 JOB_OPTION_KEYS = ("priority", "max_runtime_s")
+MAX_RUNTIME_S = 30 * 24 * 3600
 
 
 class JobSpec(QATSpec):
@@ -32,7 +33,10 @@ class JobSpec(QATSpec):
     # torch takes seeds up to 64 bits; a larger one would fail the job on the GPU instead of here
     seed: int = Field(default=0, ge=0, lt=2**63, description="seeds shuffling and initialisation")
     priority: int = Field(default=0, ge=0, le=9, description="higher runs first within a team")
-    max_runtime_s: int | None = Field(default=None, gt=0, description="fail the job if it runs longer")
+    # a CPU-time limit of max_runtime_s x CPUs must fit the kernel's rlimit: 30 days is far inside
+    max_runtime_s: int | None = Field(
+        default=None, gt=0, le=MAX_RUNTIME_S, description="fail the job if it runs longer (at most 30 days)"
+    )
 
 
 class ListJobsQuery(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import time
@@ -67,10 +68,22 @@ class ProgressTail:
 
 
 def _parse(raw: bytes) -> ProgressLine | None:
-    """A progress line, or ``None`` for anything malformed: the child runs untrusted code."""
+    """A progress line, or ``None`` for anything malformed: the child runs untrusted code.
+
+    Only finite numbers of the right types pass: the line goes on into the job row's JSON.
+    """
     try:
-        line = ProgressLine(**json.loads(raw))
+        line = ProgressLine(**json.loads(raw, parse_constant=_no_constants))
         Phase(line.phase)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
+        return None
+    counts = (line.step, line.total, line.epoch if line.epoch is not None else 0)
+    if not all(type(n) is int and 0 <= n < 2**53 for n in counts):
+        return None
+    if line.loss is not None and (type(line.loss) not in (int, float) or not math.isfinite(line.loss)):
         return None
     return line
+
+
+def _no_constants(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")

@@ -9,6 +9,7 @@ and, on failure, ``error.json``. Torch-free, so the parent never imports torch.
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 from dataclasses import asdict, dataclass
@@ -70,7 +71,9 @@ class ProgressLine:
     epoch: int | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        """One line of strict JSON: a loss that is not finite is written as null (JSON has no NaN)."""
+        finite = self.loss is None or math.isfinite(self.loss)
+        return json.dumps({**asdict(self), "loss": self.loss if finite else None}, allow_nan=False)
 
 
 @dataclass(frozen=True)

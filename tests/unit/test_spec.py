@@ -25,6 +25,21 @@ from quantlib.spec import QATSpec, parse_spec
         ({"accuracy": {"weight_bits_budget": 3.5}}, "accuracy.weight_bits_budget"),
         ({"accuracy": {"max_dorp": 0.01}}, "accuracy.max_dorp"),
         ({"accuracy": 0.01}, "accuracy"),
+        # strict JSON types: a bool or a string is not a number, 2.0 is not a count
+        ({"epochs": True}, "epochs"),
+        ({"epochs": "1"}, "epochs"),
+        ({"epochs": 2.0}, "epochs"),
+        ({"lr": True}, "lr"),
+        ({"lr": "1e-5"}, "lr"),
+        ({"freeze_bn": 1}, "freeze_bn"),
+        ({"accuracy": {"max_trials": True}}, "accuracy.max_trials"),
+        # values a run can only fail on, or never finish with
+        ({"lr": 1e300}, "lr"),
+        ({"lr": float("inf")}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"epochs": 10**9}, "epochs"),
+        ({"batch_size": 2**40}, "batch_size"),
+        ({"accuracy": {"max_drop": float("nan")}}, "accuracy.max_drop"),
     ],
 )
 def test_bad_settings_name_the_field(values: dict[str, object], field: str) -> None:
@@ -51,3 +66,7 @@ def test_accuracy_target_defaults_and_nested_messages() -> None:
     with pytest.raises(ConfigError) as info:
         parse_spec({"accuracy": {"max_dorp": 0.01}})
     assert "max_drop" in info.value.message and "max_trials" in info.value.message
+
+
+def test_an_int_is_a_valid_learning_rate() -> None:
+    assert parse_spec({"lr": 1}).lr == 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 from conftest import Pool, finished, running, submit
 from workers.childlog import BoundedLog
 from workers.progress import ProgressTail
-from workers.protocol import child_file, read_child_file
+from workers.protocol import ProgressLine, child_file, read_child_file
 from workers.jail import Jail
 from workers.sandbox import child_environment, killed_by
 from workers.supervise import FROM_OUTSIDE
@@ -156,3 +157,21 @@ def test_the_signal_that_ended_a_child_is_read_from_bubblewrap_and_from_python(t
 
 def test_an_ordinary_exit_status_is_no_signal() -> None:
     assert killed_by(3, jailed=True) is None and killed_by(0, jailed=False) is None and killed_by(200, jailed=False) is None
+
+
+def test_progress_lines_carry_only_finite_numbers(tmp_path: Path) -> None:
+    """The job row's progress is JSON (PostgreSQL's jsonb refuses NaN): neither side lets one through."""
+    assert json.loads(ProgressLine("training", 1, 2, float("nan"), 1).to_json())["loss"] is None
+    path = tmp_path / "progress.jsonl"
+    hostile = [
+        '{"phase": "training", "step": 1, "total": 2, "loss": NaN}',
+        '{"phase": "training", "step": 1, "total": 2, "loss": 1e999}',
+        '{"phase": "training", "step": true, "total": 2}',
+        '{"phase": "training", "step": 1.5, "total": 2}',
+    ]
+    path.write_text("\n".join(hostile) + "\n")
+    tail = ProgressTail(path)
+    assert tail.poll() is False and tail.latest() is None
+    with open(path, "a") as file:
+        file.write(ProgressLine("training", 2, 4, 0.25, 1).to_json() + "\n")
+    assert tail.poll() is True and tail.latest() is not None and tail.latest()[1].loss == 0.25
