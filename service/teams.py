@@ -24,7 +24,10 @@ from service.errors import Conflict, InvalidArgument, NotFound
 
 TOKEN_SCHEME = "qat_"
 PREFIX_LENGTH = len(TOKEN_SCHEME) + 12
-_TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# fullmatch: '$' alone would also accept a name ending in a newline
+_TEAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# the largest value of each team limit: far beyond any pool, well inside the 32-bit columns
+LIMIT_MAX = {"max_running": 10_000, "max_queued": 1_000_000, "weight": 1_000}
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ def create_team(
     db: SessionFactory, name: str, *, max_running: int = 2, max_queued: int = 100, weight: int = 1
 ) -> IssuedToken:
     """Create team ``name`` with its first token; ``Conflict`` if the name is taken."""
-    if not _TEAM_NAME.match(name):
+    if not _TEAM_NAME.fullmatch(name):
         raise InvalidArgument(
             f"bad team name {name!r}: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
             field="name",
@@ -152,8 +155,8 @@ def authenticate(db: SessionFactory, token: str) -> Team | None:
 
 def _check_limits(**limits: int) -> None:
     for field, value in limits.items():
-        if value < 1:
-            raise InvalidArgument(f"{field} must be at least 1, got {value}", field=field)
+        if not 1 <= value <= LIMIT_MAX[field]:
+            raise InvalidArgument(f"{field} must be 1 to {LIMIT_MAX[field]}, got {value}", field=field)
 
 
 def _issue(session: Session, team: Team) -> IssuedToken:

@@ -83,6 +83,15 @@ def test_team_lifecycle(env: dict[str, str]) -> None:
     [
         (("admin", "create-team", "dup"), "error [CONFLICT] name: team 'dup' already exists"),
         (("admin", "create-team", "bad name"), "error [INVALID_ARGUMENT] name: bad team name"),
+        (("admin", "create-team", "alpha\n"), "error [INVALID_ARGUMENT] name: bad team name 'alpha\\n'"),
+        (
+            ("admin", "create-team", "big", "--max-queued", "3000000000"),
+            "error [INVALID_ARGUMENT] max_queued: max_queued must be 1 to 1000000, got 3000000000",
+        ),
+        (
+            ("admin", "set-team", "dup", "--weight", "99999999999"),
+            "error [INVALID_ARGUMENT] weight: weight must be 1 to 1000, got 99999999999",
+        ),
         (("admin", "create-token", "ghost"), "error [NOT_FOUND] team: no team named 'ghost'"),
         (("admin", "revoke-token", "qat_nope"), "error [NOT_FOUND] prefix: no token with prefix 'qat_nope'"),
         (("admin", "set-team", "ghost", "--weight", "2"), "error [NOT_FOUND] name: no team named 'ghost'"),
