@@ -14,6 +14,9 @@ class ServiceError(Exception):
     """Base of every error meant for a user or a calling program, never a bare crash."""
 
     code: ClassVar[str] = "INTERNAL"
+    # what a caller is told when the fault is the service's own: the message itself may name
+    # hosts, buckets, keys or paths, which go to the log only (None: the message is public)
+    public_message: ClassVar[str | None] = None
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -113,12 +116,14 @@ class StorageUnavailable(ServiceError):
     """The artifact store could not be reached or refused the operation."""
 
     code = "STORAGE_UNAVAILABLE"
+    public_message = "the artifact store is unreachable right now; retry in a few seconds"
 
 
 class StorageFull(ServiceError):
     """The artifact store has no room left (disk full, quota): nothing was stored; an operator must free space."""
 
     code = "STORAGE_FULL"
+    public_message = "the artifact store is full, so nothing was stored; retry later (an operator must free space)"
 
 
 class DatabaseUnavailable(ServiceError):

@@ -49,9 +49,12 @@ def error_response(code: str, message: str, field: str | None, status: int) -> R
 
 def _known(error: ServiceError | QuantlibError) -> Response:
     status = STATUS_BY_CODE.get(error.code, 500 if isinstance(error, ServiceError) else 422)
-    if status >= 500:
-        current_app.logger.warning("request failed: %s", error)
-    return error_response(error.code, error.message, error.field, status)
+    if status < 500:
+        return error_response(error.code, error.message, error.field, status)
+    # the service's own fault: the details (endpoint, bucket, key) go to the log only
+    current_app.logger.warning("request failed: %s", error)
+    public = getattr(error, "public_message", None)
+    return error_response(error.code, public or error.message, None if public else error.field, status)
 
 
 def _http(error: HTTPException) -> Response:

@@ -1,11 +1,12 @@
 """What ``/readyz`` checks: can this process reach its database, broker and artifact store?
 
 Each check is cheap (one ``SELECT 1``, one TCP connect or folder stat, one tiny listing)
-and reports a reason instead of raising, so one answer shows everything that is wrong.
+and reports instead of raising, so one answer shows everything that is down; the log says why.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Callable
@@ -15,13 +16,17 @@ from sqlalchemy import text
 
 from service.services import Services
 
+log = logging.getLogger(__name__)
 BROKER_CONNECT_TIMEOUT_S = 1.0
 _DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671}
 PROBE_PREFIX = "readyz/"
 
 
 def readiness(svc: Services) -> dict[str, str]:
-    """Component name -> ``"ok"`` or what is wrong with it."""
+    """Component name -> ``"ok"`` or ``"unavailable"``; the reason goes to the log only.
+
+    The probe is unauthenticated: its answer names no host, bucket or folder.
+    """
     checks: dict[str, Callable[[Services], None]] = {
         "database": _database,
         "broker": _broker,
@@ -33,7 +38,8 @@ def readiness(svc: Services) -> dict[str, str]:
             check(svc)
             results[name] = "ok"
         except Exception as exc:  # a readiness probe reports every failure, whatever its type
-            results[name] = f"{type(exc).__name__}: {exc}"
+            log.warning("readiness: %s unavailable: %s: %s", name, type(exc).__name__, exc)
+            results[name] = "unavailable"
     return results
 
 

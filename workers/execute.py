@@ -79,11 +79,12 @@ def execute_job(
         log.warning("job %s attempt %d: lease lost; results discarded", job_id, job.attempt)
     except (StorageUnavailable, StorageFull) as exc:  # boto3 has retried already; the store is down or full
         log.error("job %s attempt %d: artifact store failed: %s", job_id, job.attempt, exc)
-        message = f"{exc.message}; no results were published; resubmit the job once the store is back"
+        message = f"{exc.public_message}; no results were published; resubmit the job once the store is back"
         _fail_if_held(lease, PipelineError(exc.code, message, user_error=False))
     except Exception as exc:  # noqa: BLE001 - the job must end FAILED, not stay RUNNING until reaped
         log.exception("job %s attempt %d failed in the worker", job_id, job.attempt)
-        message = f"the worker failed while handling the job ({type(exc).__name__}: {exc}); it is safe to resubmit"
+        # the exception's text may hold SQL, hosts or paths: it is in the worker's log, not the message
+        message = f"the worker failed while handling the job ({type(exc).__name__}); it is safe to resubmit"
         _fail_if_held(lease, PipelineError("INTERNAL", message, user_error=False))
 
 
@@ -232,11 +233,10 @@ def _end_unsuccessful(
         state = store.retry_job(lease.db, lease.job_id, lease.worker_id, lease.attempt, result.error.code, result.error.message)
         log.warning("job %s attempt %d: %s; now %s", lease.job_id, lease.attempt, result.error.message, state)
     elif result.outcome is Outcome.FAILED and result.error is not None:
-        error = result.error
-        if not error.user_error:
-            tail = "\n".join(output.last_lines(LOG_TAIL_LINES))
-            error = PipelineError(error.code, f"{error.message}\n\nlast lines of log.txt:\n{tail}", error.user_error)
-        _fail_with_log(lease, artifacts, output.path, error)
+        if not result.error.user_error:  # the traceback is the operator's: in the worker's log, and log.txt
+            log.error("job %s attempt %d: %s; last lines of its log:\n%s", lease.job_id, lease.attempt,
+                      result.error.message, "\n".join(output.last_lines(LOG_TAIL_LINES)))
+        _fail_with_log(lease, artifacts, output.path, result.error)
     # Outcome.LOST: the job belongs to someone else now; write nothing
 
 

@@ -85,10 +85,9 @@ def classify(exc: BaseException) -> PipelineError:
             f"the job ran out of memory{_memory_ceiling()}; lower spec.batch_size or submit a smaller model or dataset",
             user_error=True,
         )
+    # the exception's text may name paths inside the worker: the traceback is in log.txt
     return PipelineError(
-        "INTERNAL",
-        f"the quantization pipeline failed unexpectedly ({type(exc).__name__}: {exc}); see log.txt",
-        user_error=False,
+        "INTERNAL", f"the quantization pipeline failed unexpectedly ({type(exc).__name__}); see log.txt", user_error=False
     )
 
 

@@ -82,11 +82,16 @@ def test_worker_rides_out_a_short_s3_outage_and_fails_the_job_on_a_long_one(
         refused = pool.post("/v1/jobs", files=tiny_inputs())
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "STORAGE_UNAVAILABLE", refused.text
         assert refused.headers["Retry-After"]
+        ready = pool.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["storage"] == "unavailable"
+        for answer in (refused.text, ready.text):  # nothing of the infrastructure in what callers see
+            assert own_s3.endpoint.split("//")[1] not in answer and BUCKET not in answer and "qat/" not in answer
         job = pool.wait_for_job(job_id, finished, timeout_s=240)
         assert job["state"] == "FAILED", job
         failure = job["failure"]
         assert failure["code"] == "STORAGE_UNAVAILABLE" and failure["user_error"] is False, failure
         assert "no results were published" in failure["message"]
+        assert own_s3.endpoint.split("//")[1] not in failure["message"] and BUCKET not in failure["message"]
         assert pool.get(f"/v1/jobs/{job_id}/artifacts").json()["artifacts"] == []
         assert _artifact_rows(pool, job_id) == []
         assert len(pool.get("/v1/jobs").json()["jobs"]) == 2, "the refused submission made no job"

@@ -332,12 +332,19 @@ def test_health_ready_and_metrics(api: Any, submit: Submit) -> None:
 
 @SQLITE_ONLY
 @S3_ONLY
-def test_readyz_reports_unreachable_storage(make_api: Callable[..., Any], s3_endpoint: str) -> None:
+def test_readyz_reports_unreachable_storage(make_api: Callable[..., Any], s3_endpoint: str, submit: Submit) -> None:
     api = make_api(store=S3Store("qat-no-such-bucket", endpoint_url=s3_endpoint))
+    refused = submit(api.new_team())
+    assert refused.status_code == 503 and refused.json()["error"] == {
+        "code": "STORAGE_UNAVAILABLE",
+        "message": "the artifact store is unreachable right now; retry in a few seconds",
+        "field": None,
+    }
     ready = api.client(None).get("/readyz")
     assert ready.status_code == 503
     body = ready.json()
-    assert body["status"] == "unavailable" and body["checks"]["storage"] != "ok" and body["checks"]["database"] == "ok"
+    assert body["status"] == "unavailable" and body["checks"] == {"database": "ok", "broker": "ok", "storage": "unavailable"}
+    assert "qat-no-such-bucket" not in ready.text and s3_endpoint.split("//")[1] not in ready.text, "no address to strangers"
 
 
 @SQLITE_ONLY
