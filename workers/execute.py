@@ -41,7 +41,7 @@ from workers.protocol import (
 )
 from workers.sandbox import ChildLimits, kill_pipeline, start_pipeline
 from workers.scratch import job_workdir, remove_stale_workdirs
-from workers.supervise import ChildResult, JobLease, Outcome, supervise
+from workers.supervise import ChildResult, Heartbeat, JobLease, Outcome, supervise
 
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 30
@@ -73,8 +73,8 @@ def execute_job(
     job = store.load_job(db, job_id)
     lease = JobLease(db, job_id, worker_id, job.attempt, lease_s)
     try:
-        with job_workdir(job_id) as workdir:
-            _run(job, lease, artifacts, workdir, limits.for_job(job.spec.get("max_runtime_s")), jail)
+        with Heartbeat(lease) as heartbeat, job_workdir(job_id) as workdir:
+            _run(job, heartbeat, artifacts, workdir, limits.for_job(job.spec.get("max_runtime_s")), jail)
     except LeaseLost:
         log.warning("job %s attempt %d: lease lost; results discarded", job_id, job.attempt)
     except (StorageUnavailable, StorageFull) as exc:  # boto3 has retried already; the store is down or full
@@ -89,11 +89,12 @@ def execute_job(
 
 
 def _run(
-    job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path, limits: ChildLimits, jail: Jail | None
+    job: Job, heartbeat: Heartbeat, artifacts: ArtifactStore, workdir: Path, limits: ChildLimits, jail: Jail | None
 ) -> None:
+    lease = heartbeat.lease
     timings: dict[str, float] = {"queue_wait": _seconds(job.created_at, job.started_at)}
     started = time.monotonic()
-    if lease.progress(Phase.LOADING, None) is not LeaseStatus.HELD:
+    if heartbeat.note(lease.progress(Phase.LOADING, None)) is not LeaseStatus.HELD:
         _stop_early(lease)
         return
     deadline = started + job.spec["max_runtime_s"] if job.spec.get("max_runtime_s") else None
@@ -101,11 +102,14 @@ def _run(
     folder.mkdir()
     _fetch_inputs(job, lease, artifacts, folder)
     timings["download"] = round(time.monotonic() - started, 3)
+    if heartbeat.status is not LeaseStatus.HELD:  # cancelled, or taken, while the inputs came in
+        _stop_early(lease)
+        return
     child_started = time.monotonic()
     output = BoundedLog(workdir / LOG_FILE, limits.log_bytes)
     child = start_pipeline(folder, output, limits, jail)
     try:
-        result = supervise(child, folder, lease, deadline, limits, jailed=jail is not None)
+        result = supervise(child, folder, heartbeat, deadline, limits, jailed=jail is not None)
     finally:  # the worker itself failed (database down): leave no orphan training
         if child.poll() is None:
             kill_pipeline(child)
@@ -187,7 +191,7 @@ def _upload_and_end(
 
 
 def _pausing_with_lease(lease: JobLease) -> Callable[[float], None]:
-    """A wait that keeps heartbeating, so retrying an upload does not hand the job to the reaper."""
+    """A wait between upload retries that stops as soon as the job is no longer this attempt's."""
 
     def pause(seconds: float) -> None:
         deadline = time.monotonic() + seconds

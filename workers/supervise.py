@@ -3,16 +3,20 @@
 The parent is the only process with database access, so it relays what the child
 reports and acts on what the job row says. Any write fenced by the lease tells it
 whether to go on (``HELD``), stop because the user cancelled (``CANCEL_REQUESTED``) or
-stop silently because the job is no longer ours (``LOST``).
+stop silently because the job is no longer ours (``LOST``). The lease itself is renewed
+by a :class:`Heartbeat` on a thread of its own for the whole job, transfers included.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import signal
 import subprocess
+import threading
 import time
 import uuid
+from types import TracebackType
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +26,7 @@ from workers.progress import ProgressTail
 from workers.protocol import EXIT_REPORTED_ERROR, PROGRESS_FILE, PipelineError
 from workers.sandbox import ChildLimits, kill_pipeline, killed_by
 
+log = logging.getLogger(__name__)
 POLL_S = 0.2
 PROGRESS_INTERVAL_S = 1.0
 # a job whose sandbox was killed by a signal the worker did not send; it runs again
@@ -54,6 +59,45 @@ class JobLease:
         return min(5.0, self.lease_s / 3)
 
 
+class Heartbeat:
+    """A job's lease renewed on a thread of its own, from the claim to the job's end.
+
+    Downloading inputs, uploading results and retrying either can take longer than a
+    lease: renewing only between steps would hand a healthy worker's job to the reaper.
+    Every answer is kept, the most severe winning, for the job's steps to act on.
+    """
+
+    def __init__(self, lease: JobLease) -> None:
+        self.lease = lease
+        self._status = LeaseStatus.HELD
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{lease.job_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def status(self) -> LeaseStatus:
+        return self._status
+
+    def note(self, status: LeaseStatus) -> LeaseStatus:
+        """Keep ``status`` (the answer of another fenced write) if it is more severe; the status now."""
+        self._status = max(self._status, status, key=_SEVERITY.index)
+        return self._status
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.lease.heartbeat_s):
+            try:
+                self.note(self.lease.renew())
+            except Exception as exc:  # noqa: BLE001 - the database is down: try again; the lease may expire
+                log.warning("job %s: could not renew the lease: %s", self.lease.job_id, type(exc).__name__)
+
+
 class Outcome(enum.Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -72,33 +116,29 @@ class ChildResult:
 def supervise(
     child: subprocess.Popen[bytes],
     workdir: Path,
-    lease: JobLease,
+    heartbeat: Heartbeat,
     deadline: float | None,
     limits: ChildLimits,
     *,
     jailed: bool,
 ) -> ChildResult:
-    """Wait for ``child`` while keeping the lease; kill it on cancel, lease loss or ``deadline`` (monotonic).
+    """Wait for ``child``, relaying its progress; kill it on cancel, lease loss or ``deadline`` (monotonic).
 
     ``limits`` are the ones ``child`` was started with, to name the one that ended it;
     ``jailed``: it is bubblewrap, which reports a signal that ended the pipeline as 128 + n.
     """
     tail = ProgressTail(workdir / PROGRESS_FILE)
-    last_write = last_heartbeat = time.monotonic()
+    last_write = time.monotonic()
     unsent = False
     while True:
         returncode = child.poll()
         now = time.monotonic()
         unsent = tail.poll() or unsent
         latest = tail.latest()
-        statuses = [LeaseStatus.HELD]
         if unsent and latest is not None and now - last_write >= PROGRESS_INTERVAL_S:
-            statuses.append(lease.progress(*latest))
+            heartbeat.note(heartbeat.lease.progress(*latest))
             last_write, unsent = now, False
-        if now - last_heartbeat >= lease.heartbeat_s:  # progress writes do not extend the lease
-            statuses.append(lease.renew())
-            last_heartbeat = now
-        status = max(statuses, key=_SEVERITY.index)
+        status = heartbeat.status
         if returncode is not None:
             return _exited(returncode, workdir, limits, jailed)
         if status is not LeaseStatus.HELD or (deadline is not None and now > deadline):
