@@ -3,7 +3,10 @@
 Torch-free and server-free: it needs only httpx, so a laptop can submit jobs and fetch
 INT8 models without the training stack. Every API error becomes :class:`ApiError`
 carrying the API's stable ``code``; a server that cannot be reached becomes
-:class:`ServerUnreachable` naming the URL, so a typo in ``QAT_URL`` reads as one.
+:class:`ServerUnreachable` naming the URL, so a typo in ``QAT_URL`` reads as one. Every
+call is safe to repeat (a submission carries an Idempotency-Key), so a connection error
+or a 502/503/504 is retried, as ``Retry-After`` asks, for up to ``retry_for_s``: a
+database restart during an hours-long ``wait`` is ridden out.
 
     from service.client import Client
 
@@ -19,6 +22,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +33,10 @@ from urllib.parse import quote
 import httpx
 
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+# answers that mean "again in a moment": the service or a proxy in front of it is restarting
+TRANSIENT_STATUSES = frozenset({502, 503, 504})
+RETRY_FOR_S = 60.0
+_FIRST_DELAY_S, _MAX_DELAY_S = 0.5, 8.0
 PathLike = str | os.PathLike[str]
 
 
@@ -147,8 +155,10 @@ class Artifact:
 class Client:
     """One team's view of the service; a context manager that closes its connection pool."""
 
-    def __init__(self, url: str, token: str, *, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, token: str, *, timeout: float = 60.0, retry_for_s: float = RETRY_FOR_S) -> None:
         self.url = url.rstrip("/")
+        self.retry_for_s = retry_for_s
+        self._answered = False  # until the service has answered once, no answer means a wrong URL
         self._http = httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {token}", "User-Agent": "qat-client"},
@@ -175,18 +185,21 @@ class Client:
     ) -> Job:
         """Upload a ``.pt2`` model with data (a ``.npz`` or an uploaded ``dataset_id``) and queue a job.
 
-        ``config`` and ``spec`` are dicts or paths of JSON files. With ``idempotency_key``
-        a retried submission returns the job the first one created instead of a second job.
+        ``config`` and ``spec`` are dicts or paths of JSON files. A retried submission with
+        the same ``idempotency_key`` returns the job the first one created instead of a
+        second job; without one a fresh key is sent, so this call's own retries are safe.
         """
         form = {name: _json_text(value) for name, value in (("config", config), ("spec", spec)) if value is not None}
         if dataset_id is not None:
             form["dataset_id"] = dataset_id
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        headers = {"Idempotency-Key": idempotency_key or f"qat-client-{uuid.uuid4()}"}
         with ExitStack() as stack:
             files = {"model": _upload(stack, model, "model.pt2")}
             if data is not None:
                 files["data"] = _upload(stack, data, "data.npz")
-            return Job.from_json(self._json("POST", "/v1/jobs", data=form, files=files, headers=headers))
+            uploads = [file for _, file in files.values()]
+            body = self._send("POST", "/v1/jobs", uploads, data=form, files=files, headers=headers).json()
+            return Job.from_json(body)
 
     def get(self, job_id: str) -> Job:
         return Job.from_json(self._json("GET", _job_path(job_id)))
@@ -215,7 +228,7 @@ class Client:
 
     def read_artifact(self, job_id: str, name: str) -> bytes:
         """One artifact's bytes in memory: for small files such as ``log.txt`` or ``report.json``."""
-        response = self._send("GET", _artifact_path(job_id, name), follow_redirects=True)
+        response = self._send("GET", _artifact_path(job_id, name))
         return response.content
 
     def report_url(self, job_id: str) -> str:
@@ -296,38 +309,73 @@ class Client:
     @contextmanager
     def _stream(self, path: str) -> Iterator[httpx.Response]:
         """A streamed GET: API errors raised before the body is read, transport errors as ours."""
+        response = self._send("GET", path, stream=True)
         try:
-            with self._http.stream("GET", path, follow_redirects=True) as response:
-                if response.is_error:
-                    response.read()
-                    _raise_for_error(response)
-                yield response
+            yield response
         except httpx.TransportError as exc:
             raise ServerUnreachable(self.url, _reason(exc)) from exc
+        finally:
+            response.close()
 
     def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         body: dict[str, Any] = self._send(method, path, **kwargs).json()
         return body
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ServerUnreachable(self.url, _reason(exc)) from exc
-        _raise_for_error(response)
-        return response
+    def _send(
+        self, method: str, path: str, uploads: list[IO[bytes]] | None = None, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """One call, retried on a connection error or a 502/503/504 until ``retry_for_s`` has passed.
+
+        It waits what ``Retry-After`` asks, else 0.5 s doubling to 8 s. ``uploads`` are
+        rewound for each try; one that cannot be (a pipe) makes the call a single try.
+        Connection errors are retried only once the service has answered this client: before
+        that, they mean a wrong URL, said at once.
+        """
+        give_up = time.monotonic() + (self.retry_for_s if all(f.seekable() for f in uploads or []) else 0)
+        delay = _FIRST_DELAY_S
+        while True:
+            for upload in uploads or []:
+                upload.seek(0)
+            try:
+                request = self._http.build_request(method, path, **kwargs)
+                # downloads may be answered with a redirect to a presigned store URL
+                response = self._http.send(request, stream=stream, follow_redirects=method == "GET")
+            except httpx.TransportError as exc:
+                failure: ClientError = ServerUnreachable(self.url, _reason(exc))
+                if not self._answered:
+                    raise failure from exc
+                wait = delay
+            else:
+                self._answered = True
+                if not response.is_error:
+                    return response
+                response.read()
+                response.close()
+                if response.status_code not in TRANSIENT_STATUSES:
+                    raise _api_error(response)
+                failure, wait = _api_error(response), _retry_after(response, delay)
+            if time.monotonic() + wait > give_up:
+                raise failure
+            time.sleep(wait)
+            delay = min(delay * 2, _MAX_DELAY_S)
 
 
-def _raise_for_error(response: httpx.Response) -> None:
-    if not response.is_error:
-        return
+def _api_error(response: httpx.Response) -> ApiError:
     try:
         error = response.json()["error"]
-        raise ApiError(str(error["code"]), str(error["message"]), error.get("field"), response.status_code)
+        return ApiError(str(error["code"]), str(error["message"]), error.get("field"), response.status_code)
     except (ValueError, KeyError, TypeError):
         # not the API's error shape: a proxy, a load balancer, or not this service at all
         text = response.text.strip()[:200] or response.reason_phrase
-        raise ApiError(f"HTTP_{response.status_code}", text, None, response.status_code) from None
+        return ApiError(f"HTTP_{response.status_code}", text, None, response.status_code)
+
+
+def _retry_after(response: httpx.Response, default: float) -> float:
+    """The seconds a ``Retry-After`` header asks for (capped), else ``default``."""
+    try:
+        return min(max(float(response.headers.get("Retry-After", default)), 0.0), _MAX_DELAY_S * 4)
+    except ValueError:
+        return default
 
 
 def _reason(exc: httpx.TransportError) -> str:

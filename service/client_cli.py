@@ -29,7 +29,8 @@ from service.client import ApiError, Client, ClientError, Job
 from service.client_config import ClientConfigError, resolve_connection
 from service.client_view import accuracy_table, job_summary, jobs_table, live_progress, print_files
 
-EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_SERVER = 0, 1, 2, 3
+# 4: the team's quota is full (429): the same command will work later, unlike a usage error
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_SERVER, EXIT_QUOTA = 0, 1, 2, 3, 4
 STATES = ("QUEUED", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED", "CANCELLED")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,7 +61,7 @@ def client_options(command: F) -> F:
 
 @contextmanager
 def connect(url: str | None, token: str | None) -> Iterator[Client]:
-    """A client for the resolved URL and token; client errors become exit codes 2 or 3."""
+    """A client for the resolved URL and token; client errors become exit codes 2, 3 or 4."""
     try:
         connection = resolve_connection(url, token)
     except ClientConfigError as exc:
@@ -69,7 +70,8 @@ def connect(url: str | None, token: str | None) -> Iterator[Client]:
         with Client(connection.url, connection.token) as client:
             yield client
     except ApiError as exc:
-        raise CommandFailed(str(exc), EXIT_USAGE if exc.is_client_error else EXIT_SERVER) from exc
+        code = EXIT_QUOTA if exc.status == 429 else EXIT_USAGE if exc.is_client_error else EXIT_SERVER
+        raise CommandFailed(str(exc), code) from exc
     except ClientError as exc:
         raise CommandFailed(str(exc), EXIT_SERVER) from exc
 

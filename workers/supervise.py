@@ -16,9 +16,11 @@ import subprocess
 import threading
 import time
 import uuid
-from types import TracebackType
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+
+from sqlalchemy.exc import OperationalError
 
 from service.db import SessionFactory
 from service.store import LeaseStatus, Phase, Progress, renew_lease, update_progress
@@ -136,8 +138,12 @@ def supervise(
         unsent = tail.poll() or unsent
         latest = tail.latest()
         if unsent and latest is not None and now - last_write >= PROGRESS_INTERVAL_S:
-            heartbeat.note(heartbeat.lease.progress(*latest))
-            last_write, unsent = now, False
+            try:
+                heartbeat.note(heartbeat.lease.progress(*latest))
+                unsent = False
+            except OperationalError:  # the database is restarting: the job goes on, progress waits
+                log.warning("job %s: progress not recorded (database unavailable)", heartbeat.lease.job_id)
+            last_write = now
         status = heartbeat.status
         if returncode is not None:
             return _exited(returncode, workdir, limits, jailed)

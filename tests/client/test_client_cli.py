@@ -112,3 +112,16 @@ def test_url_and_token_come_from_the_config_file(service: Service, finished: Fin
     run = service.cli("status", finished.job["id"], "--json", env={"QAT_CONFIG": str(config)})
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["id"] == finished.job["id"]
+
+
+def test_a_full_quota_exits_4_so_scripts_can_retry_later(service: Service, digits: tuple[Path, Path]) -> None:
+    team = json.loads(service.deployment.qat("admin", "create-team", "quota-tests", "--max-queued", "1", "--json"))
+    env = {"QAT_URL": service.url, "QAT_TOKEN": team["token"]}
+    model, data = digits
+    runs = [service.cli("submit", model, "--data", data, "--epochs", 200, "--json", env=env) for _ in range(3)]
+    for run in runs:
+        if run.returncode == 0:
+            service.cli("cancel", json.loads(run.stdout)["id"], env=env)
+    refused = [run for run in runs if run.returncode != 0]
+    assert refused and all(run.returncode == 4 for run in refused), [(r.returncode, r.stderr) for r in runs]
+    assert refused[0].stderr.startswith("error [QUOTA] ")

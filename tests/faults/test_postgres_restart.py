@@ -1,12 +1,17 @@
 """PostgreSQL restarted under traffic: the API answers 503 DATABASE_UNAVAILABLE meanwhile, then recovers by itself.
 
+``qat submit --wait`` on a running job rides the restart out (the client retries 503s).
+
 Also: a server that accepts connections and never answers fails them after the connect
 timeout instead of holding API threads.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +22,7 @@ import requests
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from conftest import Pool, PostgresCluster, serving, tiny_inputs, wait_until
+from conftest import QAT, Pool, PostgresCluster, finished, running, serving, tiny_inputs, wait_until
 from service.db import Job, make_engine, reading
 
 OUTAGE_S = 3.0
@@ -159,3 +164,26 @@ def test_a_database_that_accepts_and_never_answers_fails_fast_instead_of_hanging
         assert outcome and isinstance(outcome[0], OperationalError), outcome or "still connecting after 120 s"
         assert "timeout" in str(outcome[0]).lower()
         engine.dispose()
+
+
+def test_qat_submit_wait_rides_out_a_postgresql_restart(
+    own_postgres: PostgresCluster, small_job: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, data = small_job
+    with running(Pool(tmp_path, QAT_DATABASE_URL=own_postgres.url)) as pool:
+        token = pool.session.headers["Authorization"].removeprefix("Bearer ")
+        env = {**os.environ, "QAT_URL": pool.url, "QAT_TOKEN": token}
+        command = [QAT, "submit", str(model), "--data", str(data), "--epochs", "150", "--wait", "--json"]
+        client = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(lambda: any(j["state"] == "RUNNING" for j in pool.get("/v1/jobs").json()["jobs"]), "a running job")
+            own_postgres.stop("fast")
+            time.sleep(OUTAGE_S)
+            own_postgres.start()
+            out, err = client.communicate(timeout=300)
+        finally:
+            client.kill()
+        assert client.returncode == 0, err[-2000:]
+        job = json.loads(out)
+        assert job["state"] == "SUCCEEDED" and finished(job), job
+        print(f"\nthe job succeeded on attempt {job['attempt']} across a {OUTAGE_S} s database outage")
