@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -96,6 +97,18 @@ def _read(archive: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
 
 def validate_arrays(arrays: dict[str, np.ndarray]) -> Dataset:
     """Check names, dtypes, shapes and values; the first problem raises :class:`DataError`."""
+    check_structure(arrays)
+    for key, array in arrays.items():
+        check_values(key, array)
+    return Dataset(**arrays)
+
+
+def check_structure(arrays: Mapping[str, np.ndarray]) -> None:
+    """Names, dtypes, shapes and how the arrays fit together; no element is read.
+
+    So it can run on zero-memory stand-ins of the right shape (``np.broadcast_to``): the
+    API checks an upload's structure from its ``.npy`` headers, then its values in chunks.
+    """
     _checked_keys(list(arrays))
     if "x_train" not in arrays:
         raise DataError("the data has no x_train array (float32, N x ...); it is required", field="x_train")
@@ -113,10 +126,6 @@ def validate_arrays(arrays: dict[str, np.ndarray]) -> Dataset:
             )
         if x is not None and y is not None and len(y) != len(x):
             raise DataError(f"{y_key} has {len(y)} labels for {len(x)} samples in {x_key}", field=y_key)
-        if x is not None:
-            _check_finite(x_key, x)
-        if y is not None:
-            _check_labels_nonneg(y_key, y)
     labelled = {key: key in arrays for key in Y_KEYS if key.replace("y_", "x_") in arrays}
     if len(set(labelled.values())) > 1:
         missing = next(key for key, present in labelled.items() if not present)
@@ -125,7 +134,18 @@ def validate_arrays(arrays: dict[str, np.ndarray]) -> Dataset:
             "(distillation from the FP32 model)",
             field=missing,
         )
-    return Dataset(**arrays)
+
+
+def check_values(key: str, samples: np.ndarray, first_sample: int = 0) -> None:
+    """The values of ``samples``, whole samples of array ``key`` starting at ``first_sample``.
+
+    Inputs must be finite and within float16's range, labels non-negative; called on a
+    whole array or on consecutive chunks of one, so memory stays bounded by the chunk.
+    """
+    if key in X_KEYS:
+        _check_finite(key, samples, first_sample)
+    else:
+        _check_labels_nonneg(key, samples, first_sample)
 
 
 def _check_dtype(key: str, array: np.ndarray) -> None:
@@ -146,31 +166,35 @@ def _check_shape(key: str, array: np.ndarray) -> None:
         raise DataError(f"{key} is empty (shape {array.shape})", field=key)
 
 
-def _check_finite(key: str, array: np.ndarray) -> None:
+def _check_finite(key: str, array: np.ndarray, offset: int) -> None:
     """No NaN or Inf, and nothing beyond float16's range: such inputs overflow in training or INT8."""
     bad = ~np.isfinite(array)
     if bad.any():
-        first = int(np.argwhere(bad.reshape(len(array), -1).any(axis=1))[0, 0])
+        first = offset + _first_sample(bad)
         raise DataError(
-            f"{key} contains {int(bad.sum())} NaN or Inf values (first in sample {first}); clean or drop those samples",
-            field=key,
+            f"{key} contains NaN or Inf values (first in sample {first}); clean or drop those samples", field=key
         )
     huge = np.abs(array) > MAX_INPUT
     if huge.any():
-        first = int(np.argwhere(huge.reshape(len(array), -1).any(axis=1))[0, 0])
+        first = offset + _first_sample(huge)
         raise DataError(
-            f"{key} has {int(huge.sum())} values beyond +-{MAX_INPUT:g} (float16's range; the largest is "
-            f"{float(np.abs(array).max()):g}, first in sample {first}); such inputs overflow in training and "
-            "cannot be represented by INT8 ranges: normalise the data (e.g. scale to unit variance)",
+            f"{key} has values beyond +-{MAX_INPUT:g} (float16's range; first in sample {first}, up to "
+            f"{float(np.abs(array).max()):g}); such inputs overflow in training and cannot be represented by "
+            "INT8 ranges: normalise the data (e.g. scale to unit variance)",
             field=key,
         )
 
 
-def _check_labels_nonneg(key: str, labels: np.ndarray) -> None:
+def _first_sample(mask: np.ndarray) -> int:
+    return int(np.argwhere(mask.reshape(len(mask), -1).any(axis=1))[0, 0])
+
+
+def _check_labels_nonneg(key: str, labels: np.ndarray, offset: int) -> None:
     if (labels < 0).any():
         first = int(np.argmax(labels < 0))
         raise DataError(
-            f"{key} has negative labels (first: {labels[first]} at sample {first}); labels are class indices >= 0",
+            f"{key} has negative labels (first: {labels[first]} at sample {offset + first}); labels are class "
+            "indices >= 0",
             field=key,
         )
 

@@ -1,24 +1,31 @@
 """Torch-free checks of submitted inputs, so bad uploads fail at submission, not on a GPU.
 
-The model is only checked to be a zip archive laid out as ``torch.export.save`` writes
-it, from the zip's directory alone; it is never unpickled or inflated here: uploaded models are untrusted and only a sandboxed worker loads them.
+The model is checked from its zip directory and payload configs (:mod:`quantlib.pt2archive`);
+it is never unpickled or loaded here: uploaded models are untrusted and only a sandboxed
+worker loads them. Data is checked in bounded memory, never held whole.
 """
 
 from __future__ import annotations
 
 import math
 import zipfile
+import zlib
 from collections.abc import Mapping
-from typing import IO
+from dataclasses import dataclass
+from typing import IO, Any
 
 import numpy as np
 
 from quantlib.config import ConfigError, QuantConfig, check_calibration, parse_config
 from quantlib.config.parse import decode_json, strict_json
-from quantlib.data import DataError, load_dataset
+from quantlib.data import DataError, check_structure, check_values
 from quantlib.pt2archive import SAVE_A_MODEL, check_archive
 from service.errors import InvalidArgument, PayloadTooLarge
 from service.schemas import JobSpec, parse_job_spec
+
+# bytes of an array read at a time while its values are checked
+VALUE_CHUNK_BYTES = 8 << 20
+NPY_MAGIC = b"\x93NUMPY"
 
 
 def check_model(stream: IO[bytes], max_unpacked_bytes: int) -> None:
@@ -44,23 +51,23 @@ def check_model(stream: IO[bytes], max_unpacked_bytes: int) -> None:
 
 
 def check_data(stream: IO[bytes], max_unpacked_bytes: int) -> None:
-    """Keys, dtypes, shapes and values of an ``.npz`` dataset (quantlib's own rules).
+    """Keys, dtypes, shapes and values of an ``.npz`` dataset (quantlib's rules), in bounded memory.
 
-    Before numpy reads anything, the zip directory and each array's header are checked:
-    the whole archive must unpack within ``max_unpacked_bytes`` and every header must
-    declare exactly the bytes its member holds, so neither a zip bomb nor a header
-    claiming a terabyte makes this process allocate more than the upload itself.
+    The zip directory first (a zip bomb costs nothing), then each member's ``.npy`` header,
+    which must declare exactly the bytes the member holds. The structure is checked on
+    zero-memory stand-ins of the declared shapes, then the values a chunk of whole samples
+    at a time: no array is ever held whole, so concurrent large uploads cost a chunk each.
     """
     archive = _open_zip(stream)
-    if archive is not None:
-        with archive:
-            _check_unpacked_size(archive, max_unpacked_bytes, "data")
-            for info in archive.infolist():
-                _check_array_header(archive, info)
+    if archive is None:
+        raise DataError(_not_an_npz(stream), field="data")
+    with archive:
+        _check_unpacked_size(archive, max_unpacked_bytes, "data")
+        headers = {info.filename.removesuffix(".npy"): _array_header(archive, info) for info in archive.infolist()}
+        check_structure({key: np.broadcast_to(np.zeros((), h.dtype), h.shape) for key, h in headers.items()})
+        for key, header in headers.items():
+            _check_member_values(archive, key, header)
     stream.seek(0)
-    load_dataset(stream)
-    stream.seek(0)
-
 
 
 def _open_zip(stream: IO[bytes]) -> zipfile.ZipFile | None:
@@ -82,19 +89,43 @@ def _check_unpacked_size(archive: zipfile.ZipFile, limit: int, field: str) -> No
         )
 
 
-def _check_array_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
-    """An ``.npy`` member's declared shape and dtype must account for exactly its stored bytes."""
+@dataclass(frozen=True)
+class _Header:
+    """What an ``.npy`` member declares, and where in the archive it is."""
+
+    info: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+
+
+def _not_an_npz(stream: IO[bytes]) -> str:
+    if stream.read(len(NPY_MAGIC)) == NPY_MAGIC:
+        return "data is a single .npy array, not an .npz archive; write it with numpy.savez(path, x_train=..., y_train=...)"
+    return "data is not a readable .npz archive (not a zip file); write it with numpy.savez"
+
+
+def _read_header(member: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    version = np.lib.format.read_magic(member)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read(member)
+    return shape, fortran_order, dtype
+
+
+def _array_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Header:
+    """An ``.npy`` member's declared shape and dtype, which must account for exactly its stored bytes."""
     key = info.filename.removesuffix(".npy")
     try:
         with archive.open(info) as member:
-            version = np.lib.format.read_magic(member)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = read_header(member)
+            shape, fortran_order, dtype = _read_header(member)
             stored = info.file_size - member.tell()
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{key} is not a readable .npy array ({exc}); write the data with numpy.savez", field=key) from exc
     if dtype.hasobject:
-        return  # refused by load_dataset, which never unpickles
+        raise DataError(f"{key} holds Python objects, which need pickle; store plain numeric arrays", field=key)
+    if fortran_order and len(shape) > 1:
+        raise DataError(
+            f"{key} is stored in Fortran (column-major) order; save numpy.ascontiguousarray({key}) instead", field=key
+        )
     declared = math.prod(shape) * dtype.itemsize
     if declared != stored:
         raise DataError(
@@ -102,6 +133,23 @@ def _check_array_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None
             "the archive is damaged, write it again with numpy.savez",
             field=key,
         )
+    return _Header(info, shape, dtype)
+
+
+def _check_member_values(archive: zipfile.ZipFile, key: str, header: _Header) -> None:
+    """quantlib's value rules on one member, read ``VALUE_CHUNK_BYTES`` of whole samples at a time."""
+    sample_bytes = math.prod(header.shape[1:]) * header.dtype.itemsize
+    per_chunk = max(1, VALUE_CHUNK_BYTES // max(sample_bytes, 1))
+    try:
+        with archive.open(header.info) as member:
+            _read_header(member)
+            for first in range(0, header.shape[0], per_chunk):
+                count = min(per_chunk, header.shape[0] - first)
+                raw = member.read(count * sample_bytes)
+                chunk = np.frombuffer(raw, header.dtype).reshape(count, *header.shape[1:])
+                check_values(key, chunk, first)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"{key} is damaged in the archive ({exc}); write it again with numpy.savez", field=key) from exc
 
 
 def parse_spec_text(text: str | None) -> JobSpec:

@@ -93,3 +93,18 @@ def pt2_bomb(unpacked_bytes: int) -> bytes:
 def npz_lying_shape(shape: tuple[int, ...]) -> bytes:
     """An ``.npz`` whose ``x_train`` header declares ``shape`` but holds 16 bytes."""
     return zip_of({"x_train.npy": npy_header(shape) + bytes(16)})
+
+
+def npy_claiming(shape: tuple[int, ...]) -> bytes:
+    """A bare ``.npy`` (no zip) whose header declares ``shape`` but holds 16 bytes: numpy would allocate it all."""
+    return npy_header(shape) + bytes(16)
+
+
+def npz_corrupt_deflate() -> bytes:
+    """An ``.npz`` whose ``x_train`` is a correct header and size, deflated, with its stream broken midway."""
+    count = 1 << 18
+    payload = npy_header((count,)) + bytes(4 * count)
+    deflated = bytearray(zlib.compress(payload, 9)[2:-4])  # raw deflate, as zip stores it
+    middle = len(deflated) // 2
+    deflated[middle : middle + 8] = b"\xff" * 8
+    return _raw_zip({}, "x_train.npy", bytes(deflated), len(payload))

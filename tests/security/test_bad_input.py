@@ -27,7 +27,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from hostile_files import npz, npz_bomb, npz_lying_shape, pt2_bomb, zip_of
+from hostile_files import npy_claiming, npz, npz_bomb, npz_corrupt_deflate, npz_lying_shape, pt2_bomb, zip_of
 from service.app import create_app
 from service.db import Artifact, Dataset, IdempotencyKey, Job, reading
 from service.settings import Settings
@@ -185,6 +185,14 @@ CASES = [
     Bad("data header claims 364 TiB", 422, "BAD_DATA", "x_train", data(npz_lying_shape((10**7, 10**7))),
         says="declares"),
     Bad("data header claims 4 GB", 422, "BAD_DATA", "x_train", data(npz_lying_shape((10**5, 10**4)))),
+    Bad("bare .npy claiming 40 GiB", 422, "BAD_DATA", "data", data(npy_claiming((10 * 2**30,))), says="single .npy"),
+    Bad("npz with a corrupt deflate stream", 422, "BAD_DATA", "x_train", data(npz_corrupt_deflate())),
+    Bad("dataset npz with a corrupt deflate stream", 422, "BAD_DATA", "x_train", data(npz_corrupt_deflate()),
+        path="/v1/datasets"),
+    Bad("dataset bare .npy claiming 40 GiB", 422, "BAD_DATA", "data", data(npy_claiming((10 * 2**30,))),
+        path="/v1/datasets"),
+    Bad("x_train in Fortran order", 422, "BAD_DATA", "x_train",
+        data(npz(x_train=np.asfortranarray(np.zeros((8, 4), np.float32)))), says="ascontiguousarray"),
     Bad("x_train NaN", 422, "BAD_DATA", "x_train", data(npz(x_train=np.full((8, 4), np.nan, np.float32))),
         says="NaN"),
     Bad("x_train beyond float16's range", 422, "BAD_DATA", "x_train",
