@@ -17,6 +17,7 @@ from service.migrate import require_current_schema
 from service.services import EXTENSION, Services
 from service.settings import Settings
 from service.storage import ArtifactStore, store_from_settings
+from service.stream_slots import StreamSlots
 
 # non-file multipart fields (spec, config sent as text) are held in memory: keep them small
 FORM_FIELD_OVERHEAD_BYTES = 64 << 10
@@ -31,7 +32,8 @@ def create_app(settings: Settings | None = None, *, store: ArtifactStore | None 
     app = Flask(__name__)
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_config_bytes + FORM_FIELD_OVERHEAD_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the schemas' field order
-    app.extensions[EXTENSION] = Services(settings, engine, db, store or store_from_settings(settings))
+    streams = StreamSlots(settings.max_streams, settings.max_streams_per_team)
+    app.extensions[EXTENSION] = Services(settings, engine, db, store or store_from_settings(settings), streams)
     install_metrics(app, db)
     register_error_handlers(app)
     for blueprint in BLUEPRINTS:

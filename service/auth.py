@@ -26,7 +26,13 @@ def require_team() -> None:
     team = authenticate(services().db, token)
     if team is None:
         raise Unauthenticated(f"the token is unknown or revoked; {HOW_TO_GET_A_TOKEN}", field="Authorization")
-    g.team_id = team.id
+    g.team_id, g.token = team.id, token
+
+
+def current_token() -> str:
+    """The caller's bearer token, for a long response that must end when it is revoked."""
+    token: str = g.token
+    return token
 
 
 def current_team_id() -> int:

@@ -112,6 +112,12 @@ class SandboxUnavailable(ServiceError):
     code = "SANDBOX_UNAVAILABLE"
 
 
+class TooManyStreams(ServiceError):
+    """No event stream slot is free (per team or in all): the caller retries later or polls."""
+
+    code = "TOO_MANY_STREAMS"
+
+
 class StorageUnavailable(ServiceError):
     """The artifact store could not be reached or refused the operation."""
 

@@ -1,4 +1,4 @@
-"""What every request handler needs, built once per app: settings, database, artifact store.
+"""What every request handler needs, built once per app: settings, database, artifact store, stream slots.
 
 Kept on ``app.extensions`` rather than in module globals so several apps (tests, a
 benchmark) can live in one process against different databases and stores.
@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from service.db import SessionFactory
 from service.settings import Settings
 from service.storage import ArtifactStore
+from service.stream_slots import StreamSlots
 
 EXTENSION = "qat"
 
@@ -24,6 +25,7 @@ class Services:
     engine: Engine
     db: SessionFactory
     store: ArtifactStore
+    streams: StreamSlots
 
 
 def services() -> Services:

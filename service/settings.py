@@ -85,6 +85,10 @@ class Settings:
             a fork bomb fails there instead of filling the host's process table.
         child_log_bytes: ``QAT_CHILD_LOG_BYTES``, the most of a job's output its ``log.txt``
             keeps (default ``8MiB``): the first and the last half; the worker holds no more.
+        max_streams / max_streams_per_team: ``QAT_MAX_STREAMS`` (default 8) and
+            ``QAT_MAX_STREAMS_PER_TEAM`` (default 4), the event streams one API process keeps
+            open at once; each holds a server thread, so keep the total well under
+            ``qat serve --threads`` (16). One more is answered 503 with ``Retry-After``.
         sandbox: ``QAT_SANDBOX``, how a job's pipeline is isolated: ``bwrap`` (default:
             bubblewrap namespaces, no network, its own pid space and filesystem view) or
             ``none``, only for a trusted single-user host; a worker refuses to start when
@@ -112,6 +116,8 @@ class Settings:
     child_log_bytes: int = 8 << 20
     sandbox: str = "bwrap"
     sandbox_uid: int = 65534
+    max_streams: int = 8
+    max_streams_per_team: int = 4
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> Settings:
@@ -142,6 +148,8 @@ class Settings:
             child_log_bytes=_size(env, "QAT_CHILD_LOG_BYTES", 8 << 20),
             sandbox=_choice(env, "QAT_SANDBOX", SANDBOXES),
             sandbox_uid=_positive_int(env, "QAT_SANDBOX_UID", 65534),
+            max_streams=_positive_int(env, "QAT_MAX_STREAMS", 8),
+            max_streams_per_team=_positive_int(env, "QAT_MAX_STREAMS_PER_TEAM", 4),
         )
 
 

@@ -9,13 +9,15 @@ from flask import Blueprint, Response, redirect, request, url_for
 
 from quantlib.report import REPORT_HTML
 from service import store
-from service.auth import current_team_id, require_team
+from service.auth import current_team_id, current_token, require_team
 from service.db import Artifact, Job, JobState
 from service.errors import InvalidArgument, NoReport, NotFound
 from service.job_events import job_events
 from service.schemas import ArtifactListOut, ArtifactOut, JobOut, JobPageOut, ListJobsQuery, parse_query
 from service.services import services
+from service.stream_slots import StreamSlots
 from service.submission import Submission, submit_job
+from service.teams import authenticate
 from service.uploads import file_part, job_body_limit, limit_body, required_file_part, text_part
 from service.validation import check_data, check_model, parse_config_text, parse_spec_text
 
@@ -70,11 +72,18 @@ def get_job(job_id: uuid.UUID) -> dict[str, object]:
 @bp.get("/<uuid:job_id>/events")
 def stream_events(job_id: uuid.UUID) -> Response:
     """Server-sent events: the job's state, phase and progress as they change, until it ends."""
-    db, team_id = services().db, current_team_id()
-    events = job_events(db, team_id, job_id)
-    first = next(events)  # a missing job answers 404 here, not inside a started stream
+    svc, team_id, token = services(), current_team_id(), current_token()
+    events = job_events(
+        svc.db,
+        team_id,
+        job_id,
+        still_allowed=lambda: authenticate(svc.db, token) is not None,
+        last_event_id=request.headers.get("Last-Event-ID"),
+    )
+    store.get_job(svc.db, team_id, job_id)  # a missing job answers 404 here, not inside a started stream
+    svc.streams.acquire(team_id)  # 503 TOO_MANY_STREAMS when none is free
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return Response(_prepend(first, events), mimetype="text/event-stream", headers=headers)
+    return Response(_holding_slot(events, svc.streams, team_id), mimetype="text/event-stream", headers=headers)
 
 
 @bp.post("/<uuid:job_id>/cancel")
@@ -141,9 +150,12 @@ def _stream_artifact(artifact: Artifact, mimetype: str, headers: dict[str, str])
     return Response(chunks, mimetype=mimetype, headers={**integrity, **headers}, direct_passthrough=True)
 
 
-def _prepend(first: str, rest: Iterator[str]) -> Iterator[str]:
-    yield first
-    yield from rest
+def _holding_slot(events: Iterator[str], slots: StreamSlots, team_id: int) -> Iterator[str]:
+    """The stream's events; its slot is given back when it ends or the client goes away."""
+    try:
+        yield from events
+    finally:
+        slots.release(team_id)
 
 
 def _dataset_id(raw: str | None) -> uuid.UUID | None:

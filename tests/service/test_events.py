@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import requests
 from service import store
 from service.storage import ArtifactStore, LocalStore
 from service.store import JobInputs, NewArtifact, Phase, Progress
-from service.teams import authenticate, create_team
+from service.teams import PREFIX_LENGTH, authenticate, create_team, revoke_token
 
 DIGEST = "0" * 64
 
@@ -74,3 +75,61 @@ def test_stream_of_another_teams_job_is_404(api: Any) -> None:
     response = api.new_team().get(f"/v1/jobs/{job_id}/events")
     assert response.status_code == 404
     assert response.headers["Content-Type"].startswith("application/json")
+
+
+def _queued_job(api: Any) -> tuple[str, uuid.UUID]:
+    """A new team's token and a queued job of it."""
+    db = api.services.db
+    issued = create_team(db, f"team-{uuid.uuid4().hex[:8]}")
+    team = authenticate(db, issued.token)
+    assert team is not None
+    inputs = JobInputs(model_key="m", model_sha256=DIGEST, spec={}, data_key="d", data_sha256=DIGEST)
+    return issued.token, store.create_job(db, team.id, inputs, max_attempts=3).id
+
+
+def test_a_stream_ends_within_seconds_of_its_token_being_revoked(api: Any) -> None:
+    token, job_id = _queued_job(api)
+    with api.client(token).get(f"/v1/jobs/{job_id}/events", stream=True) as response:
+        events = read_events(response)
+        assert next(events)[0] == "progress"
+        revoke_token(api.services.db, token[:PREFIX_LENGTH])
+        revoked = time.monotonic()
+        assert next(events) == ("end", {"state": "QUEUED", "reason": "unauthenticated"})
+        assert time.monotonic() - revoked < 5
+        assert next(events, None) is None
+
+
+def test_streams_beyond_the_teams_bound_are_refused_503_and_the_slot_comes_back(api: Any) -> None:
+    token, job_id = _queued_job(api)
+    client = api.client(token)
+    bound = api.services.settings.max_streams_per_team
+    open_streams = [client.get(f"/v1/jobs/{job_id}/events", stream=True) for _ in range(bound)]
+    try:
+        assert all(r.status_code == 200 for r in open_streams)
+        refused = client.get(f"/v1/jobs/{job_id}/events")
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "TOO_MANY_STREAMS"
+        assert int(refused.headers["Retry-After"]) > 0
+        other_token, other_job = _queued_job(api)
+        with api.client(other_token).get(f"/v1/jobs/{other_job}/events", stream=True) as other:
+            assert other.status_code == 200, "another team still gets a stream"
+    finally:
+        for response in open_streams:
+            response.close()
+    deadline = time.monotonic() + 20  # the server notices a gone client at its next keepalive
+    while api.services.streams.open_streams() > 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with client.get(f"/v1/jobs/{job_id}/events", stream=True) as again:
+        assert again.status_code == 200, "closed streams gave their slots back"
+
+
+def test_a_reconnect_with_last_event_id_is_told_only_what_changed(api: Any) -> None:
+    token, job_id = _queued_job(api)
+    client = api.client(token)
+    with client.get(f"/v1/jobs/{job_id}/events", stream=True) as first:
+        lines = first.iter_lines(decode_unicode=True)
+        assert next(lines) == "retry: 2000", "the client is told when to reconnect"
+        event_id = next(line for line in lines if line.startswith("id: ")).removeprefix("id: ")
+    store.request_cancel(api.services.db, authenticate(api.services.db, token).id, job_id)
+    with client.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": event_id}, stream=True) as again:
+        cancelled = {"state": "CANCELLED", "phase": None, "progress": None}
+        assert list(read_events(again)) == [("progress", cancelled), ("end", {"state": "CANCELLED"})]
