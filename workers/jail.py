@@ -157,7 +157,8 @@ def _python_paths() -> list[Path]:
     paths = {Path(sys.base_prefix), Path(sys.prefix), Path(sys.exec_prefix), Path(sys.executable).resolve().parent}
     for name in CHILD_PACKAGES:
         spec = importlib.util.find_spec(name)
-        paths.update(Path(location) for location in (spec.submodule_search_locations or []) if spec)
+        if spec is not None and spec.submodule_search_locations:
+            paths.update(Path(location) for location in spec.submodule_search_locations)
     for variable in ("PYTHONPATH", "LD_LIBRARY_PATH"):  # extra site folders, CUDA libraries
         paths.update(Path(entry) for entry in os.environ.get(variable, "").split(os.pathsep) if entry)
     return _outermost(path.resolve() for path in paths if path.is_absolute() and path.exists())
