@@ -62,9 +62,9 @@ class ChildLimits:
         derived = max_runtime_s * (os.cpu_count() or 1)
         return replace(self, cpu_seconds=min(derived, self.cpu_seconds or derived))
 
-    def exit_error(self, killed_by: int | None) -> PipelineError | None:
-        """The failure a child's death by signal ``killed_by`` means if one of these limits sent it; else ``None``."""
-        if killed_by != signal.SIGXCPU:
+    def exit_error(self, signal_number: int | None) -> PipelineError | None:
+        """The failure a child's death by ``signal_number`` means if one of these limits sent it; else ``None``."""
+        if signal_number != signal.SIGXCPU:
             return None
         message = (
             f"the job used up its CPU-time limit of {self.cpu_seconds} CPU-seconds (all its threads together; "
