@@ -94,7 +94,8 @@ def test_upload_to_a_full_disk_is_507_and_leaves_no_file(deployment: FullDiskDep
     refused = deployment.pool.post("/v1/jobs", files=files)
     assert refused.status_code == 507, refused.text
     error = refused.json()["error"]
-    assert error["code"] == "STORAGE_FULL" and "out of space" in error["message"], error
+    assert error["code"] == "STORAGE_FULL" and "store is full" in error["message"], error
+    assert str(deployment.disk) not in refused.text, "the store's folder is not shown to callers"
     assert deployment.files() == [], "no partial upload is left on the disk"
     assert deployment.pool.get("/v1/jobs").json()["jobs"] == [], "no job row for a refused upload"
     # the failed write gave its space back: a small job fits
@@ -117,7 +118,7 @@ def test_job_whose_artifacts_do_not_fit_fails_storage_full(
     job = pool.wait_for_job(job_id, finished, timeout_s=240)
     assert job["state"] == "FAILED", job
     assert job["failure"]["code"] == "STORAGE_FULL" and job["failure"]["user_error"] is False, job["failure"]
-    assert "out of space" in job["failure"]["message"]
+    assert "store is full" in job["failure"]["message"] and str(deployment.disk) not in job["failure"]["message"]
     assert pool.get(f"/v1/jobs/{job_id}/artifacts").json()["artifacts"] == []
     left = [name for name in deployment.files() if name.startswith(f"jobs/{uuid.UUID(job_id)}/attempt-")]
     assert left == [], "nothing of the failed attempt stays on the disk"
