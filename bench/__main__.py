@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from bench import datasets, quality, report, sandbox_startup, service_throughput, step_time
+from bench import api_under_load, datasets, quality, report, sandbox_startup, service_throughput, step_time
 from bench.models import ZOO
 
 RESULTS = Path(__file__).parent / "results"
@@ -49,6 +49,8 @@ def main() -> None:
     if "service" in parts:
         results["service"] = service_throughput.measure(jobs=8 if args.quick else 200, deadline_s=90 if args.quick else 840)
         print(f"service: {results['service']['summary']}", flush=True)
+        results["api_under_load"] = api_under_load.measure(seconds=8 if args.quick else 30)
+        print(f"API under load: {results['api_under_load']}", flush=True)
     if "sandbox" in parts:
         results["sandbox"] = sandbox_startup.measure(rounds=5 if args.quick else 15)
         print(f"sandbox start-up: {results['sandbox']}", flush=True)

@@ -1,6 +1,6 @@
 """API latency under load: p50/p99 of ``GET /v1/jobs/{id}`` and of a small ``POST /v1/jobs``.
 
-Starts ``qat serve`` (waitress) on loopback against a fresh PostgreSQL database and a
+Starts ``qat serve`` (gevent) on loopback against a fresh PostgreSQL database and a
 temporary local artifact directory, then drives it from 50 client threads, each with
 its own keep-alive connection. The server is a separate process, so the clients' GIL
 does not slow it down. Run: ``python -m bench.api_latency``; the database is dropped
@@ -14,10 +14,7 @@ import io
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,13 +29,13 @@ import psycopg
 import requests
 import torch
 
+from bench.served import served_api
 from service import migrate
 from service.db import make_engine, session_factory
 from service.teams import create_team
 
 RESULTS = Path(__file__).parent / "results" / "api_latency.json"
 ADMIN_URL = os.environ.get("QAT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-QAT = Path(sys.executable).parent / "qat"
 Call = Callable[[requests.Session], requests.Response]
 
 
@@ -47,7 +44,6 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--gets", type=int, default=40, help="GET requests per client")
     parser.add_argument("--posts", type=int, default=10, help="POST requests per client")
-    parser.add_argument("--server-threads", type=int, default=16)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     model, data = tiny_inputs()
@@ -56,7 +52,8 @@ def main() -> None:
         engine = make_engine(url)
         token = create_team(session_factory(engine), "bench", max_queued=10**9).token
         engine.dispose()
-        with _server(url, artifacts, args.server_threads) as base:
+        env = {"QAT_DATABASE_URL": url, "QAT_ARTIFACTS": artifacts, "QAT_BROKER_URL": f"filesystem://{artifacts}/broker"}
+        with served_api(env, Path(artifacts) / "serve.log") as base:
             auth = {"Authorization": f"Bearer {token}"}
             job_id = requests.post(f"{base}/v1/jobs", files=files, headers=auth, timeout=30).json()["id"]
             get_job = _load(args.clients, args.gets, auth, lambda s: s.get(f"{base}/v1/jobs/{job_id}", timeout=30))
@@ -65,7 +62,7 @@ def main() -> None:
             )
     results = {
         "clients": args.clients,
-        "server": f"qat serve (waitress, {args.server_threads} threads), PostgreSQL, local artifact store, loopback",
+        "server": "qat serve (gevent), PostgreSQL, local artifact store, loopback",
         "request_bytes": {"model": len(model), "data": len(data)},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "get_job": get_job,
@@ -152,37 +149,6 @@ def database() -> Iterator[str]:
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextmanager
-def _server(database_url: str, artifacts: str, threads: int) -> Iterator[str]:
-    """``qat serve`` on a free loopback port; yields its base URL once it answers."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("QAT_")},
-        "QAT_DATABASE_URL": database_url,
-        "QAT_ARTIFACTS": artifacts,
-        "QAT_BROKER_URL": f"filesystem://{artifacts}/broker",
-    }
-    command = [str(QAT), "serve", "--port", str(port), "--threads", str(threads)]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{base}/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("qat serve did not start") from None
-                time.sleep(0.1)
-        yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 if __name__ == "__main__":

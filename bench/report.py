@@ -111,6 +111,24 @@ def service_table(summary: dict[str, Any]) -> str:
     )
 
 
+def api_under_load_table(figures: dict[str, Any]) -> str:
+    quiet, loaded = figures["quiet"], figures["loaded"]
+    rows = [
+        ("another team's `GET /v1/jobs`", quiet["jobs"], loaded["jobs"]),
+        ("`/healthz`", quiet["healthz"], loaded["healthz"]),
+    ]
+    lines = ["| request | quiet p50 / p99 ms | under load p50 / p99 ms | requests under load |", "|---|---|---|---|"]
+    lines += [
+        f"| {name} | {q['p50_ms']} / {q['p99_ms']} | {u['p50_ms']} / {u['p99_ms']} | {u['requests']} |"
+        for name, q, u in rows
+    ]
+    lines.append(
+        f"\np99 ratio under load: {figures['jobs_p99_ratio']}x; a revoked token's stream ended "
+        f"{figures['revoked_stream_end_s']} s after the revocation."
+    )
+    return "\n".join(lines)
+
+
 def sandbox_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| command | plain ms | in the sandbox ms | added ms |", "|---|---|---|---|"]
     lines += [f"| `{r['command']}` | {r['plain_ms']} | {r['sandboxed_ms']} | {r['added_ms']} |" for r in rows]
@@ -160,6 +178,15 @@ def markdown(results: dict[str, Any]) -> str:
             "## Service: small jobs from 4 teams, PostgreSQL, Redis, 2 CPU workers",
             "",
             service_table(results["service"]["summary"]),
+            "",
+        ]
+    if results.get("api_under_load"):
+        figures = results["api_under_load"]
+        md += [
+            f"## API under {figures['streams']} event streams and {figures['slow_connections']} slow-header "
+            "connections (qat serve, PostgreSQL)",
+            "",
+            api_under_load_table(figures),
             "",
         ]
     if results.get("sandbox"):

@@ -8,6 +8,8 @@ torch, so they are quick and work on hosts without it. Mistakes print one line,
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 from service import migrate, teams
 from service.db import SessionFactory, make_engine, session_factory
 from service.errors import DatabaseUnavailable, ServiceError
+from service.offload import gevent_patched
 from service.settings import Settings
 
 USER_ERROR_EXIT = 2
@@ -184,17 +187,26 @@ def _print_token(issued: teams.IssuedToken, as_json: bool) -> None:
 @click.command(cls=ServiceCommand)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port.")
-@click.option("--threads", type=click.IntRange(min=1), default=16, show_default=True, help="Requests served at once.")
-def serve(host: str, port: int, threads: int) -> None:
-    """Run the HTTP API with waitress (a production WSGI server) until interrupted."""
-    # imported here so `qat db` and `qat admin` stay quick: they need neither Flask nor waitress
-    import waitress
+def serve(host: str, port: int) -> None:
+    """Run the HTTP API (gevent: one greenlet per connection) until interrupted.
 
+    Connections, timeouts and stream bounds come from QAT_HTTP_* and QAT_MAX_STREAMS*.
+    """
+    settings = Settings.from_env()  # a bad setting is reported here, before the restart below
+    if not gevent_patched():
+        # gevent must patch the standard library before anything imports socket or ssl:
+        # start again in a fresh interpreter whose first act is that (service/serve.py)
+        os.execv(sys.executable, [sys.executable, "-m", "service.serve", "serve", "--host", host, "--port", str(port)])
+    # imported here so `qat db` and `qat admin` stay quick: they need neither Flask nor gevent
     from service.app import create_app
-    from service.uploads import server_body_limit
+    from service.server import ServerLimits, run
 
-    settings = Settings.from_env()
     app = create_app(settings)
     database = make_url(settings.database_url).render_as_string(hide_password=True)
+    limits = ServerLimits(
+        max_connections=settings.http_max_connections,
+        idle_timeout_s=settings.http_idle_timeout_s,
+        head_timeout_s=settings.http_head_timeout_s,
+    )
     click.echo(f"qat API on http://{host}:{port}/ (database {database})")
-    waitress.serve(app, host=host, port=port, threads=threads, max_request_body_size=server_body_limit(settings))
+    run(app, host, port, limits)

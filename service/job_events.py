@@ -3,8 +3,8 @@
 Workers write progress only to the job row (at most once a second), so the stream polls
 that row rather than listening on a channel: the API stays stateless and any API
 process can serve any stream. Each poll is its own short transaction, so an open stream
-holds a server thread but no database connection between polls, which is why streams
-are few (:mod:`service.stream_slots`) and short: each ends at the job's terminal state,
+holds a greenlet but no database connection between polls; streams are bounded
+(:mod:`service.stream_slots`) and short: each ends at the job's terminal state,
 after ``max_stream_s`` (a minute) or as soon as its token is revoked, and an
 ``EventSource`` reconnects after the ``retry:`` it was told, sending ``Last-Event-ID`` so
 an unchanged state is not sent again.
@@ -22,7 +22,7 @@ from typing import Any
 from service import store
 from service.db import SessionFactory
 
-POLL_S = 0.5
+POLL_S = 1.0
 MAX_STREAM_S = 60.0
 # how often a stream checks that its token still holds, and the reconnect delay it asks for
 REAUTH_S = 2.0

@@ -68,9 +68,12 @@ class Settings:
             without a heartbeat before the reaper re-queues the job.
         max_attempts: ``QAT_MAX_ATTEMPTS``, how many times a job may be started before a
             lost worker fails it for good (``WORKER_LOST``).
-        download_redirect: ``QAT_DOWNLOAD_REDIRECT`` (``1``/``true``), answer artifact
+        s3_public_endpoint_url: ``QAT_S3_PUBLIC_ENDPOINT_URL``, the address of that server as
+            clients reach it, when it differs from the API's (a compose or cluster-internal
+            name): presigned download URLs are signed for it. Default: the same endpoint.
+        download_redirect: ``QAT_DOWNLOAD_REDIRECT`` (default ``true``), answer artifact
             downloads with a 302 to a presigned URL where the store has them (S3), so the
-            bytes bypass the API process.
+            bytes bypass the API process; ``false`` streams them through the API.
         download_url_expiry_s: ``QAT_DOWNLOAD_URL_EXPIRY_S``, how long those URLs stay valid.
         child_memory_bytes: ``QAT_CHILD_MEMORY_BYTES``, the most data memory a job's pipeline
             process may allocate (``RLIMIT_DATA``; ``8GiB``); unset means no limit. An
@@ -85,10 +88,17 @@ class Settings:
             a fork bomb fails there instead of filling the host's process table.
         child_log_bytes: ``QAT_CHILD_LOG_BYTES``, the most of a job's output its ``log.txt``
             keeps (default ``8MiB``): the first and the last half; the worker holds no more.
-        max_streams / max_streams_per_team: ``QAT_MAX_STREAMS`` (default 8) and
-            ``QAT_MAX_STREAMS_PER_TEAM`` (default 4), the event streams one API process keeps
-            open at once; each holds a server thread, so keep the total well under
-            ``qat serve --threads`` (16). One more is answered 503 with ``Retry-After``.
+        max_streams / max_streams_per_team: ``QAT_MAX_STREAMS`` (default 1000) and
+            ``QAT_MAX_STREAMS_PER_TEAM`` (default 250), the event streams one API process keeps
+            open at once; each is a greenlet and a database query a second. One more is
+            answered 503 with ``Retry-After``.
+        http_max_connections: ``QAT_HTTP_MAX_CONNECTIONS`` (default 2000), connections one API
+            process serves at once; more wait in the listen backlog.
+        http_idle_timeout_s: ``QAT_HTTP_IDLE_TIMEOUT_S`` (default 60), a connection that
+            neither sends nor takes a byte for this long is closed (keep-alive, stalled
+            uploads, a client that stopped reading a download).
+        http_head_timeout_s: ``QAT_HTTP_HEAD_TIMEOUT_S`` (default 10), the time a request's line
+            and headers have to arrive once its first byte has: a slow-header client gets a 408.
         sandbox: ``QAT_SANDBOX``, how a job's pipeline is isolated: ``bwrap`` (default:
             bubblewrap namespaces, no network, its own pid space and filesystem view) or
             ``none``, only for a trusted single-user host; a worker refuses to start when
@@ -103,12 +113,13 @@ class Settings:
     broker_folder: Path | None
     artifacts: LocalArtifacts | S3Artifacts
     s3_endpoint_url: str | None
+    s3_public_endpoint_url: str | None
     max_model_bytes: int
     max_data_bytes: int
     max_config_bytes: int
     lease_seconds: int
     max_attempts: int
-    download_redirect: bool = False
+    download_redirect: bool = True
     download_url_expiry_s: int = 3600
     child_memory_bytes: int | None = None
     child_cpu_seconds: int | None = None
@@ -116,8 +127,11 @@ class Settings:
     child_log_bytes: int = 8 << 20
     sandbox: str = "bwrap"
     sandbox_uid: int = 65534
-    max_streams: int = 8
-    max_streams_per_team: int = 4
+    max_streams: int = 1000
+    max_streams_per_team: int = 250
+    http_max_connections: int = 2000
+    http_idle_timeout_s: int = 60
+    http_head_timeout_s: int = 10
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> Settings:
@@ -134,13 +148,14 @@ class Settings:
             broker_url=broker_url,
             broker_folder=_broker_folder(broker_url),
             artifacts=_artifacts(env.get("QAT_ARTIFACTS", str(var / "artifacts")), cwd),
-            s3_endpoint_url=_endpoint(env.get("QAT_S3_ENDPOINT_URL")),
+            s3_endpoint_url=_endpoint(env, "QAT_S3_ENDPOINT_URL"),
+            s3_public_endpoint_url=_endpoint(env, "QAT_S3_PUBLIC_ENDPOINT_URL"),
             max_model_bytes=_size(env, "QAT_MAX_MODEL_BYTES", 512 << 20),
             max_data_bytes=_size(env, "QAT_MAX_DATA_BYTES", 2 << 30),
             max_config_bytes=_size(env, "QAT_MAX_CONFIG_BYTES", 1 << 20),
             lease_seconds=_positive_int(env, "QAT_LEASE_SECONDS", 60),
             max_attempts=_positive_int(env, "QAT_MAX_ATTEMPTS", 3),
-            download_redirect=_flag(env, "QAT_DOWNLOAD_REDIRECT"),
+            download_redirect=_flag(env, "QAT_DOWNLOAD_REDIRECT", default=True),
             download_url_expiry_s=_positive_int(env, "QAT_DOWNLOAD_URL_EXPIRY_S", 3600),
             child_memory_bytes=_optional_size(env, "QAT_CHILD_MEMORY_BYTES"),
             child_cpu_seconds=_positive_int(env, "QAT_CHILD_CPU_SECONDS", 0) or None,
@@ -148,8 +163,11 @@ class Settings:
             child_log_bytes=_size(env, "QAT_CHILD_LOG_BYTES", 8 << 20),
             sandbox=_choice(env, "QAT_SANDBOX", SANDBOXES),
             sandbox_uid=_positive_int(env, "QAT_SANDBOX_UID", 65534),
-            max_streams=_positive_int(env, "QAT_MAX_STREAMS", 8),
-            max_streams_per_team=_positive_int(env, "QAT_MAX_STREAMS_PER_TEAM", 4),
+            max_streams=_positive_int(env, "QAT_MAX_STREAMS", 1000),
+            max_streams_per_team=_positive_int(env, "QAT_MAX_STREAMS_PER_TEAM", 250),
+            http_max_connections=_positive_int(env, "QAT_HTTP_MAX_CONNECTIONS", 2000),
+            http_idle_timeout_s=_positive_int(env, "QAT_HTTP_IDLE_TIMEOUT_S", 60),
+            http_head_timeout_s=_positive_int(env, "QAT_HTTP_HEAD_TIMEOUT_S", 10),
         )
 
 
@@ -203,9 +221,10 @@ def _artifacts(raw: str, cwd: Path | None) -> LocalArtifacts | S3Artifacts:
     return S3Artifacts(bucket=bucket, prefix=prefix.strip("/"))
 
 
-def _endpoint(raw: str | None) -> str | None:
+def _endpoint(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
     if raw is not None and not raw.startswith(("http://", "https://")):
-        raise BadSetting(f"expected an http:// or https:// URL, got {raw!r}", field="QAT_S3_ENDPOINT_URL")
+        raise BadSetting(f"expected an http:// or https:// URL, got {raw!r}", field=name)
     return raw
 
 
@@ -238,8 +257,8 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "false").strip().lower()
+def _flag(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
+    raw = env.get(name, str(default)).strip().lower()
     if raw not in _FLAGS:
         raise BadSetting(f"expected true or false (1/0, yes/no), got {raw!r}", field=name)
     return _FLAGS[raw]

@@ -1,10 +1,9 @@
 """How many event streams may be open at once, in all and per team.
 
-Each open ``/v1/jobs/{id}/events`` stream holds one of the server's threads for its whole
-life. Without a bound, one team's streams (or anyone's slow downloads) take every
-thread and ``/healthz`` stops answering; with one, a stream beyond the bound is refused
-at once (503 with ``Retry-After``) and the other threads stay free for short requests.
-Counted per API process, which is what its threads are.
+Each open ``/v1/jobs/{id}/events`` stream is a greenlet, a connection and a database
+query a second for its whole life (up to a minute). Cheap, but not free: without a bound
+one team could open thousands and load the database for everyone. A stream beyond the
+bound is refused at once (503 with ``Retry-After``). Counted per API process.
 """
 
 from __future__ import annotations

@@ -29,11 +29,6 @@ def dataset_body_limit(settings: Settings) -> int:
     return settings.max_data_bytes + FORM_OVERHEAD_BYTES
 
 
-def server_body_limit(settings: Settings) -> int:
-    """What the HTTP server itself may buffer: the largest body any endpoint accepts."""
-    return max(job_body_limit(settings), dataset_body_limit(settings))
-
-
 def limit_body(limit: int) -> None:
     """Refuse a body declared larger than ``limit`` now, and cap reading at ``limit`` otherwise."""
     declared = request.content_length

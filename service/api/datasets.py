@@ -8,6 +8,7 @@ from flask import Blueprint, url_for
 
 from service.auth import current_team_id, require_team
 from service.datasets import get_dataset
+from service.offload import off_loop
 from service.schemas import DatasetOut
 from service.services import services
 from service.submission import upload_dataset
@@ -24,7 +25,7 @@ def create_dataset() -> tuple[dict[str, object], int, dict[str, str]]:
     svc = services()
     limit_body(dataset_body_limit(svc.settings))
     data = required_file_part("data", svc.settings.max_data_bytes)
-    check_data(data, svc.settings.max_data_bytes)
+    off_loop(check_data, data, svc.settings.max_data_bytes)
     dataset, created = upload_dataset(svc, current_team_id(), data)
     location = url_for("datasets.get_dataset_by_id", dataset_id=dataset.id)
     return DatasetOut.from_row(dataset).model_dump(mode="json"), 201 if created else 200, {"Location": location}

@@ -13,6 +13,7 @@ from service.auth import current_team_id, current_token, require_team
 from service.db import Artifact, Job, JobState
 from service.errors import InvalidArgument, NoReport, NotFound
 from service.job_events import job_events
+from service.offload import off_loop
 from service.schemas import ArtifactListOut, ArtifactOut, JobOut, JobPageOut, ListJobsQuery, parse_query
 from service.services import services
 from service.stream_slots import StreamSlots
@@ -38,13 +39,13 @@ def create_job() -> tuple[dict[str, object], int, dict[str, str]]:
     settings = svc.settings
     limit_body(job_body_limit(settings))
     model = required_file_part("model", settings.max_model_bytes)
-    check_model(model, settings.max_model_bytes)
+    off_loop(check_model, model, settings.max_model_bytes)
     data = file_part("data", settings.max_data_bytes)
     dataset_id = _dataset_id(request.form.get("dataset_id"))
     if (data is None) == (dataset_id is None):
         raise InvalidArgument("give exactly one of a 'data' file (.npz) and a 'dataset_id'", field="data")
     if data is not None:
-        check_data(data, settings.max_data_bytes)
+        off_loop(check_data, data, settings.max_data_bytes)
     spec = parse_spec_text(text_part("spec", settings.max_config_bytes))
     config = parse_config_text(text_part("config", settings.max_config_bytes), spec)
     submission = Submission(model=model, spec=spec, config=config, data=data, dataset_id=dataset_id)

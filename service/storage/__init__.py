@@ -13,7 +13,7 @@ def store_from_settings(settings: Settings) -> ArtifactStore:
     where = settings.artifacts
     if isinstance(where, LocalArtifacts):
         return LocalStore(where.root)
-    return S3Store(where.bucket, where.prefix, settings.s3_endpoint_url)
+    return S3Store(where.bucket, where.prefix, settings.s3_endpoint_url, settings.s3_public_endpoint_url)
 
 
 __all__ = ["ArtifactStore", "LocalStore", "S3Store", "store_from_settings", "validate_key"]

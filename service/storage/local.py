@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from service.errors import NotFound, StorageFull
+from service.offload import off_loop
 from service.storage.base import CHUNK_SIZE, HashingReader, validate_key, validate_prefix
 
 # A file being written is '.partial-<random>' beside its key: a key of its own that the service
@@ -33,6 +34,9 @@ class LocalStore:
 
     def put_stream(self, key: str, fileobj: BinaryIO) -> tuple[int, str]:
         """Raises ``StorageFull`` when the disk is, with no partial file left behind."""
+        return off_loop(self._put, key, fileobj)  # gigabytes of disk and hashing: off the server's loop
+
+    def _put(self, key: str, fileobj: BinaryIO) -> tuple[int, str]:
         path = self._path(key)
         reader = HashingReader(fileobj)
         with _disk_full_as_error(key):

@@ -31,22 +31,15 @@ _TRANSFER = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 <<
 class S3Store:
     """Keys live under ``prefix/`` in ``bucket``; credentials come from boto3's usual chain."""
 
-    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
+    def __init__(
+        self, bucket: str, prefix: str = "", endpoint_url: str | None = None, public_endpoint_url: str | None = None
+    ) -> None:
         self.bucket = bucket
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         session = boto3.session.Session()
-        self.client: Any = session.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            region_name=session.region_name or "us-east-1",
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path"},
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-                retries={"max_attempts": 5, "mode": "standard"},
-            ),
-        )
+        self.client: Any = _client(session, endpoint_url)
+        # a presigned URL's signature covers its host: sign for the address clients use
+        self._presigner: Any = _client(session, public_endpoint_url) if public_endpoint_url else self.client
 
     def _object(self, key: str) -> str:
         return self.prefix + validate_key(key)
@@ -90,7 +83,7 @@ class S3Store:
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         name = self._object(key)
         with _errors(key):
-            url: str = self.client.generate_presigned_url(
+            url: str = self._presigner.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": name}, ExpiresIn=expires_s
             )
         return url
@@ -123,3 +116,18 @@ def _chunks(body: Any) -> Iterator[bytes]:
         yield from body.iter_chunks(CHUNK_SIZE)
     finally:
         body.close()
+
+
+def _client(session: boto3.session.Session, endpoint_url: str | None) -> Any:
+    return session.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=session.region_name or "us-east-1",
+        config=Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"max_attempts": 5, "mode": "standard"},
+        ),
+    )

@@ -1,7 +1,7 @@
 """The API process SIGKILLed during an upload: no job row, and no stored byte that ``qat admin gc`` cannot remove.
 
-Killed while the body is still arriving, the app has not run yet (waitress reads the
-whole body first): nothing is stored. Killed while it stores the inputs, the row that
+Killed while the body is still arriving, the form is still being parsed into temporary
+files and nothing is stored yet. Killed while it stores the inputs, the row that
 would own them is not written yet: the stored and half-stored files are orphans, listed
 by the store and removed by ``qat admin gc``.
 """

@@ -1,58 +1,140 @@
-"""An upload declared over the limit is refused before its body is sent, as ``qat serve`` runs the API.
+"""Uploads judged from their head alone, before a body byte is read, as ``qat serve`` runs the API.
 
-A raw socket sends only the request head with a huge ``Content-Length``; the answer
-must arrive while the body is still unsent, so a client cannot make the server read
-(or spool to disk) gigabytes it will refuse anyway.
+A raw socket sends the request head with a huge ``Content-Length`` and then as much
+body as it can until the answer arrives: the answer must come while the body is still
+unsent (under 1 MiB written), so a client cannot make the server read or spool
+gigabytes it will refuse anyway. With ``Expect: 100-continue`` the server must answer
+with the error and never with ``100 Continue``.
 """
 
 from __future__ import annotations
 
+import json
+import select
+import shutil
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import waitress
-from waitress import wasyncore
 
-from service.app import create_app
-from service.settings import Settings
+from bench.served import served_api
+from service.db import make_engine, session_factory
 from service.teams import create_team
-from service.uploads import server_body_limit
+
+GIB = 1 << 30
+CHUNK = 64 << 10
+PACE_S = 0.01
+ENDPOINTS = ("/v1/jobs", "/v1/datasets")
 
 
-@pytest.fixture
-def served(migrated_sqlite_template: Path, tmp_path: Path) -> Iterator[tuple[int, str]]:
-    """The API under waitress with the body limit ``qat serve`` sets; yields its port and a token."""
-    (tmp_path / "qat.db").write_bytes(migrated_sqlite_template.read_bytes())
-    settings = Settings.from_env(
-        {
-            "QAT_DATABASE_URL": f"sqlite:///{tmp_path / 'qat.db'}",
-            "QAT_BROKER_URL": f"filesystem://{tmp_path / 'broker'}",
-            "QAT_ARTIFACTS": str(tmp_path / "artifacts"),
-        }
-    )
-    app = create_app(settings)
-    token = create_team(app.extensions["qat"].db, "uploader").token
-    server = waitress.create_server(app, host="127.0.0.1", port=0, max_request_body_size=server_body_limit(settings))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield server.effective_port, token
-    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
-    thread.join(timeout=10)
-    server.task_dispatcher.shutdown()
+@pytest.fixture(scope="module")
+def served(migrated_sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
+    """``qat serve`` on a SQLite copy with a 256 MiB data limit; yields its port and a team's token."""
+    folder = tmp_path_factory.mktemp("served")
+    shutil.copyfile(migrated_sqlite_template, folder / "qat.db")
+    url = f"sqlite:///{folder / 'qat.db'}"
+    engine = make_engine(url)
+    token = create_team(session_factory(engine), "uploader").token
+    engine.dispose()
+    env = {
+        "QAT_DATABASE_URL": url,
+        "QAT_BROKER_URL": f"filesystem://{folder / 'broker'}",
+        "QAT_ARTIFACTS": str(folder / "artifacts"),
+        "QAT_MAX_DATA_BYTES": "256MiB",
+        "QAT_MAX_MODEL_BYTES": "256MiB",
+    }
+    with served_api(env, folder / "serve.log") as base:
+        yield int(base.rsplit(":", 1)[1]), token
 
 
-@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/datasets"])
-def test_oversized_body_is_refused_from_its_head_alone(served: tuple[int, str], path: str) -> None:
-    port, token = served
-    declared = 1 << 40  # 1 TiB: far over any limit
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-        f"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {declared}\r\n\r\n"
-    )
+def _head(path: str, declared: int, token: str | None, *, expect: bool = False) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: multipart/form-data; boundary=x"]
+    lines.append(f"Content-Length: {declared}")
+    if token is not None:
+        lines.append(f"Authorization: Bearer {token}")
+    if expect:
+        lines.append("Expect: 100-continue")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _send_until_answered(port: int, head: bytes, limit: int) -> tuple[int, bytes]:
+    """Send ``head``, then a body chunk every 10 ms until an answer is readable; the body bytes written, and the answer.
+
+    Paced like a fast client on a real network: on loopback the kernel would otherwise
+    take megabytes into its buffers before the server has had a chance to answer.
+    """
     with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
-        sock.sendall(head.encode() + b"--x\r\n")  # a few body bytes, then nothing more
-        answer = sock.recv(4096).decode("latin-1")
-    assert answer.startswith("HTTP/1.1 413"), answer
+        sock.sendall(head)
+        written = 0
+        while written < limit and not select.select([sock], [], [], PACE_S)[0]:
+            try:
+                sock.sendall(b"\0" * CHUNK)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            written += CHUNK
+        return written, _answer(sock)
+
+
+def _answer(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 4 + _length(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _length(data: bytes) -> int:
+    for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+def _status_and_error(answer: bytes) -> tuple[int, dict[str, object]]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"application/json" in head.lower(), answer[:300]
+    error: dict[str, object] = json.loads(body)["error"]
+    return int(head.split()[1]), error
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize("with_token", [False, True], ids=["no-token", "over-limit"])
+def test_a_gigabyte_upload_is_answered_before_a_mebibyte_is_sent(
+    served: tuple[int, str], path: str, with_token: bool
+) -> None:
+    port, token = served
+    written, answer = _send_until_answered(port, _head(path, GIB, token if with_token else None), GIB)
+    status, error = _status_and_error(answer)
+    print(f"{path} {'over the limit' if with_token else 'no token'}: answered {status} after {written} body bytes")
+    assert (status, error["code"]) == ((413, "TOO_LARGE") if with_token else (401, "UNAUTHENTICATED"))
+    assert written < 1 << 20
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize("with_token", [False, True], ids=["no-token", "over-limit"])
+def test_expect_100_continue_gets_the_error_never_a_continue(
+    served: tuple[int, str], path: str, with_token: bool
+) -> None:
+    port, token = served
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(_head(path, 5 * GIB, token if with_token else None, expect=True))
+        answer = _answer(sock)
+    assert not answer.startswith(b"HTTP/1.1 100"), answer[:200]
+    status, error = _status_and_error(answer)
+    assert (status, error["code"]) == ((413, "TOO_LARGE") if with_token else (401, "UNAUTHENTICATED"))
+
+
+def test_expect_100_continue_on_an_acceptable_upload_gets_the_continue(served: tuple[int, str]) -> None:
+    """The control: the server does send ``100 Continue`` once the head passes, and reads the body."""
+    port, token = served
+    body = b"--x\r\nContent-Disposition: form-data; name=\"data\"; filename=\"d.npz\"\r\n\r\nnot an npz\r\n--x--\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(_head("/v1/datasets", len(body), token, expect=True))
+        assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        status, error = _status_and_error(_answer(sock))
+    assert (status, error["code"], error["field"]) == (422, "BAD_DATA", "data")

@@ -104,8 +104,11 @@ def test_cancel_running_job_is_cancelling(api: Any, submit: Submit) -> None:
     assert client.post(f"/v1/jobs/{job_id}/cancel").json()["state"] == "CANCELLING"
 
 
-def test_artifacts_listed_and_downloaded(api: Any, submit: Submit) -> None:
-    """No worker exists yet: play its part with the store's claim/finish path, then download over HTTP."""
+def test_artifacts_listed_and_downloaded(make_api: Callable[..., Any], submit: Submit) -> None:
+    """No worker exists yet: play its part with the store's claim/finish path, then download over HTTP.
+
+    Streamed by the API (redirects off), so its integrity headers are checked too."""
+    api = make_api(QAT_DOWNLOAD_REDIRECT="false")
     client = api.new_team()
     job_id = submit(client).json()["id"]
     payloads = {"model.onnx": b"\x08\x07onnx" * 50_000, "report.json": b'{"top1": 0.9}'}
@@ -349,8 +352,12 @@ def test_readyz_reports_unreachable_storage(make_api: Callable[..., Any], s3_end
 
 @SQLITE_ONLY
 @S3_ONLY
-def test_download_redirects_to_presigned_url(make_api: Callable[..., Any], submit: Submit) -> None:
-    api = make_api(QAT_DOWNLOAD_REDIRECT="true")
+def test_download_redirects_to_presigned_url(
+    make_api: Callable[..., Any], submit: Submit, s3_endpoint: str, s3_bucket: str
+) -> None:
+    """The default on S3; signed for the address clients use (here ``localhost`` for the API's 127.0.0.1)."""
+    public = s3_endpoint.replace("127.0.0.1", "localhost")
+    api = make_api(store=S3Store(s3_bucket, "some/prefix", s3_endpoint, public_endpoint_url=public))
     client = api.new_team()
     job_id = submit(client).json()["id"]
     svc = api.services
@@ -360,4 +367,5 @@ def test_download_redirects_to_presigned_url(make_api: Callable[..., Any], submi
     store.finish_job(svc.db, uuid.UUID(job_id), "w", 1, {}, [NewArtifact("model.onnx", size, sha256, key)])
     redirect = client.get(f"/v1/jobs/{job_id}/artifacts/model.onnx", allow_redirects=False)
     assert redirect.status_code == 302 and "X-Amz-Signature" in redirect.headers["Location"]
+    assert redirect.headers["Location"].startswith(f"{public}/")
     assert requests.get(redirect.headers["Location"], timeout=10).content == b"onnx bytes"

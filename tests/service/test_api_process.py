@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,11 @@ import pytest
 import requests
 from openapi_spec_validator import validate
 
-from conftest import free_port
+from bench.served import QAT, free_port, served_api
 from service.app import create_app
 from service.errors import SchemaOutOfDate
 from service.openapi import openapi_document
 from service.settings import Settings
-
-QAT = Path(sys.executable).parent / "qat"
 
 
 @pytest.fixture
@@ -63,23 +60,12 @@ assert "torch" not in sys.modules, "the API process imported torch"
     assert run.returncode == 0, run.stderr
 
 
-def test_qat_serve_runs_waitress(sqlite_env: dict[str, str]) -> None:
-    port = free_port()
-    server = subprocess.Popen(
-        [str(QAT), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env={**_base_env(), **sqlite_env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        health = _wait_for(f"http://127.0.0.1:{port}/healthz", server)
+def test_qat_serve_runs_the_app_under_gevent(sqlite_env: dict[str, str], tmp_path: Path) -> None:
+    with served_api(sqlite_env, tmp_path / "serve.log") as url:
+        health = requests.get(f"{url}/healthz", timeout=5)
         assert health.json() == {"status": "ok", "checks": {}}
-        assert "waitress" in health.headers.get("Server", "").lower()
-        assert requests.get(f"http://127.0.0.1:{port}/v1/jobs", timeout=5).status_code == 401
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+        assert requests.get(f"{url}/v1/jobs", timeout=5).status_code == 401
+    assert "qat API on http://127.0.0.1:" in (tmp_path / "serve.log").read_text()
 
 
 def test_refuses_to_start_on_an_old_schema(tmp_path: Path) -> None:
@@ -119,15 +105,3 @@ def test_openapi_document_is_valid_and_complete(sqlite_env: dict[str, str]) -> N
 
 def _base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("QAT_")}
-
-
-def _wait_for(url: str, server: subprocess.Popen[str], timeout_s: float = 30) -> requests.Response:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"qat serve exited: {server.stdout.read() if server.stdout else ''}")
-        try:
-            return requests.get(url, timeout=2)
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise AssertionError(f"qat serve did not answer on {url} within {timeout_s} s")

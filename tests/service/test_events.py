@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -99,7 +100,8 @@ def test_a_stream_ends_within_seconds_of_its_token_being_revoked(api: Any) -> No
         assert next(events, None) is None
 
 
-def test_streams_beyond_the_teams_bound_are_refused_503_and_the_slot_comes_back(api: Any) -> None:
+def test_streams_beyond_the_teams_bound_are_refused_503_and_the_slot_comes_back(make_api: Callable[..., Any]) -> None:
+    api = make_api(QAT_MAX_STREAMS_PER_TEAM="3")  # the in-process test server has 8 threads
     token, job_id = _queued_job(api)
     client = api.client(token)
     bound = api.services.settings.max_streams_per_team
