@@ -20,9 +20,10 @@ from sqlalchemy.exc import OperationalError
 
 from service import migrate, teams
 from service.db import SessionFactory, make_engine, session_factory
-from service.errors import DatabaseUnavailable, ServiceError
+from service.errors import BadSetting, DatabaseUnavailable, InvalidArgument, ServiceError
 from service.offload import gevent_patched
-from service.settings import Settings
+from service.quota import human_size
+from service.settings import Settings, parse_size
 
 USER_ERROR_EXIT = 2
 
@@ -94,17 +95,39 @@ def admin() -> None:
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
+def _storage_size(value: str) -> int:
+    try:
+        return parse_size(value, "--max-storage")
+    except BadSetting as error:  # the same words, but about an argument, not the environment
+        raise InvalidArgument(error.message, field="--max-storage") from None
+
+
 @admin.command("create-team")
 @click.argument("name")
 @click.option("--max-running", type=click.IntRange(min=1), default=2, show_default=True, help="Jobs running at once.")
 @click.option("--max-queued", type=click.IntRange(min=1), default=100, show_default=True, help="Jobs waiting at once.")
 @click.option("--weight", type=click.IntRange(min=1), default=1, show_default=True, help="Share of the GPU pool.")
+@click.option("--max-storage", default="100GiB", show_default=True, help="Bytes of inputs, results and datasets kept.")
+@click.option("--max-datasets", type=click.IntRange(min=1), default=100, show_default=True, help="Datasets kept.")
 @_json_option
-def create_team(name: str, max_running: int, max_queued: int, weight: int, as_json: bool) -> None:
+def create_team(
+    name: str, max_running: int, max_queued: int, weight: int, max_storage: str, max_datasets: int, as_json: bool
+) -> None:
     """Create team NAME and print its first API token (shown only this once)."""
-    issued = teams.create_team(_database(), name, max_running=max_running, max_queued=max_queued, weight=weight)
+    issued = teams.create_team(
+        _database(),
+        name,
+        max_running=max_running,
+        max_queued=max_queued,
+        weight=weight,
+        max_storage_bytes=_storage_size(max_storage),
+        max_datasets=max_datasets,
+    )
     if not as_json:
-        click.echo(f"created team {name!r} (max_running={max_running}, max_queued={max_queued}, weight={weight})")
+        click.echo(
+            f"created team {name!r} (max_running={max_running}, max_queued={max_queued}, weight={weight}, "
+            f"max_storage={max_storage}, max_datasets={max_datasets})"
+        )
     _print_token(issued, as_json)
 
 
@@ -113,12 +136,35 @@ def create_team(name: str, max_running: int, max_queued: int, weight: int, as_js
 @click.option("--max-running", type=click.IntRange(min=1), default=None, help="Jobs running at once.")
 @click.option("--max-queued", type=click.IntRange(min=1), default=None, help="Jobs waiting at once.")
 @click.option("--weight", type=click.IntRange(min=1), default=None, help="Share of the GPU pool.")
-def set_team(name: str, max_running: int | None, max_queued: int | None, weight: int | None) -> None:
+@click.option("--max-storage", default=None, help="Bytes of inputs, results and datasets kept, e.g. 500GiB.")
+@click.option("--max-datasets", type=click.IntRange(min=1), default=None, help="Datasets kept.")
+def set_team(
+    name: str,
+    max_running: int | None,
+    max_queued: int | None,
+    weight: int | None,
+    max_storage: str | None,
+    max_datasets: int | None,
+) -> None:
     """Change team NAME's limits or weight; the dispatcher applies them on its next tick."""
-    if max_running is None and max_queued is None and weight is None:
-        raise click.UsageError("give at least one of --max-running, --max-queued, --weight")
-    team = teams.update_team(_database(), name, max_running=max_running, max_queued=max_queued, weight=weight)
-    click.echo(f"team {name!r}: max_running={team.max_running}, max_queued={team.max_queued}, weight={team.weight}")
+    if all(value is None for value in (max_running, max_queued, weight, max_storage, max_datasets)):
+        raise click.UsageError(
+            "give at least one of --max-running, --max-queued, --weight, --max-storage, --max-datasets"
+        )
+    team = teams.update_team(
+        _database(),
+        name,
+        max_running=max_running,
+        max_queued=max_queued,
+        weight=weight,
+        max_storage_bytes=None if max_storage is None else _storage_size(max_storage),
+        max_datasets=max_datasets,
+    )
+    click.echo(
+        f"team {name!r}: max_running={team.max_running}, max_queued={team.max_queued}, weight={team.weight}, "
+        f"storage {human_size(team.storage_bytes)} of {human_size(team.max_storage_bytes)}, "
+        f"datasets {team.datasets} of {team.max_datasets}"
+    )
 
 
 @admin.command("create-token")
@@ -140,14 +186,23 @@ def revoke_token(prefix: str) -> None:
 @admin.command("list-teams")
 @_json_option
 def list_teams(as_json: bool) -> None:
-    """Every team with its limits and number of active tokens."""
+    """Every team with its limits, its storage and datasets in use, and its number of active tokens."""
     rows = teams.list_teams(_database())
     if as_json:
         click.echo(json.dumps([{**vars(row), "created_at": row.created_at.isoformat()} for row in rows]))
         return
-    header = ("NAME", "MAX_RUNNING", "MAX_QUEUED", "WEIGHT", "TOKENS", "CREATED")
+    header = ("NAME", "MAX_RUNNING", "MAX_QUEUED", "WEIGHT", "STORAGE", "DATASETS", "TOKENS", "CREATED")
     table = [header] + [
-        (r.name, str(r.max_running), str(r.max_queued), str(r.weight), str(r.active_tokens), f"{r.created_at:%Y-%m-%d}")
+        (
+            r.name,
+            str(r.max_running),
+            str(r.max_queued),
+            str(r.weight),
+            f"{human_size(r.storage_bytes)} / {human_size(r.max_storage_bytes)}",
+            f"{r.datasets} / {r.max_datasets}",
+            str(r.active_tokens),
+            f"{r.created_at:%Y-%m-%d}",
+        )
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]

@@ -222,6 +222,21 @@ class Client:
         """Queued jobs end at once (CANCELLED); running ones become CANCELLING until the worker stops."""
         return Job.from_json(self._json("POST", _job_path(job_id, "cancel")))
 
+    def delete_files(self, job_id: str) -> Job:
+        """Delete a finished job's inputs and results now, freeing the team's storage; the job stays."""
+        return Job.from_json(self._json("DELETE", _job_path(job_id)))
+
+    def upload_dataset(self, data: PathLike | IO[bytes]) -> dict[str, Any]:
+        """Upload an ``.npz`` once and name it by its ``id`` in :meth:`submit` (``dataset_id``) many times."""
+        with ExitStack() as stack:
+            file = _upload(stack, data, "data.npz")
+            dataset: dict[str, Any] = self._send("POST", "/v1/datasets", [file[1]], files={"data": file}).json()
+            return dataset
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Delete a dataset's file (the service refuses while a queued or running job uses it)."""
+        self._send("DELETE", f"/v1/datasets/{quote(dataset_id, safe='')}")
+
     def artifacts(self, job_id: str) -> list[Artifact]:
         listed = self._json("GET", _job_path(job_id, "artifacts"))["artifacts"]
         return [Artifact(a["name"], int(a["size"]), a["sha256"], a["url"]) for a in listed]

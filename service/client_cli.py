@@ -29,7 +29,8 @@ from service.client import ApiError, Client, ClientError, Job
 from service.client_config import ClientConfigError, resolve_connection
 from service.client_view import accuracy_table, job_summary, jobs_table, live_progress, print_files
 
-# 4: the team's quota is full (429): the same command will work later, unlike a usage error
+# 4: a team quota is full (429 QUOTA, 507 STORAGE_QUOTA): the same command will work later,
+# once jobs end or files are deleted, unlike a usage error
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_SERVER, EXIT_QUOTA = 0, 1, 2, 3, 4
 STATES = ("QUEUED", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED", "CANCELLED")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -70,7 +71,8 @@ def connect(url: str | None, token: str | None) -> Iterator[Client]:
         with Client(connection.url, connection.token) as client:
             yield client
     except ApiError as exc:
-        code = EXIT_QUOTA if exc.status == 429 else EXIT_USAGE if exc.is_client_error else EXIT_SERVER
+        quota = exc.status == 429 or exc.code == "STORAGE_QUOTA"
+        code = EXIT_QUOTA if quota else EXIT_USAGE if exc.is_client_error else EXIT_SERVER
         raise CommandFailed(str(exc), code) from exc
     except ClientError as exc:
         raise CommandFailed(str(exc), EXIT_SERVER) from exc
@@ -174,6 +176,16 @@ def cancel(job_id: str, url: str | None, token: str | None, as_json: bool) -> No
     with connect(url, token) as client:
         job = client.cancel(job_id)
     _emit(job.raw, lambda: _out.print(f"{job.id} {job.state}"), as_json)
+
+
+@click.command("delete")
+@click.argument("job_id", metavar="ID")
+@client_options
+def delete(job_id: str, url: str | None, token: str | None, as_json: bool) -> None:
+    """Delete a finished job's inputs and results now, freeing the team's storage (the job stays listed)."""
+    with connect(url, token) as client:
+        job = client.delete_files(job_id)
+    _emit(job.raw, lambda: _out.print(f"{job.id} {job.state}: files deleted"), as_json)
 
 
 @click.command("download")

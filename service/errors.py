@@ -79,6 +79,12 @@ class QuotaExceeded(ServiceError):
     code = "QUOTA"
 
 
+class StorageQuotaExceeded(ServiceError):
+    """The team's stored bytes would go over its storage quota; nothing was kept."""
+
+    code = "STORAGE_QUOTA"
+
+
 class IdempotencyMismatch(ServiceError):
     """An Idempotency-Key was reused for a request that differs from the first one."""
 

@@ -103,6 +103,7 @@ def _paths() -> dict[str, Any]:
         "schema": {"type": "string", "maxLength": 255},
     }
     auth = _errors(401, 503)  # every /v1 operation needs the database
+    dataset_id = _path_id("dataset_id", "a dataset id (UUID)")
     return {
         "/v1/jobs": {
             "post": {
@@ -127,7 +128,12 @@ def _paths() -> dict[str, Any]:
                 "summary": "One job",
                 "parameters": [job_id],
                 "responses": {"200": _json(JobOut, "the job"), **_errors(404), **auth},
-            }
+            },
+            "delete": {
+                "summary": "Delete a finished job's inputs and results (the job stays, listing no artifacts)",
+                "parameters": [job_id],
+                "responses": {"200": _json(JobOut, "the job"), **_errors(404, 409), **auth},
+            },
         },
         "/v1/jobs/{job_id}/events": {
             "get": {
@@ -205,7 +211,7 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "201": _json(DatasetOut, "the new dataset"),
                     "200": _json(DatasetOut, "the team's existing dataset with the same bytes"),
-                    **_errors(400, 413, 422, 507),
+                    **_errors(400, 413, 422, 429, 507),
                     **auth,
                 },
             }
@@ -213,9 +219,14 @@ def _paths() -> dict[str, Any]:
         "/v1/datasets/{dataset_id}": {
             "get": {
                 "summary": "One dataset",
-                "parameters": [_path_id("dataset_id", "a dataset id (UUID)")],
+                "parameters": [dataset_id],
                 "responses": {"200": _json(DatasetOut, "the dataset"), **_errors(404), **auth},
-            }
+            },
+            "delete": {
+                "summary": "Delete a dataset's file (refused while a queued or running job uses it)",
+                "parameters": [dataset_id],
+                "responses": {"204": {"description": "deleted"}, **_errors(404, 409), **auth},
+            },
         },
         "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": _json(HealthOut, "up")}}},
         "/readyz": {

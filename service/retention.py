@@ -6,6 +6,9 @@ what someone can still ask for. Two kinds of objects go:
 - **expired**: everything under ``jobs/<id>/`` of a job that ended (succeeded, failed
   or cancelled) before the cutoff; its artifact rows go too, the job row stays as
   history, so ``GET /v1/jobs/<id>`` still answers and lists no artifacts.
+- **released inputs**: a failed or cancelled job's inputs go within seconds
+  (:func:`release_inputs`, run by the dispatcher), since nothing will read them again;
+  and a team may delete a finished job's files at once (:func:`delete_job_files`).
 - **orphans** older than the cutoff: inputs of a submission whose job row was never
   written (the API died mid-upload), files of an attempt that is over but never
   published them (a reaped or crashed attempt), and dataset files with no dataset row.
@@ -24,10 +27,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from service.db import Artifact, Dataset, Job, JobState, SessionFactory, reading, utcnow, writing
-from service.errors import InvalidArgument
+from service.errors import InvalidArgument, NotFound, WrongState
 from service.storage import ArtifactStore
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -96,7 +99,7 @@ def collect_garbage(
     datasets = _dataset_keys(db)
     report.orphan_keys += [k for k in store.list("datasets/") if k not in datasets and store.modified(k) < cutoff]
     if not dry_run:
-        _forget_artifacts(db, report.expired_jobs)
+        _forget_files(db, report.expired_jobs)
         for key in [*report.expired_keys, *report.orphan_keys]:
             store.delete(key)
     return report
@@ -146,11 +149,60 @@ def _unowned(key: str, job: _JobFiles | None) -> bool:
 
 def _dataset_keys(db: SessionFactory) -> set[str]:
     with reading(db) as session:
-        return set(session.scalars(select(Dataset.storage_key)))
+        return set(session.scalars(select(Dataset.storage_key).where(Dataset.deleted_at.is_(None))))
 
 
-def _forget_artifacts(db: SessionFactory, job_ids: Iterable[uuid.UUID]) -> None:
+def _forget_files(db: SessionFactory, job_ids: Iterable[uuid.UUID]) -> None:
+    """The rows say the jobs' files are gone: no artifacts, no input bytes counted."""
     ids = list(job_ids)
     if ids:
         with writing(db) as session:
             session.execute(delete(Artifact).where(Artifact.job_id.in_(ids)))
+            session.execute(update(Job).where(Job.id.in_(ids)).values(inputs_bytes=0))
+
+
+def delete_job_files(db: SessionFactory, store: ArtifactStore, team_id: int, job_id: uuid.UUID) -> Job:
+    """Delete a finished job's inputs and results now; the row stays, listing no artifacts.
+
+    ``WrongState`` for a job still queued or running (cancel it first). The rows go
+    first, then the files, so a crash in between leaves only what gc removes as expired.
+    """
+    with writing(db) as session:
+        job = session.scalar(select(Job).where(Job.id == job_id, Job.team_id == team_id).with_for_update())
+        if job is None:
+            raise NotFound(f"no job {job_id}", field="job_id")
+        if job.state not in _TERMINAL:
+            raise WrongState(
+                f"job {job_id} is {job.state.value}; cancel it first (POST /v1/jobs/{job_id}/cancel), "
+                "then delete its files once it has stopped",
+                field="state",
+            )
+    _forget_files(db, [job_id])
+    for key in list(store.list(f"jobs/{job_id}/")):
+        store.delete(key)
+    with reading(db) as session:
+        return session.get_one(Job, job_id)
+
+
+def release_inputs(db: SessionFactory, store: ArtifactStore, *, batch: int = 100) -> list[uuid.UUID]:
+    """Delete the inputs of failed and cancelled jobs that still have them; the jobs released.
+
+    Files first, then the count: a crash in between only means the next call deletes
+    absent keys again. Results (``log.txt`` of a failed job) stay until gc or a delete.
+    """
+    query = (
+        select(Job)
+        .where(Job.state.in_((JobState.FAILED, JobState.CANCELLED)), Job.inputs_bytes > 0)
+        .limit(batch)
+    )
+    with reading(db) as session:
+        jobs = list(session.scalars(query))
+    for job in jobs:
+        for key in (job.model_key, job.data_key, job.config_key):
+            if key:
+                store.delete(key)
+    released = [job.id for job in jobs]
+    if released:
+        with writing(db) as session:
+            session.execute(update(Job).where(Job.id.in_(released)).values(inputs_bytes=0))
+    return released

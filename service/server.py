@@ -10,7 +10,10 @@ What this module adds to gevent's server, for hostile or clumsy clients:
 
 - deadlines: a connection closes when idle (no request, or a stalled read or write) for
   ``idle_timeout_s``; once a request starts, its whole head must arrive within
-  ``head_timeout_s`` (a slow-header client gets a 408, then the connection closes);
+  ``head_timeout_s`` (a slow-header client gets a 408, then the connection closes). gevent
+  applies the socket timeout to each write of a download chunk (1 MiB) as a whole, so a
+  client reading slower than 1 MiB per ``idle_timeout_s`` (17 KiB/s at the default) is
+  cut off too: a slow-read attack holds a connection for a minute at most;
 - a bound on open connections (more wait in the listen backlog);
 - the server's own errors (400, 408, 414, 431, 500) in the API's JSON error format;
 - a body the app answered without reading is read only up to :data:`DRAIN_BYTES` (so
@@ -152,6 +155,15 @@ class QatHandler(WSGIHandler):  # type: ignore[misc]  # gevent ships no type hin
     def _refuse(self, refused: _ErrorResponse) -> tuple[str, bytes]:
         log.info("refused a request from %s: %s", self.client_address[0], refused)
         return refused.status.split()[0], _raw_response(refused.status, refused.code, str(refused), refused.field)
+
+    def handle_error(self, t: type[BaseException], v: BaseException, tb: Any) -> None:
+        """A socket that timed out is a client that stopped reading or sending: close it, quietly."""
+        if issubclass(t, TimeoutError):
+            idle_s = self.server.limits.idle_timeout_s
+            log.info("closed a connection from %s: no progress for %g s", self.client_address[0], idle_s)
+            self.close_connection = True
+            return
+        super().handle_error(t, v, tb)
 
     def _send_error_response_if_possible(self, error_code: int) -> None:
         """gevent's own 400/500 answers, in JSON."""

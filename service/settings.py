@@ -20,8 +20,8 @@ from sqlalchemy.exc import ArgumentError
 
 from service.errors import BadSetting
 
-_SIZE = re.compile(r"^\s*(\d+)\s*(?:([KMG])(?:i?B)?|B)?\s*$", re.IGNORECASE)
-_UNITS = {None: 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+_SIZE = re.compile(r"^\s*(\d+)\s*(?:([KMGT])(?:i?B)?|B)?\s*$", re.IGNORECASE)
+_UNITS = {None: 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 # AWS's rules for new buckets; S3-compatible servers accept a superset.
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _SUPPORTED_DATABASES = ("sqlite", "postgresql")
@@ -230,11 +230,14 @@ def _endpoint(env: Mapping[str, str], name: str) -> str | None:
 
 def _size(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
-    if raw is None:
-        return default
+    return default if raw is None else parse_size(raw, name)
+
+
+def parse_size(raw: str, field: str) -> int:
+    """A positive size, plain bytes or with a unit (``524288000``, ``500MiB``, ``2G``, ``1TiB``)."""
     match = _SIZE.match(raw)
     if not match or int(match[1]) == 0:
-        raise BadSetting(f"expected a positive size such as 524288000 or 500MiB, got {raw!r}", field=name)
+        raise BadSetting(f"expected a positive size such as 524288000 or 500MiB, got {raw!r}", field=field)
     unit = match[2].upper() if match[2] else None
     return int(match[1]) * _UNITS[unit]
 

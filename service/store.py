@@ -33,6 +33,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service import quota
 from service.db import Artifact, Dataset, IdempotencyKey, Job, JobState, SessionFactory, Team, reading, utcnow, writing
 from service.errors import (
     IdempotencyMismatch,
@@ -90,6 +91,8 @@ class JobInputs:
     config_key: str | None = None
     priority: int = 0
     job_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    # what the stored model, data file and config take, counted against the team's storage
+    inputs_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -424,8 +427,8 @@ def _insert_job(session: Session, team_id: int, inputs: JobInputs, max_attempts:
     if team is None:
         raise NotFound(f"no team with id {team_id}", field="team")
     if inputs.dataset_id is not None:
-        owner = session.scalar(select(Dataset.team_id).where(Dataset.id == inputs.dataset_id))
-        if owner != team_id:
+        live = Dataset.id == inputs.dataset_id, Dataset.deleted_at.is_(None)
+        if session.scalar(select(Dataset.team_id).where(*live)) != team_id:
             raise NotFound(f"no dataset {inputs.dataset_id}", field="dataset_id")
     queued = session.scalar(
         select(func.count()).select_from(Job).where(Job.team_id == team_id, Job.state == JobState.QUEUED)
@@ -435,6 +438,8 @@ def _insert_job(session: Session, team_id: int, inputs: JobInputs, max_attempts:
             f"team {team.name!r} already has {queued} queued jobs, its limit; "
             "wait for some to start or cancel some, then submit again"
         )
+    what = f"this job's inputs ({quota.human_size(inputs.inputs_bytes)})"
+    quota.check_room(session, team, inputs.inputs_bytes, what=what)
     job = Job(
         id=inputs.job_id,
         team_id=team_id,
@@ -446,6 +451,7 @@ def _insert_job(session: Session, team_id: int, inputs: JobInputs, max_attempts:
         data_sha256=inputs.data_sha256,
         dataset_id=inputs.dataset_id,
         config_key=inputs.config_key,
+        inputs_bytes=inputs.inputs_bytes,
         spec=inputs.spec,
     )
     session.add(job)

@@ -87,6 +87,7 @@ def submit_job(svc: Services, team_id: int, submission: Submission, idempotency_
             config_key=config_file.key if config_file else None,
             spec=spec,
             priority=submission.spec.priority,
+            inputs_bytes=sum(stored.size for stored in (model, data, config_file) if stored),
         )
         if idempotency_key is None:
             job, created = store.create_job(svc.db, team_id, inputs, max_attempts=svc.settings.max_attempts), True

@@ -19,6 +19,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service import quota
 from service.db import ApiToken, SessionFactory, Team, reading, utcnow, writing
 from service.errors import Conflict, InvalidArgument, NotFound
 
@@ -26,8 +27,16 @@ TOKEN_SCHEME = "qat_"
 PREFIX_LENGTH = len(TOKEN_SCHEME) + 12
 # fullmatch: '$' alone would also accept a name ending in a newline
 _TEAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-# the largest value of each team limit: far beyond any pool, well inside the 32-bit columns
-LIMIT_MAX = {"max_running": 10_000, "max_queued": 1_000_000, "weight": 1_000}
+# the largest value of each team limit: far beyond any pool, well inside their columns
+LIMIT_MAX = {
+    "max_running": 10_000,
+    "max_queued": 1_000_000,
+    "weight": 1_000,
+    "max_storage_bytes": 1 << 50,
+    "max_datasets": 100_000,
+}
+DEFAULT_STORAGE_BYTES = 100 << 30
+DEFAULT_DATASETS = 100
 
 
 @dataclass(frozen=True)
@@ -41,12 +50,16 @@ class IssuedToken:
 
 @dataclass(frozen=True)
 class TeamSummary:
-    """A team's limits and how many unrevoked tokens it has, for ``qat admin list-teams``."""
+    """A team's limits, its storage in use and its unrevoked tokens, for ``qat admin list-teams``."""
 
     name: str
     max_running: int
     max_queued: int
     weight: int
+    storage_bytes: int
+    max_storage_bytes: int
+    datasets: int
+    max_datasets: int
     active_tokens: int
     created_at: datetime
 
@@ -57,7 +70,14 @@ def hash_token(token: str) -> str:
 
 
 def create_team(
-    db: SessionFactory, name: str, *, max_running: int = 2, max_queued: int = 100, weight: int = 1
+    db: SessionFactory,
+    name: str,
+    *,
+    max_running: int = 2,
+    max_queued: int = 100,
+    weight: int = 1,
+    max_storage_bytes: int = DEFAULT_STORAGE_BYTES,
+    max_datasets: int = DEFAULT_DATASETS,
 ) -> IssuedToken:
     """Create team ``name`` with its first token; ``Conflict`` if the name is taken."""
     if not _TEAM_NAME.fullmatch(name):
@@ -65,12 +85,19 @@ def create_team(
             f"bad team name {name!r}: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
             field="name",
         )
-    _check_limits(max_running=max_running, max_queued=max_queued, weight=weight)
+    limits = {
+        "max_running": max_running,
+        "max_queued": max_queued,
+        "weight": weight,
+        "max_storage_bytes": max_storage_bytes,
+        "max_datasets": max_datasets,
+    }
+    _check_limits(**limits)
     try:
         with writing(db) as session:
             if session.scalar(select(Team.id).where(Team.name == name)) is not None:
                 raise Conflict(f"team {name!r} already exists", field="name")
-            team = Team(name=name, max_running=max_running, max_queued=max_queued, weight=weight)
+            team = Team(name=name, **limits)
             session.add(team)
             session.flush()
             return _issue(session, team)
@@ -85,17 +112,22 @@ def update_team(
     max_running: int | None = None,
     max_queued: int | None = None,
     weight: int | None = None,
+    max_storage_bytes: int | None = None,
+    max_datasets: int | None = None,
 ) -> TeamSummary:
     """Change a team's limits or weight (``None`` keeps a value); returns the team as it now is.
 
     Running and queued jobs are never touched: the dispatcher reads the new values on its
     next tick, so a lowered ``max_running`` only stops further admissions.
     """
-    changes = {
-        key: value
-        for key, value in (("max_running", max_running), ("max_queued", max_queued), ("weight", weight))
-        if value is not None
+    given = {
+        "max_running": max_running,
+        "max_queued": max_queued,
+        "weight": weight,
+        "max_storage_bytes": max_storage_bytes,
+        "max_datasets": max_datasets,
     }
+    changes = {key: value for key, value in given.items() if value is not None}
     _check_limits(**changes)
     with writing(db) as session:
         team = session.scalar(select(Team).where(Team.name == name))
@@ -128,12 +160,23 @@ def revoke_token(db: SessionFactory, prefix: str) -> ApiToken:
 
 
 def list_teams(db: SessionFactory) -> list[TeamSummary]:
-    """Every team by name, with its count of unrevoked tokens."""
+    """Every team by name, with its storage in use and its count of unrevoked tokens."""
     active = and_(ApiToken.team_id == Team.id, ApiToken.revoked_at.is_(None))
     query = select(Team, func.count(ApiToken.id)).outerjoin(ApiToken, active).group_by(Team.id).order_by(Team.name)
     with reading(db) as session:
         return [
-            TeamSummary(t.name, t.max_running, t.max_queued, t.weight, count, t.created_at)
+            TeamSummary(
+                name=t.name,
+                max_running=t.max_running,
+                max_queued=t.max_queued,
+                weight=t.weight,
+                storage_bytes=quota.storage_used(session, t.id),
+                max_storage_bytes=t.max_storage_bytes,
+                datasets=quota.datasets_kept(session, t.id),
+                max_datasets=t.max_datasets,
+                active_tokens=count,
+                created_at=t.created_at,
+            )
             for t, count in session.execute(query).tuples()
         ]
 

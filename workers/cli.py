@@ -24,6 +24,7 @@ COMMANDS = {
     "list": "service.client_cli:list_jobs",
     "wait": "service.client_cli:wait",
     "cancel": "service.client_cli:cancel",
+    "delete": "service.client_cli:delete",
     "download": "service.client_cli:download",
     "logs": "service.client_cli:logs",
     "report": "service.client_cli:report",

@@ -75,15 +75,19 @@ def _check_sandbox() -> None:
 def dispatcher(slots: int) -> None:
     """Reap expired leases and send queued jobs to workers, fairly across teams, until interrupted."""
     from service.db import make_engine, session_factory
+    from service.retention import release_inputs
     from service.settings import Settings
+    from service.storage import store_from_settings
     from workers.celery_app import QUEUE, RUN_JOB, app
     from workers.dispatcher import Dispatcher, run_forever
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    db = session_factory(make_engine(Settings.from_env().database_url))
+    settings = Settings.from_env()
+    db = session_factory(make_engine(settings.database_url))
+    store = store_from_settings(settings)
 
     def send(job_id: uuid.UUID) -> None:
         app.send_task(RUN_JOB, args=[str(job_id)], queue=QUEUE)
 
     click.echo(f"dispatching to {slots} worker slot(s)")
-    run_forever(Dispatcher(db, send, slots))
+    run_forever(Dispatcher(db, send, slots), release_inputs=lambda: release_inputs(db, store))

@@ -35,8 +35,10 @@ from service.store import reap_expired_leases
 log = logging.getLogger(__name__)
 TICK_S = 0.5
 RESEND_AFTER_S = 60.0
+RELEASE_EVERY_S = 5.0
 _ACTIVE = (JobState.RUNNING, JobState.CANCELLING)
 Send = Callable[[uuid.UUID], None]
+Release = Callable[[], list[uuid.UUID]]
 _TEAM_LIMITS = select(Team.id, Team.max_running, Team.weight)
 
 
@@ -103,12 +105,25 @@ class Dispatcher:
         return team
 
 
-def run_forever(dispatcher: Dispatcher, tick_s: float = TICK_S) -> None:
-    """Tick until interrupted; a failing tick (database restarting) is logged and retried."""
+def run_forever(
+    dispatcher: Dispatcher, tick_s: float = TICK_S, *, release_inputs: Release | None = None
+) -> None:
+    """Tick until interrupted; a failing tick (database restarting) is logged and retried.
+
+    Every ``RELEASE_EVERY_S`` it also calls ``release_inputs`` (deleting failed and
+    cancelled jobs' inputs, :func:`service.retention.release_inputs`), so a team's
+    storage is freed within seconds of such a job ending, whoever ended it.
+    """
+    released_at = 0.0
     while True:
         try:
             for job_id in dispatcher.tick():
                 log.info("sent job %s", job_id)
-        except Exception:  # noqa: BLE001 - the dispatcher must outlive a database hiccup
+            if release_inputs is not None and time.monotonic() - released_at >= RELEASE_EVERY_S:
+                released = release_inputs()
+                released_at = time.monotonic()
+                if released:
+                    log.info("deleted the inputs of failed or cancelled jobs %s", released)
+        except Exception:  # noqa: BLE001 - the dispatcher must outlive a database or store hiccup
             log.exception("dispatcher tick failed; retrying")
         time.sleep(tick_s)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, url_for
+from flask import Blueprint, request, url_for
 
 from service.auth import current_team_id, require_team
-from service.datasets import get_dataset
+from service.datasets import delete_dataset, get_dataset
 from service.offload import off_loop
+from service.quota import refuse_upload_over_quota
 from service.schemas import DatasetOut
 from service.services import services
 from service.submission import upload_dataset
@@ -24,6 +25,7 @@ def create_dataset() -> tuple[dict[str, object], int, dict[str, str]]:
     """Validate and store an ``.npz``; the same bytes again return the existing dataset (200)."""
     svc = services()
     limit_body(dataset_body_limit(svc.settings))
+    refuse_upload_over_quota(svc.db, current_team_id(), request.content_length)
     data = required_file_part("data", svc.settings.max_data_bytes)
     off_loop(check_data, data, svc.settings.max_data_bytes)
     dataset, created = upload_dataset(svc, current_team_id(), data)
@@ -34,3 +36,11 @@ def create_dataset() -> tuple[dict[str, object], int, dict[str, str]]:
 @bp.get("/<uuid:dataset_id>")
 def get_dataset_by_id(dataset_id: uuid.UUID) -> dict[str, object]:
     return DatasetOut.from_row(get_dataset(services().db, current_team_id(), dataset_id)).model_dump(mode="json")
+
+
+@bp.delete("/<uuid:dataset_id>")
+def delete_dataset_by_id(dataset_id: uuid.UUID) -> tuple[str, int]:
+    """Delete the dataset's file (409 while a queued or running job uses it); 204."""
+    svc = services()
+    delete_dataset(svc.db, svc.store, current_team_id(), dataset_id)
+    return "", 204

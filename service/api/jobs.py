@@ -14,6 +14,8 @@ from service.db import Artifact, Job, JobState
 from service.errors import InvalidArgument, NoReport, NotFound
 from service.job_events import job_events
 from service.offload import off_loop
+from service.quota import refuse_upload_over_quota
+from service.retention import delete_job_files
 from service.schemas import ArtifactListOut, ArtifactOut, JobOut, JobPageOut, ListJobsQuery, parse_query
 from service.services import services
 from service.stream_slots import StreamSlots
@@ -38,6 +40,7 @@ def create_job() -> tuple[dict[str, object], int, dict[str, str]]:
     svc = services()
     settings = svc.settings
     limit_body(job_body_limit(settings))
+    refuse_upload_over_quota(svc.db, current_team_id(), request.content_length)
     model = required_file_part("model", settings.max_model_bytes)
     off_loop(check_model, model, settings.max_model_bytes)
     data = file_part("data", settings.max_data_bytes)
@@ -85,6 +88,13 @@ def stream_events(job_id: uuid.UUID) -> Response:
     svc.streams.acquire(team_id)  # 503 TOO_MANY_STREAMS when none is free
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return Response(_holding_slot(events, svc.streams, team_id), mimetype="text/event-stream", headers=headers)
+
+
+@bp.delete("/<uuid:job_id>")
+def delete_job(job_id: uuid.UUID) -> dict[str, object]:
+    """Delete a finished job's inputs and results now (they stop counting against the team's storage)."""
+    svc = services()
+    return JobOut.from_row(delete_job_files(svc.db, svc.store, current_team_id(), job_id)).model_dump(mode="json")
 
 
 @bp.post("/<uuid:job_id>/cancel")

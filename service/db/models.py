@@ -114,6 +114,9 @@ class Team(Base):
     max_queued: Mapped[int] = mapped_column(Integer)
     # share of the GPU pool relative to other teams when the dispatcher picks the next job
     weight: Mapped[int] = mapped_column(Integer)
+    # bytes of live job inputs, job artifacts and datasets together; and datasets kept
+    max_storage_bytes: Mapped[int] = mapped_column(BigInteger)
+    max_datasets: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -142,6 +145,8 @@ class Dataset(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     storage_key: Mapped[str] = mapped_column(String(STORAGE_KEY))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # set when the team deleted it: its file is gone, the row stays for the jobs that used it
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Job(Base):
@@ -182,6 +187,8 @@ class Job(Base):
     data_sha256: Mapped[str | None] = mapped_column(String(SHA256_HEX))
     dataset_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"))
     config_key: Mapped[str | None] = mapped_column(String(STORAGE_KEY))
+    # bytes its stored inputs take, counted against the team's storage; 0 once they are deleted
+    inputs_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     failure_code: Mapped[str | None] = mapped_column(String(64))

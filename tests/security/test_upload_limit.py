@@ -29,13 +29,17 @@ ENDPOINTS = ("/v1/jobs", "/v1/datasets")
 
 
 @pytest.fixture(scope="module")
-def served(migrated_sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
-    """``qat serve`` on a SQLite copy with a 256 MiB data limit; yields its port and a team's token."""
+def served(
+    migrated_sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[int, str, str]]:
+    """``qat serve`` on a SQLite copy with a 256 MiB data limit; its port, a team's token and a
+    token of a team whose storage quota is 1 MiB."""
     folder = tmp_path_factory.mktemp("served")
     shutil.copyfile(migrated_sqlite_template, folder / "qat.db")
     url = f"sqlite:///{folder / 'qat.db'}"
     engine = make_engine(url)
     token = create_team(session_factory(engine), "uploader").token
+    small = create_team(session_factory(engine), "small", max_storage_bytes=1 << 20).token
     engine.dispose()
     env = {
         "QAT_DATABASE_URL": url,
@@ -45,7 +49,7 @@ def served(migrated_sqlite_template: Path, tmp_path_factory: pytest.TempPathFact
         "QAT_MAX_MODEL_BYTES": "256MiB",
     }
     with served_api(env, folder / "serve.log") as base:
-        yield int(base.rsplit(":", 1)[1]), token
+        yield int(base.rsplit(":", 1)[1]), token, small
 
 
 def _head(path: str, declared: int, token: str | None, *, expect: bool = False) -> bytes:
@@ -104,9 +108,9 @@ def _status_and_error(answer: bytes) -> tuple[int, dict[str, object]]:
 @pytest.mark.parametrize("path", ENDPOINTS)
 @pytest.mark.parametrize("with_token", [False, True], ids=["no-token", "over-limit"])
 def test_a_gigabyte_upload_is_answered_before_a_mebibyte_is_sent(
-    served: tuple[int, str], path: str, with_token: bool
+    served: tuple[int, str, str], path: str, with_token: bool
 ) -> None:
-    port, token = served
+    port, token, _ = served
     written, answer = _send_until_answered(port, _head(path, GIB, token if with_token else None), GIB)
     status, error = _status_and_error(answer)
     print(f"{path} {'over the limit' if with_token else 'no token'}: answered {status} after {written} body bytes")
@@ -117,9 +121,9 @@ def test_a_gigabyte_upload_is_answered_before_a_mebibyte_is_sent(
 @pytest.mark.parametrize("path", ENDPOINTS)
 @pytest.mark.parametrize("with_token", [False, True], ids=["no-token", "over-limit"])
 def test_expect_100_continue_gets_the_error_never_a_continue(
-    served: tuple[int, str], path: str, with_token: bool
+    served: tuple[int, str, str], path: str, with_token: bool
 ) -> None:
-    port, token = served
+    port, token, _ = served
     with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
         sock.sendall(_head(path, 5 * GIB, token if with_token else None, expect=True))
         answer = _answer(sock)
@@ -128,9 +132,9 @@ def test_expect_100_continue_gets_the_error_never_a_continue(
     assert (status, error["code"]) == ((413, "TOO_LARGE") if with_token else (401, "UNAUTHENTICATED"))
 
 
-def test_expect_100_continue_on_an_acceptable_upload_gets_the_continue(served: tuple[int, str]) -> None:
+def test_expect_100_continue_on_an_acceptable_upload_gets_the_continue(served: tuple[int, str, str]) -> None:
     """The control: the server does send ``100 Continue`` once the head passes, and reads the body."""
-    port, token = served
+    port, token, _ = served
     body = b"--x\r\nContent-Disposition: form-data; name=\"data\"; filename=\"d.npz\"\r\n\r\nnot an npz\r\n--x--\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
         sock.sendall(_head("/v1/datasets", len(body), token, expect=True))
@@ -138,3 +142,14 @@ def test_expect_100_continue_on_an_acceptable_upload_gets_the_continue(served: t
         sock.sendall(body)
         status, error = _status_and_error(_answer(sock))
     assert (status, error["code"], error["field"]) == (422, "BAD_DATA", "data")
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_an_upload_over_the_teams_storage_quota_is_answered_from_its_head(
+    served: tuple[int, str, str], path: str
+) -> None:
+    port, _, small_quota = served
+    written, answer = _send_until_answered(port, _head(path, 200 << 20, small_quota), 200 << 20)
+    status, error = _status_and_error(answer)
+    assert (status, error["code"], error["field"]) == (507, "STORAGE_QUOTA", "storage")
+    assert "200.0 MiB declared" in str(error["message"]) and written < 1 << 20

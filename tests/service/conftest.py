@@ -1,6 +1,10 @@
 """Real backends for the service tests: PostgreSQL and SQLite databases, artifact stores, API servers.
 
-API tests serve the real app with waitress on a loopback port (``make_api``/``api``).
+API tests serve the real app in this process, with waitress (a threaded WSGI server) on a
+loopback port (``make_api``/``api``), so a test can reach the app's database and store
+directly. The server ``qat serve`` runs (gevent, which must patch the whole interpreter)
+is tested as its own process in ``test_server.py``, ``test_api_process.py`` and
+``tests/security/test_upload_limit.py``, and under every ``tests/workers`` deployment.
 The PostgreSQL databases and the S3 server come from ``tests/conftest.py``.
 """
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from service import migrate
 from service.db import make_engine, session_factory
 from service.teams import authenticate
 
@@ -45,9 +46,12 @@ def test_team_lifecycle(env: dict[str, str]) -> None:
     upgrade = qat(env, "db", "upgrade")
     assert upgrade.returncode == 0, upgrade.stderr
     assert "was empty" in upgrade.stdout
-    assert "was 0001" in qat(env, "db", "upgrade").stdout  # upgrading again is a no-op
+    assert f"was {migrate.head_revision()}" in qat(env, "db", "upgrade").stdout  # upgrading again is a no-op
 
-    created = qat(env, "admin", "create-team", "vision", "--max-running", "3", "--max-queued", "9", "--json")
+    created = qat(
+        env, "admin", "create-team", "vision", "--max-running", "3", "--max-queued", "9", "--max-storage", "2GiB",
+        "--max-datasets", "5", "--json",
+    )
     assert created.returncode == 0, created.stderr
     first = json.loads(created.stdout)
     assert first["team"] == "vision" and first["token"].startswith(first["prefix"])
@@ -64,13 +68,19 @@ def test_team_lifecycle(env: dict[str, str]) -> None:
     teams = {t["name"]: t for t in json.loads(qat(env, "admin", "list-teams", "--json").stdout)}
     vision = teams["vision"]
     assert (vision["max_running"], vision["max_queued"], vision["active_tokens"]) == (3, 9, 1)
+    assert (vision["storage_bytes"], vision["max_storage_bytes"], vision["datasets"], vision["max_datasets"]) == (
+        0, 2 << 30, 0, 5
+    )
     assert teams["speech"]["active_tokens"] == 1
-    changed = qat(env, "admin", "set-team", "speech", "--weight", "3")
+    assert (teams["speech"]["max_storage_bytes"], teams["speech"]["max_datasets"]) == (100 << 30, 100)
+    changed = qat(env, "admin", "set-team", "speech", "--weight", "3", "--max-storage", "1TiB")
     assert changed.returncode == 0, changed.stderr
     assert "weight=3" in changed.stdout and "max_running=2" in changed.stdout
+    assert "storage 0 bytes of 1.0 TiB" in changed.stdout
     table = qat(env, "admin", "list-teams").stdout.splitlines()
-    assert table[0].split() == ["NAME", "MAX_RUNNING", "MAX_QUEUED", "WEIGHT", "TOKENS", "CREATED"]
+    assert table[0].split() == ["NAME", "MAX_RUNNING", "MAX_QUEUED", "WEIGHT", "STORAGE", "DATASETS", "TOKENS", "CREATED"]
     assert [line.split()[:4] for line in table[1:]] == [["speech", "2", "100", "3"], ["vision", "3", "9", "1"]]
+    assert "0 bytes / 2.0 GiB" in table[2] and "0 / 5" in table[2]
 
     db = session_factory(make_engine(env["QAT_DATABASE_URL"]))
     assert authenticate(db, first["token"]) is None
@@ -91,6 +101,14 @@ def test_team_lifecycle(env: dict[str, str]) -> None:
         (
             ("admin", "set-team", "dup", "--weight", "99999999999"),
             "error [INVALID_ARGUMENT] weight: weight must be 1 to 1000, got 99999999999",
+        ),
+        (
+            ("admin", "set-team", "dup", "--max-storage", "lots"),
+            "error [INVALID_ARGUMENT] --max-storage: expected a positive size such as 524288000 or 500MiB, got 'lots'",
+        ),
+        (
+            ("admin", "create-team", "big", "--max-storage", "2000TiB"),
+            "error [INVALID_ARGUMENT] max_storage_bytes: max_storage_bytes must be 1 to 1125899906842624",
         ),
         (("admin", "create-token", "ghost"), "error [NOT_FOUND] team: no team named 'ghost'"),
         (("admin", "revoke-token", "qat_nope"), "error [NOT_FOUND] prefix: no token with prefix 'qat_nope'"),

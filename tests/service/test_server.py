@@ -8,7 +8,9 @@ end within seconds.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import shutil
 import socket
 import time
@@ -17,11 +19,15 @@ from pathlib import Path
 import select
 
 import pytest
+import requests
 
-from bench.api_under_load import under_load
+from bench.api_under_load import queued_job, under_load
 from bench.served import served_api
-from service import migrate
+from service import migrate, store
 from service.db import SessionFactory, make_engine, session_factory
+from service.storage import LocalStore
+from service.store import NewArtifact
+from service.teams import create_team
 
 STREAMS = 200
 SLOW_CONNECTIONS = 300
@@ -105,6 +111,54 @@ def test_idle_and_dribbling_connections_are_closed(sqlite_served: Callable[..., 
                 answer += chunk
         assert _json_error(answer) == (408, "REQUEST_TIMEOUT")
         assert time.monotonic() - started < 5
+
+
+def test_downloads_that_stop_reading_neither_starve_others_nor_stay_open(
+    sqlite_served: Callable[..., Iterator[str]], tmp_path: Path
+) -> None:
+    """50 clients ask for a 64 MiB artifact and never read it: /healthz still answers at once,
+    and the server drops each stalled download after the idle timeout."""
+    with sqlite_served(QAT_HTTP_IDLE_TIMEOUT_S="2") as url:
+        port = int(url.rsplit(":", 1)[1])
+        db = session_factory(make_engine(f"sqlite:///{tmp_path / 'qat.db'}"))
+        issued = create_team(db, "downloader")
+        job_id = queued_job(db, issued.token)
+        stored = LocalStore(tmp_path / "artifacts")
+        key = f"jobs/{job_id}/attempt-1/model.onnx"
+        size, sha256 = stored.put_stream(key, io.BytesIO(os.urandom(64 << 20)))
+        assert store.claim_job(db, job_id, "w", 60)
+        store.finish_job(db, job_id, "w", 1, {}, [NewArtifact("model.onnx", size, sha256, key)])
+        request = (
+            f"GET /v1/jobs/{job_id}/artifacts/model.onnx HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {issued.token}\r\n\r\n"
+        ).encode()
+        stalled = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(50)]
+        for sock in stalled:
+            sock.sendall(request)
+        try:
+            health = []
+            for _ in range(20):
+                started = time.monotonic()
+                assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
+                health.append(time.monotonic() - started)
+            assert max(health) < 1.0, health
+            time.sleep(4)  # past the idle timeout: the server has given up on every stalled download
+            dropped = sum(_drained_to_end(sock) < size for sock in stalled)
+            assert dropped == len(stalled)
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
+def _drained_to_end(sock: socket.socket) -> int:
+    """Read what the server sent until it closed the connection; the byte count."""
+    total = 0
+    try:
+        while chunk := sock.recv(1 << 20):
+            total += len(chunk)
+    except ConnectionResetError:
+        pass
+    return total
 
 
 def select_readable(sock: socket.socket) -> bool:

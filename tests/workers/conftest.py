@@ -133,7 +133,7 @@ def running(pool: Pool, workers: int = 1) -> Iterator[Pool]:
         pool.start("dispatcher", "dispatcher", "--slots", str(workers))
         for index in range(workers):
             pool.start(f"worker-{index}", "worker", "--name", f"test-worker-{index}")
-        _wait_for_api(pool)
+        wait_for_api(pool)
         yield pool
     finally:
         pool.stop()
@@ -149,7 +149,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
         yield started
 
 
-def _wait_for_api(pool: Pool, timeout_s: float = 30) -> None:
+def wait_for_api(pool: Pool, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
