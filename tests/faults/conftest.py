@@ -53,7 +53,7 @@ free_port: Callable[[], int] = _pool.free_port
 finished: Callable[[dict[str, Any]], bool] = _pool.finished
 running = _pool.running
 child_pids: Callable[[int], list[int]] = _pool.child_pids
-wait_for_api: Callable[[Any], None] = _pool._wait_for_api
+wait_for_api: Callable[[Any], None] = _pool.wait_for_api
 
 
 def start(pool: Any, name: str, command: Sequence[str]) -> None:
