@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+
+class Phase(enum.StrEnum):
+    """What a run is doing, in order; the service shows the same names for its jobs."""
+
+    LOADING = "loading"
+    CALIBRATING = "calibrating"
+    TRAINING = "training"
+    TUNING = "tuning"  # spec.accuracy: trial N of max_trials
+    EXPORTING = "exporting"
+    EVALUATING = "evaluating"
+    UPLOADING = "uploading"  # the worker publishing the results, after the run itself
 
 # on_progress(phase, step, total, loss, epoch); loss and epoch are None outside training.
 ProgressFn = Callable[[str, int, int, float | None, int | None], None]
@@ -22,7 +35,7 @@ class Phases:
         self._last = 0.0
 
     @contextmanager
-    def phase(self, name: str, total: int) -> Iterator[None]:
+    def phase(self, name: Phase, total: int) -> Iterator[None]:
         self.name = name
         start = time.perf_counter()
         self._emit(0, total, None, None)

@@ -28,7 +28,7 @@ from quantlib.export.fold import can_fold
 from quantlib.loop import calibrate, fine_tune, predict, predict_onnx, steps_per_epoch
 from quantlib.metrics import sqnr_db, top1_accuracy, top1_agreement
 from quantlib.modelfile import ModelError
-from quantlib.phases import Phases, ProgressFn
+from quantlib.phases import Phase, Phases, ProgressFn
 from quantlib.prepare import ModelLike, as_module, quant_layers
 from quantlib.report import REPORT_HTML, write_report_html
 from quantlib.spec import QATSpec
@@ -208,7 +208,7 @@ def train(
     x_train = torch.from_numpy(dataset.x_train)
     example = (x_train[:1],)
 
-    with phases.phase("loading", 1):
+    with phases.phase(Phase.LOADING, 1):
         reference = as_module(model)[0].eval().to(device)
         _probe(reference, dataset, device)
         config = _write_config(config_path, model, example, config_file, config_defination)
@@ -216,11 +216,11 @@ def train(
         qat = create_quant_retrain_model(config_path, model, config_path.parent / "record.txt", example).to(device)
         teacher = predict(reference, dataset.x_train, device) if loss_kind != "ce" else None
 
-    with phases.phase("calibrating", config.batch_num):
+    with phases.phase(Phase.CALIBRATING, config.batch_num):
         calibrate(qat, x_train, config.batch_num, spec.batch_size, device, phases)
 
     targets = torch.from_numpy(dataset.y_train) if loss_kind == "ce" else torch.from_numpy(teacher)
-    with phases.phase("training", steps_per_epoch(len(x_train), spec.batch_size) * spec.epochs):
+    with phases.phase(Phase.TRAINING, steps_per_epoch(len(x_train), spec.batch_size) * spec.epochs):
         epoch_losses = fine_tune(qat, x_train, targets, loss_kind, spec, device, phases)
     return Trained(reference, qat, config, loss_kind, epoch_losses, example, device)
 
@@ -229,12 +229,12 @@ def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases:
     """Export ``trained`` into ``out`` (whose config.json it was trained with) and score it."""
     files = output_files(out)
     qat, device = trained.qat, trained.device
-    with phases.phase("exporting", 1):  # on the CPU, where the example input lives
+    with phases.phase(Phase.EXPORTING, 1):  # on the CPU, where the example input lives
         save_quant_retrain_model(files["config"], qat.eval().cpu(), files["record"], out / "model", trained.example)
     qat.to(device)
 
     x_eval, y_eval, eval_source = dataset.eval_split()
-    with phases.phase("evaluating", 3):
+    with phases.phase(Phase.EVALUATING, 3):
         fp32 = predict(trained.reference, x_eval, device)
         simulated = predict(qat, x_eval, device)
         deployed = predict_onnx(files["deploy_model"], x_eval)

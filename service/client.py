@@ -25,19 +25,34 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
 import httpx
 
-TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+from service.contract import Artifact, Failure, Job, JobState, Progress
+
 # answers that mean "again in a moment": the service or a proxy in front of it is restarting
+__all__ = [
+    "ApiError",
+    "Artifact",
+    "ChecksumMismatch",
+    "Client",
+    "ClientError",
+    "Failure",
+    "Job",
+    "JobState",
+    "Progress",
+    "ServerUnreachable",
+    "WaitTimeout",
+]
+
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 RETRY_FOR_S = 60.0
 _FIRST_DELAY_S, _MAX_DELAY_S = 0.5, 8.0
 PathLike = str | os.PathLike[str]
+JobId = str | uuid.UUID
 
 
 class ClientError(Exception):
@@ -74,82 +89,6 @@ class ChecksumMismatch(ClientError):
 
 class WaitTimeout(ClientError):
     """:meth:`Client.wait` gave up before the job finished; the job itself keeps running."""
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where a running job is within its phase; ``eta_s`` is the server's estimate for the phase."""
-
-    step: int
-    total: int
-    epoch: int | None = None
-    loss: float | None = None
-    eta_s: float | None = None
-
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> Progress:
-        return cls(
-            step=int(raw.get("step") or 0),
-            total=int(raw.get("total") or 0),
-            epoch=raw.get("epoch"),
-            loss=raw.get("loss"),
-            eta_s=raw.get("eta"),
-        )
-
-
-@dataclass(frozen=True)
-class Failure:
-    code: str
-    message: str
-    user_error: bool | None
-
-
-@dataclass(frozen=True)
-class Job:
-    """A job as the API shows it; ``raw`` is the API's JSON, untouched, for ``--json`` output."""
-
-    id: str
-    state: str
-    phase: str | None
-    progress: Progress | None
-    metrics: dict[str, Any] | None
-    failure: Failure | None
-    spec: dict[str, Any]
-    created_at: str
-    finished_at: str | None
-    raw: dict[str, Any] = field(repr=False, compare=False)
-
-    @property
-    def done(self) -> bool:
-        return self.state in TERMINAL_STATES
-
-    @property
-    def succeeded(self) -> bool:
-        return self.state == "SUCCEEDED"
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Job:
-        failure = raw.get("failure")
-        return cls(
-            id=str(raw["id"]),
-            state=str(raw["state"]),
-            phase=raw.get("phase"),
-            progress=Progress.from_json(raw["progress"]) if raw.get("progress") else None,
-            metrics=raw.get("metrics"),
-            failure=Failure(failure["code"], failure["message"], failure.get("user_error")) if failure else None,
-            spec=raw.get("spec") or {},
-            created_at=str(raw["created_at"]),
-            finished_at=raw.get("finished_at"),
-            raw=raw,
-        )
-
-
-@dataclass(frozen=True)
-class Artifact:
-    name: str
-    size: int
-    sha256: str
-    url: str
 
 
 class Client:
@@ -199,10 +138,10 @@ class Client:
                 files["data"] = _upload(stack, data, "data.npz")
             uploads = [file for _, file in files.values()]
             body = self._send("POST", "/v1/jobs", uploads, data=form, files=files, headers=headers).json()
-            return Job.from_json(body)
+            return Job.model_validate(body)
 
-    def get(self, job_id: str) -> Job:
-        return Job.from_json(self._json("GET", _job_path(job_id)))
+    def get(self, job_id: JobId) -> Job:
+        return Job.model_validate(self._json("GET", _job_path(job_id)))
 
     def list(self, state: str | None = None, page_size: int | None = None) -> Iterator[Job]:
         """The team's jobs, newest first, fetching further pages only as the caller iterates."""
@@ -213,18 +152,18 @@ class Client:
             params["page_size"] = page_size
         while True:
             page = self._json("GET", "/v1/jobs", params=params)
-            yield from (Job.from_json(raw) for raw in page["jobs"])
+            yield from (Job.model_validate(raw) for raw in page["jobs"])
             if not page.get("next_page_token"):
                 return
             params["page_token"] = page["next_page_token"]
 
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: JobId) -> Job:
         """Queued jobs end at once (CANCELLED); running ones become CANCELLING until the worker stops."""
-        return Job.from_json(self._json("POST", _job_path(job_id, "cancel")))
+        return Job.model_validate(self._json("POST", _job_path(job_id, "cancel")))
 
-    def delete_files(self, job_id: str) -> Job:
+    def delete_files(self, job_id: JobId) -> Job:
         """Delete a finished job's inputs and results now, freeing the team's storage; the job stays."""
-        return Job.from_json(self._json("DELETE", _job_path(job_id)))
+        return Job.model_validate(self._json("DELETE", _job_path(job_id)))
 
     def upload_dataset(self, data: PathLike | IO[bytes]) -> dict[str, Any]:
         """Upload an ``.npz`` once and name it by its ``id`` in :meth:`submit` (``dataset_id``) many times."""
@@ -237,20 +176,20 @@ class Client:
         """Delete a dataset's file (the service refuses while a queued or running job uses it)."""
         self._send("DELETE", f"/v1/datasets/{quote(dataset_id, safe='')}")
 
-    def artifacts(self, job_id: str) -> list[Artifact]:
+    def artifacts(self, job_id: JobId) -> list[Artifact]:
         listed = self._json("GET", _job_path(job_id, "artifacts"))["artifacts"]
-        return [Artifact(a["name"], int(a["size"]), a["sha256"], a["url"]) for a in listed]
+        return [Artifact.model_validate(item) for item in listed]
 
-    def read_artifact(self, job_id: str, name: str) -> bytes:
+    def read_artifact(self, job_id: JobId, name: str) -> bytes:
         """One artifact's bytes in memory: for small files such as ``log.txt`` or ``report.json``."""
         response = self._send("GET", _artifact_path(job_id, name))
         return response.content
 
-    def report_url(self, job_id: str) -> str:
+    def report_url(self, job_id: JobId) -> str:
         """Where the job's HTML report is served (with the team's bearer token, like every job URL)."""
         return self.url + _job_path(job_id, "report")
 
-    def report(self, job_id: str) -> bytes:
+    def report(self, job_id: JobId) -> bytes:
         """The job's self-contained report.html, its sha256 checked against the one the API sent.
 
         Raises :class:`ApiError` ``NO_REPORT`` while the job has not succeeded.
@@ -262,7 +201,7 @@ class Client:
             raise ChecksumMismatch(f"report.html: received bytes hash to {actual}, the service sent {expected}")
         return response.content
 
-    def download(self, job_id: str, directory: PathLike) -> list[Path]:
+    def download(self, job_id: JobId, directory: PathLike) -> list[Path]:
         """Stream every artifact of the job into ``directory``, checking each sha256 on the way.
 
         A file is written as ``NAME.part`` and renamed only once its hash matches, so a
@@ -281,7 +220,7 @@ class Client:
 
     def wait(
         self,
-        job_id: str,
+        job_id: JobId,
         on_progress: Callable[[Job], None] | None = None,
         poll_s: float = 0.5,
         timeout_s: float | None = None,
@@ -292,19 +231,19 @@ class Client:
         the finished one included. Raises :class:`WaitTimeout` after ``timeout_s``.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        last: dict[str, Any] | None = None
+        last: Job | None = None
         while True:
             job = self.get(job_id)
-            if on_progress is not None and job.raw != last:
+            if on_progress is not None and job != last:
                 on_progress(job)
-            last = job.raw
+            last = job
             if job.done:
                 return job
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(f"job {job_id} is still {job.state} after {timeout_s} s")
             time.sleep(poll_s)
 
-    def _download_one(self, job_id: str, artifact: Artifact, target: Path) -> None:
+    def _download_one(self, job_id: JobId, artifact: Artifact, target: Path) -> None:
         partial = target.with_name(target.name + ".part")
         digest = hashlib.sha256()
         try:
@@ -397,12 +336,12 @@ def _reason(exc: httpx.TransportError) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def _job_path(job_id: str, *rest: str) -> str:
+def _job_path(job_id: JobId, *rest: str) -> str:
     """``/v1/jobs/ID/...`` with the id escaped, so no input can address another route."""
-    return "/".join(("/v1/jobs", quote(job_id, safe=""), *rest))
+    return "/".join(("/v1/jobs", quote(str(job_id), safe=""), *rest))
 
 
-def _artifact_path(job_id: str, name: str) -> str:
+def _artifact_path(job_id: JobId, name: str) -> str:
     return _job_path(job_id, "artifacts", quote(name, safe="/"))
 
 

@@ -25,14 +25,14 @@ from typing import Any, NoReturn, TypeVar
 import click
 from rich.console import Console
 
-from service.client import ApiError, Client, ClientError, Job
+from service.client import ApiError, Client, ClientError, Job, JobState
 from service.client_config import ClientConfigError, resolve_connection
 from service.client_view import accuracy_table, job_summary, jobs_table, live_progress, print_files
 
 # 4: a team quota is full (429 QUOTA, 507 STORAGE_QUOTA): the same command will work later,
 # once jobs end or files are deleted, unlike a usage error
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_SERVER, EXIT_QUOTA = 0, 1, 2, 3, 4
-STATES = ("QUEUED", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED", "CANCELLED")
+STATES = tuple(JobState)
 F = TypeVar("F", bound=Callable[..., Any])
 
 _out = Console()
@@ -121,7 +121,7 @@ def submit(
         if not as_json:
             _err.print(f"submitted job [bold]{job.id}[/bold]")
         if not wait_:
-            _emit(job.raw, lambda: _out.print(job.id), as_json)
+            _emit(job.model_dump(mode="json"), lambda: _out.print(job.id), as_json)
             return
         _follow_to_end(client, job.id, download, as_json)
 
@@ -140,7 +140,7 @@ def status(job_id: str, url: str | None, token: str | None, as_json: bool) -> No
     """Show a job: state, phase, progress, failure and, once done, the FP32 vs INT8 table."""
     with connect(url, token) as client:
         job = client.get(job_id)
-    _emit(job.raw, lambda: _show_job(job, client.report_url(job.id)), as_json)
+    _emit(job.model_dump(mode="json"), lambda: _show_job(job, client.report_url(job.id)), as_json)
 
 
 @click.command("list")
@@ -155,7 +155,7 @@ def list_jobs(state: str | None, limit: int, url: str | None, token: str | None,
             jobs.append(job)
             if len(jobs) >= limit:
                 break
-    _emit({"jobs": [job.raw for job in jobs]}, lambda: _out.print(jobs_table(jobs)), as_json)
+    _emit({"jobs": [job.model_dump(mode="json") for job in jobs]}, lambda: _out.print(jobs_table(jobs)), as_json)
 
 
 @click.command("wait")
@@ -175,7 +175,7 @@ def cancel(job_id: str, url: str | None, token: str | None, as_json: bool) -> No
     """Cancel a job: queued ones end at once, running ones stop at the worker's next check."""
     with connect(url, token) as client:
         job = client.cancel(job_id)
-    _emit(job.raw, lambda: _out.print(f"{job.id} {job.state}"), as_json)
+    _emit(job.model_dump(mode="json"), lambda: _out.print(f"{job.id} {job.state}"), as_json)
 
 
 @click.command("delete")
@@ -185,7 +185,7 @@ def delete(job_id: str, url: str | None, token: str | None, as_json: bool) -> No
     """Delete a finished job's inputs and results now, freeing the team's storage (the job stays listed)."""
     with connect(url, token) as client:
         job = client.delete_files(job_id)
-    _emit(job.raw, lambda: _out.print(f"{job.id} {job.state}: files deleted"), as_json)
+    _emit(job.model_dump(mode="json"), lambda: _out.print(f"{job.id} {job.state}: files deleted"), as_json)
 
 
 @click.command("download")
@@ -249,7 +249,7 @@ def _follow(client: Client, job_id: str, as_json: bool) -> Job:
 def _finish(job: Job, as_json: bool, files: list[Path], report_url: str) -> NoReturn:
     """Print the finished job (and downloaded files) and exit 0 if it succeeded, 1 otherwise."""
     if as_json:
-        click.echo(json.dumps({**job.raw, "downloaded": [str(path) for path in files]}))
+        click.echo(json.dumps({**job.model_dump(mode="json"), "downloaded": [str(path) for path in files]}))
     else:
         _show_job(job, report_url)
         if files:

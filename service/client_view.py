@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def job_summary(job: Job) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("job", job.id)
+    table.add_row("job", str(job.id))
     table.add_row("state", state_text(job.state))
     if job.phase and not job.done:
         table.add_row("phase", job.phase)
@@ -62,9 +63,9 @@ def job_summary(job: Job) -> Table:
     if job.failure:
         who = {True: "your input", False: "the service"}.get(job.failure.user_error, "unknown")
         table.add_row("failure", f"[red]{job.failure.code}[/red] ({who}): {job.failure.message}")
-    table.add_row("created", job.created_at)
+    table.add_row("created", _when(job.created_at))
     if job.finished_at:
-        table.add_row("finished", job.finished_at)
+        table.add_row("finished", _when(job.finished_at))
     return table
 
 
@@ -75,8 +76,7 @@ def jobs_table(jobs: Iterable[Job]) -> Table:
     table.add_column("phase")
     table.add_column("created (UTC)", no_wrap=True)
     for job in jobs:
-        created = job.created_at[:19].replace("T", " ")
-        table.add_row(job.id, state_text(job.state), "" if job.done else job.phase or "", created)
+        table.add_row(str(job.id), state_text(job.state), "" if job.done else job.phase or "", _when(job.created_at))
     return table
 
 
@@ -146,3 +146,8 @@ def _db(value: float | str | None) -> str:
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes}:{secs:02d}"
+
+
+def _when(moment: datetime) -> str:
+    """A UTC timestamp to the second, for tables."""
+    return f"{moment:%Y-%m-%d %H:%M:%S}"

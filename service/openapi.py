@@ -14,28 +14,13 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from service.contract import ArtifactList, Dataset, Job, JobPage
 from service.http_errors import STATUS_BY_CODE
-from service.schemas import (
-    ArtifactListOut,
-    DatasetOut,
-    ErrorResponse,
-    HealthOut,
-    JobOut,
-    JobPageOut,
-    JobSpec,
-    ListJobsQuery,
-)
+from service.schemas import ErrorResponse, HealthOut, JobSpec, ListJobsQuery
 
 REF = "#/components/schemas/{model}"
 _INPUT_MODELS: tuple[type[BaseModel], ...] = (JobSpec,)
-_OUTPUT_MODELS: tuple[type[BaseModel], ...] = (
-    JobOut,
-    JobPageOut,
-    ArtifactListOut,
-    DatasetOut,
-    ErrorResponse,
-    HealthOut,
-)
+_OUTPUT_MODELS: tuple[type[BaseModel], ...] = (Job, JobPage, ArtifactList, Dataset, ErrorResponse, HealthOut)
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -111,8 +96,8 @@ def _paths() -> dict[str, Any]:
                 "parameters": [idempotency],
                 "requestBody": _multipart(_SUBMIT_FORM),
                 "responses": {
-                    "201": _json(JobOut, "the queued job"),
-                    "200": _json(JobOut, "the job an earlier request with this Idempotency-Key created"),
+                    "201": _json(Job, "the queued job"),
+                    "200": _json(Job, "the job an earlier request with this Idempotency-Key created"),
                     **_errors(400, 404, 413, 422, 429, 507),
                     **auth,
                 },
@@ -120,19 +105,19 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "summary": "List the team's jobs, newest first",
                 "parameters": _query_parameters(ListJobsQuery),
-                "responses": {"200": _json(JobPageOut, "one page"), **_errors(400), **auth},
+                "responses": {"200": _json(JobPage, "one page"), **_errors(400), **auth},
             },
         },
         "/v1/jobs/{job_id}": {
             "get": {
                 "summary": "One job",
                 "parameters": [job_id],
-                "responses": {"200": _json(JobOut, "the job"), **_errors(404), **auth},
+                "responses": {"200": _json(Job, "the job"), **_errors(404), **auth},
             },
             "delete": {
                 "summary": "Delete a finished job's inputs and results (the job stays, listing no artifacts)",
                 "parameters": [job_id],
-                "responses": {"200": _json(JobOut, "the job"), **_errors(404, 409), **auth},
+                "responses": {"200": _json(Job, "the job"), **_errors(404, 409), **auth},
             },
         },
         "/v1/jobs/{job_id}/events": {
@@ -158,7 +143,7 @@ def _paths() -> dict[str, Any]:
             "post": {
                 "summary": "Cancel a queued or running job",
                 "parameters": [job_id],
-                "responses": {"200": _json(JobOut, "the job, CANCELLED or CANCELLING"), **_errors(404, 409), **auth},
+                "responses": {"200": _json(Job, "the job, CANCELLED or CANCELLING"), **_errors(404, 409), **auth},
             }
         },
         "/v1/jobs/{job_id}/artifacts": {
@@ -166,7 +151,7 @@ def _paths() -> dict[str, Any]:
                 "summary": "The job's result files",
                 "parameters": [job_id],
                 "responses": {
-                    "200": _json(ArtifactListOut, "name, size, sha256, download URL"),
+                    "200": _json(ArtifactList, "name, size, sha256, download URL"),
                     **_errors(404),
                     **auth,
                 },
@@ -209,8 +194,8 @@ def _paths() -> dict[str, Any]:
                 "summary": "Upload a dataset once, for many jobs (deduplicated by sha256)",
                 "requestBody": _multipart(_DATA_FORM),
                 "responses": {
-                    "201": _json(DatasetOut, "the new dataset"),
-                    "200": _json(DatasetOut, "the team's existing dataset with the same bytes"),
+                    "201": _json(Dataset, "the new dataset"),
+                    "200": _json(Dataset, "the team's existing dataset with the same bytes"),
                     **_errors(400, 413, 422, 429, 507),
                     **auth,
                 },
@@ -220,7 +205,7 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "summary": "One dataset",
                 "parameters": [dataset_id],
-                "responses": {"200": _json(DatasetOut, "the dataset"), **_errors(404), **auth},
+                "responses": {"200": _json(Dataset, "the dataset"), **_errors(404), **auth},
             },
             "delete": {
                 "summary": "Delete a dataset's file (refused while a queued or running job uses it)",

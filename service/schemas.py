@@ -1,4 +1,4 @@
-"""The API's request and response shapes as pydantic models.
+"""The API's request shapes as pydantic models, and rows turned into the wire's (:mod:`service.contract`).
 
 The same classes validate requests (query strings, the job ``spec``), serialize
 responses and, through ``model_json_schema``, become the components of
@@ -7,21 +7,20 @@ responses and, through ``model_json_schema``, become the components of
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from quantlib.config import ConfigError
 from quantlib.spec import QATSpec, parse_spec
-from service.db import Artifact, Dataset, Job, JobState
+from service import contract
+from service.contract import JobState
+from service.db import Artifact, Dataset, Job
 from service.errors import InvalidArgument
 from service.store import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 M = TypeVar("M", bound=BaseModel)
-StateName = Literal["QUEUED", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED", "CANCELLED"]
 # keys of a submitted spec that steer the service rather than the training run
 JOB_OPTION_KEYS = ("priority", "max_runtime_s")
 MAX_RUNTIME_S = 30 * 24 * 3600
@@ -44,7 +43,7 @@ class ListJobsQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    state: StateName | None = None
+    state: JobState | None = None
     page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
     page_token: str | None = None
 
@@ -61,97 +60,44 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-class Failure(BaseModel):
-    code: str
-    message: str
-    user_error: bool | None = Field(description="true: the inputs were at fault; false: the service")
+def job_out(job: Job) -> contract.Job:
+    """A job row as the API shows it."""
+    failure = (
+        contract.Failure(code=job.failure_code, message=job.failure_message or "", user_error=job.user_error)
+        if job.failure_code
+        else None
+    )
+    return contract.Job(
+        id=job.id,
+        state=JobState(job.state),
+        phase=job.phase,
+        progress=job.progress,
+        priority=job.priority,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        cancel_requested=job.cancel_requested,
+        spec=job.spec,
+        metrics=job.metrics,
+        failure=failure,
+        model_sha256=job.model_sha256,
+        data_sha256=job.data_sha256,
+        dataset_id=job.dataset_id,
+        has_config=job.config_key is not None,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        updated_at=job.updated_at,
+    )
 
 
-class JobOut(BaseModel):
-    """A job as the API shows it."""
-
-    id: uuid.UUID
-    state: StateName
-    phase: str | None
-    progress: dict[str, Any] | None
-    priority: int
-    attempt: int
-    max_attempts: int
-    cancel_requested: bool
-    spec: dict[str, Any]
-    metrics: dict[str, Any] | None
-    failure: Failure | None
-    model_sha256: str
-    data_sha256: str | None
-    dataset_id: uuid.UUID | None
-    has_config: bool
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime
-
-    @classmethod
-    def from_row(cls, job: Job) -> JobOut:
-        failure = (
-            Failure(code=job.failure_code, message=job.failure_message or "", user_error=job.user_error)
-            if job.failure_code
-            else None
-        )
-        return cls(
-            id=job.id,
-            state=JobState(job.state).value,
-            phase=job.phase,
-            progress=job.progress,
-            priority=job.priority,
-            attempt=job.attempt,
-            max_attempts=job.max_attempts,
-            cancel_requested=job.cancel_requested,
-            spec=job.spec,
-            metrics=job.metrics,
-            failure=failure,
-            model_sha256=job.model_sha256,
-            data_sha256=job.data_sha256,
-            dataset_id=job.dataset_id,
-            has_config=job.config_key is not None,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            updated_at=job.updated_at,
-        )
+def artifact_out(artifact: Artifact, url: str) -> contract.Artifact:
+    return contract.Artifact(
+        name=artifact.name, size=artifact.size, sha256=artifact.sha256, url=url, created_at=artifact.created_at
+    )
 
 
-class JobPageOut(BaseModel):
-    jobs: list[JobOut]
-    next_page_token: str | None = Field(description="pass as page_token for the next page; null on the last")
-
-
-class ArtifactOut(BaseModel):
-    name: str
-    size: int
-    sha256: str
-    url: str = Field(description="GET it with the same bearer token")
-    created_at: datetime
-
-    @classmethod
-    def from_row(cls, artifact: Artifact, url: str) -> ArtifactOut:
-        return cls(
-            name=artifact.name, size=artifact.size, sha256=artifact.sha256, url=url, created_at=artifact.created_at
-        )
-
-
-class ArtifactListOut(BaseModel):
-    artifacts: list[ArtifactOut]
-
-
-class DatasetOut(BaseModel):
-    id: uuid.UUID
-    sha256: str
-    size: int
-    created_at: datetime
-
-    @classmethod
-    def from_row(cls, dataset: Dataset) -> DatasetOut:
-        return cls(id=dataset.id, sha256=dataset.sha256, size=dataset.size, created_at=dataset.created_at)
+def dataset_out(dataset: Dataset) -> contract.Dataset:
+    return contract.Dataset(id=dataset.id, sha256=dataset.sha256, size=dataset.size, created_at=dataset.created_at)
 
 
 class HealthOut(BaseModel):

@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import quota
+from service.contract import FailureCode, Phase, Progress
 from service.db import Artifact, Dataset, IdempotencyKey, Job, JobState, SessionFactory, Team, reading, utcnow, writing
 from service.errors import (
     IdempotencyMismatch,
@@ -46,23 +47,10 @@ from service.errors import (
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
-WORKER_LOST = "WORKER_LOST"
 _ACTIVE = (JobState.RUNNING, JobState.CANCELLING)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 IDEMPOTENCY_FIELD = "Idempotency-Key"
-
-
-class Phase(enum.StrEnum):
-    """What a running job is doing, for people watching it."""
-
-    LOADING = "loading"
-    CALIBRATING = "calibrating"
-    TRAINING = "training"
-    TUNING = "tuning"  # spec.accuracy: trial N of max_trials
-    EVALUATING = "evaluating"
-    EXPORTING = "exporting"
-    UPLOADING = "uploading"
 
 
 class LeaseStatus(enum.Enum):
@@ -93,17 +81,6 @@ class JobInputs:
     job_id: uuid.UUID = field(default_factory=uuid.uuid4)
     # what the stored model, data file and config take, counted against the team's storage
     inputs_bytes: int = 0
-
-
-@dataclass(frozen=True)
-class Progress:
-    """How far the current phase is; stored as the job's ``progress`` JSON."""
-
-    step: int
-    total: int
-    epoch: int | None = None
-    loss: float | None = None
-    eta_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -292,7 +269,7 @@ def update_progress(
 ) -> LeaseStatus:
     """Record where the job is; a worker that lost its lease learns it here too."""
     return _fenced_update(
-        db, job_id, worker_id, attempt, phase=Phase(phase).value, progress=asdict(progress) if progress else None
+        db, job_id, worker_id, attempt, phase=Phase(phase).value, progress=progress.model_dump() if progress else None
     )
 
 
@@ -373,7 +350,7 @@ def reap_expired_leases(db: SessionFactory, now: datetime | None = None) -> Reap
                 f"the worker running this job stopped responding on each of {job.attempt} attempts; "
                 "the job may need more memory or time than a worker has, or the pool is unhealthy"
             )
-            state = _requeue_or_fail(job, now, WORKER_LOST, message)
+            state = _requeue_or_fail(job, now, FailureCode.WORKER_LOST, message)
             ended = {JobState.CANCELLED: result.cancelled, JobState.FAILED: result.failed}
             ended.get(state, result.requeued).append(job.id)
     return result

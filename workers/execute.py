@@ -26,7 +26,8 @@ from service.errors import LeaseLost, StorageFull, StorageUnavailable
 from service.schemas import JOB_OPTION_KEYS
 from service.storage import ArtifactStore
 from service.storage.retry import store_file
-from service.store import LeaseStatus, NewArtifact, Phase
+from service.contract import FailureCode, Phase
+from service.store import LeaseStatus, NewArtifact
 from workers.childlog import BoundedLog
 from workers.jail import Jail
 from workers.protocol import (
@@ -85,7 +86,7 @@ def execute_job(
         log.exception("job %s attempt %d failed in the worker", job_id, job.attempt)
         # the exception's text may hold SQL, hosts or paths: it is in the worker's log, not the message
         message = f"the worker failed while handling the job ({type(exc).__name__}); it is safe to resubmit"
-        _fail_if_held(lease, PipelineError("INTERNAL", message, user_error=False))
+        _fail_if_held(lease, PipelineError(FailureCode.INTERNAL, message, user_error=False))
 
 
 def _run(
@@ -157,7 +158,7 @@ def _publish(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path,
     if report is None or None in outputs.values():
         missing = sorted(name for name, path in outputs.items() if path is None) or ["report.json"]
         message = f"the quantization process ended without its results ({', '.join(missing)} missing or not regular files)"
-        _fail_with_log(lease, artifacts, workdir / LOG_FILE, PipelineError("INTERNAL", message, user_error=False))
+        _fail_with_log(lease, artifacts, workdir / LOG_FILE, PipelineError(FailureCode.INTERNAL, message, user_error=False))
         return
 
     def succeed(uploaded: list[NewArtifact]) -> None:
@@ -232,7 +233,7 @@ def _end_unsuccessful(
         store.acknowledge_cancel(lease.db, lease.job_id, lease.worker_id, lease.attempt)
     elif result.outcome is Outcome.TIMED_OUT:
         message = f"the job ran longer than its spec.max_runtime_s of {max_runtime_s} s; raise it or train fewer epochs"
-        _fail_with_log(lease, artifacts, output.path, PipelineError("TIMEOUT", message, user_error=True))
+        _fail_with_log(lease, artifacts, output.path, PipelineError(FailureCode.TIMEOUT, message, user_error=True))
     elif result.outcome is Outcome.KILLED and result.error is not None:
         state = store.retry_job(lease.db, lease.job_id, lease.worker_id, lease.attempt, result.error.code, result.error.message)
         log.warning("job %s attempt %d: %s; now %s", lease.job_id, lease.attempt, result.error.message, state)

@@ -33,6 +33,8 @@ BWRAP = "bwrap"
 JOB_ROOT = Path("/job")
 # the packages the child imports from this checkout (the rest comes from site-packages)
 CHILD_PACKAGES = ("quantlib", "workers")
+# and single modules of other packages: the wire contract (failure codes), not the server's code
+CHILD_MODULES = ("service", "service.contract")
 # top-level system paths that are links on merged-/usr systems and folders elsewhere
 _SYSTEM_ROOTS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # the few files of /etc that the dynamic loader and the C library read
@@ -159,6 +161,10 @@ def _python_paths() -> list[Path]:
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.submodule_search_locations:
             paths.update(Path(location) for location in spec.submodule_search_locations)
+    for name in CHILD_MODULES:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            paths.add(Path(spec.origin))
     for variable in ("PYTHONPATH", "LD_LIBRARY_PATH"):  # extra site folders, CUDA libraries
         paths.update(Path(entry) for entry in os.environ.get(variable, "").split(os.pathsep) if entry)
     return _outermost(path.resolve() for path in paths if path.is_absolute() and path.exists())

@@ -14,6 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from service.contract import FailureCode
 from workers.protocol import (
     EXIT_REPORTED_ERROR,
     OUT_DIR,
@@ -81,13 +82,13 @@ def classify(exc: BaseException) -> PipelineError:
     # as "SystemError: error return without exception set"; under a ceiling, that is why
     if is_out_of_memory(exc) or (isinstance(exc, SystemError) and _memory_ceiling()):
         return PipelineError(
-            "OUT_OF_MEMORY",
+            FailureCode.OUT_OF_MEMORY,
             f"the job ran out of memory{_memory_ceiling()}; lower spec.batch_size or submit a smaller model or dataset",
             user_error=True,
         )
     # the exception's text may name paths inside the worker: the traceback is in log.txt
     return PipelineError(
-        "INTERNAL", f"the quantization pipeline failed unexpectedly ({type(exc).__name__}); see log.txt", user_error=False
+        FailureCode.INTERNAL, f"the quantization pipeline failed unexpectedly ({type(exc).__name__}); see log.txt", user_error=False
     )
 
 

@@ -9,7 +9,7 @@ import stat
 import time
 from pathlib import Path
 
-from service.store import Phase, Progress
+from service.contract import Phase, Progress
 from workers.protocol import ProgressLine
 
 
@@ -64,7 +64,7 @@ class ProgressTail:
         if 0 < line.step < line.total:
             elapsed = time.monotonic() - self._phase_started
             eta = round(elapsed / line.step * (line.total - line.step), 1)
-        return Phase(line.phase), Progress(line.step, line.total, line.epoch, line.loss, eta)
+        return Phase(line.phase), Progress(step=line.step, total=line.total, epoch=line.epoch, loss=line.loss, eta_s=eta)
 
 
 def _parse(raw: bytes) -> ProgressLine | None:

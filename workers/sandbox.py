@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from service.contract import FailureCode
 from workers.childlog import BoundedLog
 from workers.jail import JOB_ROOT, Jail
 from workers.protocol import PipelineError
@@ -71,7 +72,7 @@ class ChildLimits:
             "the worker's QAT_CHILD_CPU_SECONDS, or spec.max_runtime_s x its CPUs); train fewer epochs or steps, "
             "or ask for a higher limit"
         )
-        return PipelineError("TIMEOUT", message, user_error=True)
+        return PipelineError(FailureCode.TIMEOUT, message, user_error=True)
 
 
 def child_environment(parent: Mapping[str, str], home: Path) -> dict[str, str]:

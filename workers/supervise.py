@@ -23,7 +23,8 @@ from types import TracebackType
 from sqlalchemy.exc import OperationalError
 
 from service.db import SessionFactory
-from service.store import LeaseStatus, Phase, Progress, renew_lease, update_progress
+from service.contract import FailureCode, Phase, Progress
+from service.store import LeaseStatus, renew_lease, update_progress
 from workers.progress import ProgressTail
 from workers.protocol import EXIT_REPORTED_ERROR, PROGRESS_FILE, PipelineError
 from workers.sandbox import ChildLimits, kill_pipeline, killed_by
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 POLL_S = 0.2
 PROGRESS_INTERVAL_S = 1.0
 # a job whose sandbox was killed by a signal the worker did not send; it runs again
-SANDBOX_KILLED = "SANDBOX_KILLED"
 # the signals that end a process from outside: the OOM killer, an operator, a host shutting down
 FROM_OUTSIDE = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # when two writes in one loop answer differently, the later state in this list wins
@@ -169,7 +169,7 @@ def _exited(returncode: int, workdir: Path, limits: ChildLimits, jailed: bool) -
         # allocation or the memory limit is reported by the child itself as OUT_OF_MEMORY
         name = signal.Signals(signal_number).name
         message = f"the job's sandboxed process was killed from outside the job ({name}); it was not the job's input"
-        return ChildResult(Outcome.KILLED, PipelineError(SANDBOX_KILLED, message, user_error=False))
+        return ChildResult(Outcome.KILLED, PipelineError(FailureCode.SANDBOX_KILLED, message, user_error=False))
     how = f"signal {signal_number}" if signal_number is not None else f"exit status {returncode}"
-    error = PipelineError("INTERNAL", f"the quantization process crashed ({how}); see log.txt", user_error=False)
+    error = PipelineError(FailureCode.INTERNAL, f"the quantization process crashed ({how}); see log.txt", user_error=False)
     return ChildResult(Outcome.FAILED, error)

@@ -21,7 +21,7 @@ from quantlib.config import QuantConfig
 from quantlib.data import Dataset
 from quantlib.layers import QuantLayer
 from quantlib.loop import predict
-from quantlib.phases import Phases, ProgressFn
+from quantlib.phases import Phase, Phases, ProgressFn
 from quantlib.prepare import ModelLike
 from quantlib.spec import AccuracyTarget, QATSpec
 from quantlib.train import Report, Trained, finish, train, write_report
@@ -33,7 +33,6 @@ from quantlib.tune.verdict import Trial, best_trial, tuning_section
 from quantlib.tune.variants import Probe, Variant
 
 PROBE_SAMPLES = 2048  # what-if passes run on at most this many eval samples
-PHASE = "tuning"
 
 
 def run_tuned(
@@ -83,7 +82,7 @@ class _Tuning:
         shutil.copyfile(path, self.out / "config.json")
         final = Phases(self.on_progress)
         final.timings.update(timings)
-        final.timings[PHASE] = round(time.perf_counter() - started, 3)
+        final.timings[Phase.TUNING] = round(time.perf_counter() - started, 3)
         report = finish(trained, self.dataset, self.out, self.spec, final)
         report.tuning = tuning_section(self.target, self.objective, sensitivity, self.trials)
         write_report(report)
@@ -91,7 +90,7 @@ class _Tuning:
 
     def _search(self, trained: Trained) -> list[Sensitivity]:
         if self.on_progress is not None:
-            self.on_progress(PHASE, 0, self.target.max_trials, None, None)
+            self.on_progress(Phase.TUNING, 0, self.target.max_trials, None, None)
         probe = self._probe(trained)
         sensitivity = measure(probe)
         sample = torch.from_numpy(self.x_eval[:1]).to(trained.device)
@@ -169,6 +168,6 @@ def _as_trial(on_progress: ProgressFn | None, index: int, total: int) -> Progres
         return None
 
     def forward(_phase: str, _step: int, _total: int, loss: float | None, epoch: int | None) -> None:
-        on_progress(PHASE, index, total, loss, epoch)
+        on_progress(Phase.TUNING, index, total, loss, epoch)
 
     return forward

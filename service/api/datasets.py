@@ -10,7 +10,7 @@ from service.auth import current_team_id, require_team
 from service.datasets import delete_dataset, get_dataset
 from service.offload import off_loop
 from service.quota import refuse_upload_over_quota
-from service.schemas import DatasetOut
+from service.schemas import dataset_out
 from service.services import services
 from service.submission import upload_dataset
 from service.uploads import dataset_body_limit, limit_body, required_file_part
@@ -30,12 +30,12 @@ def create_dataset() -> tuple[dict[str, object], int, dict[str, str]]:
     off_loop(check_data, data, svc.settings.max_data_bytes)
     dataset, created = upload_dataset(svc, current_team_id(), data)
     location = url_for("datasets.get_dataset_by_id", dataset_id=dataset.id)
-    return DatasetOut.from_row(dataset).model_dump(mode="json"), 201 if created else 200, {"Location": location}
+    return dataset_out(dataset).model_dump(mode="json"), 201 if created else 200, {"Location": location}
 
 
 @bp.get("/<uuid:dataset_id>")
 def get_dataset_by_id(dataset_id: uuid.UUID) -> dict[str, object]:
-    return DatasetOut.from_row(get_dataset(services().db, current_team_id(), dataset_id)).model_dump(mode="json")
+    return dataset_out(get_dataset(services().db, current_team_id(), dataset_id)).model_dump(mode="json")
 
 
 @bp.delete("/<uuid:dataset_id>")

@@ -16,7 +16,8 @@ from service.job_events import job_events
 from service.offload import off_loop
 from service.quota import refuse_upload_over_quota
 from service.retention import delete_job_files
-from service.schemas import ArtifactListOut, ArtifactOut, JobOut, JobPageOut, ListJobsQuery, parse_query
+from service import contract
+from service.schemas import ListJobsQuery, artifact_out, job_out, parse_query
 from service.services import services
 from service.stream_slots import StreamSlots
 from service.submission import Submission, submit_job
@@ -54,7 +55,7 @@ def create_job() -> tuple[dict[str, object], int, dict[str, str]]:
     submission = Submission(model=model, spec=spec, config=config, data=data, dataset_id=dataset_id)
     job, created = submit_job(svc, current_team_id(), submission, request.headers.get("Idempotency-Key"))
     location = url_for("jobs.get_job", job_id=job.id)
-    return JobOut.from_row(job).model_dump(mode="json"), 201 if created else 200, {"Location": location}
+    return job_out(job).model_dump(mode="json"), 201 if created else 200, {"Location": location}
 
 
 @bp.get("")
@@ -64,13 +65,13 @@ def list_jobs() -> dict[str, object]:
     page = store.list_jobs(
         services().db, current_team_id(), state=query.state, page_size=query.page_size, page_token=query.page_token
     )
-    out = JobPageOut(jobs=[JobOut.from_row(job) for job in page.jobs], next_page_token=page.next_page_token)
+    out = contract.JobPage(jobs=[job_out(job) for job in page.jobs], next_page_token=page.next_page_token)
     return out.model_dump(mode="json")
 
 
 @bp.get("/<uuid:job_id>")
 def get_job(job_id: uuid.UUID) -> dict[str, object]:
-    return JobOut.from_row(store.get_job(services().db, current_team_id(), job_id)).model_dump(mode="json")
+    return job_out(store.get_job(services().db, current_team_id(), job_id)).model_dump(mode="json")
 
 
 @bp.get("/<uuid:job_id>/events")
@@ -94,24 +95,24 @@ def stream_events(job_id: uuid.UUID) -> Response:
 def delete_job(job_id: uuid.UUID) -> dict[str, object]:
     """Delete a finished job's inputs and results now (they stop counting against the team's storage)."""
     svc = services()
-    return JobOut.from_row(delete_job_files(svc.db, svc.store, current_team_id(), job_id)).model_dump(mode="json")
+    return job_out(delete_job_files(svc.db, svc.store, current_team_id(), job_id)).model_dump(mode="json")
 
 
 @bp.post("/<uuid:job_id>/cancel")
 def cancel_job(job_id: uuid.UUID) -> dict[str, object]:
     """Queued jobs are cancelled at once; running ones become CANCELLING until the worker stops."""
     job = store.request_cancel(services().db, current_team_id(), job_id)
-    return JobOut.from_row(job).model_dump(mode="json")
+    return job_out(job).model_dump(mode="json")
 
 
 @bp.get("/<uuid:job_id>/artifacts")
 def list_artifacts(job_id: uuid.UUID) -> dict[str, object]:
     rows = store.list_artifacts(services().db, current_team_id(), job_id)
     items = [
-        ArtifactOut.from_row(row, url_for("jobs.download_artifact", job_id=job_id, name=row.name, _external=True))
+        artifact_out(row, url_for("jobs.download_artifact", job_id=job_id, name=row.name, _external=True))
         for row in rows
     ]
-    return ArtifactListOut(artifacts=items).model_dump(mode="json")
+    return contract.ArtifactList(artifacts=items).model_dump(mode="json")
 
 
 @bp.get("/<uuid:job_id>/artifacts/<path:name>")

@@ -8,7 +8,6 @@ ids of things users see are UUIDs, and JSON columns are JSONB on PostgreSQL.
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +32,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from service.contract import JobState
 
 SHA256_HEX = 64
 STORAGE_KEY = 1024
@@ -69,24 +70,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
-
-
-class JobState(enum.StrEnum):
-    """Where a job is in its life: ``QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED``.
-
-    ``CANCELLING`` is a running job whose owner was asked to stop.
-    """
-
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    CANCELLING = "CANCELLING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 class Base(DeclarativeBase):

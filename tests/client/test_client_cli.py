@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
 from conftest import Finished, Service
 
+from service.client import Client
+from service.contract import Phase
 from workers.local_deployment import free_port
 
 EXPECTED = {
@@ -68,6 +71,28 @@ def test_cancel_then_wait_exits_1(service: Service, digits: tuple[Path, Path]) -
     waited = service.cli("wait", job_id, "--json", timeout_s=60)
     assert waited.returncode == 1, waited.stderr
     assert json.loads(waited.stdout)["state"] == "CANCELLED"
+
+
+def test_a_training_job_shows_its_eta_in_qat_status_and_the_python_client(
+    service: Service, digits: tuple[Path, Path]
+) -> None:
+    """The server writes ``eta_s``; the client once read ``eta`` and never showed one."""
+    model, data = digits
+    submitted = service.cli("submit", model, "--data", data, "--epochs", 200, "--batch-size", 8, "--json")
+    job_id = json.loads(submitted.stdout)["id"]
+    try:
+        with Client(service.url, service.token) as client:
+            deadline = time.monotonic() + 120
+            job = client.get(job_id)
+            while not (job.progress and job.progress.eta_s) and time.monotonic() < deadline and not job.done:
+                time.sleep(0.3)
+                job = client.get(job_id)
+            assert job.phase == Phase.TRAINING and job.progress is not None and job.progress.eta_s, job
+        human = service.cli("status", job_id)
+        assert human.returncode == 0 and "ETA " in human.stdout, human.stdout
+    finally:
+        service.cli("cancel", job_id)
+        service.cli("wait", job_id, timeout_s=60)
 
 
 def test_rejected_config_exits_2_with_the_api_error(service: Service, digits: tuple[Path, Path], tmp_path: Path) -> None:

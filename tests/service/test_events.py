@@ -15,7 +15,8 @@ import requests
 
 from service import store
 from service.storage import ArtifactStore, LocalStore
-from service.store import JobInputs, NewArtifact, Phase, Progress
+from service.contract import Phase, Progress
+from service.store import JobInputs, NewArtifact
 from service.teams import PREFIX_LENGTH, authenticate, create_team, revoke_token
 
 DIGEST = "0" * 64

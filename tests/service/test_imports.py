@@ -39,3 +39,12 @@ def test_quantize_is_still_a_command() -> None:
     run = subprocess.run([str(QAT), "quantize", "--help"], check=False, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "--data" in run.stdout
+
+
+def test_the_contract_and_the_client_need_neither_torch_nor_the_server_stack() -> None:
+    _torch_free(
+        "import sys\n"
+        "import service.contract, service.client, service.client_cli, service.client_view\n"
+        "heavy = [m for m in ('torch', 'flask', 'sqlalchemy', 'celery', 'numpy', 'boto3') if m in sys.modules]\n"
+        "assert not heavy, f'imported {heavy}'\n"
+    )

@@ -27,7 +27,8 @@ from service.errors import (
     ServiceError,
     WrongState,
 )
-from service.store import JobInputs, LeaseStatus, NewArtifact, Phase, Progress
+from service.contract import Phase, Progress
+from service.store import JobInputs, LeaseStatus, NewArtifact
 
 MakeTeam = Callable[..., Team]
 T = TypeVar("T")
@@ -278,7 +279,7 @@ def test_lease_renewal_and_progress(db: SessionFactory, make_team: MakeTeam) -> 
     assert store.renew_lease(db, job_id, "w1", 1, LEASE_S * 10) == LeaseStatus.HELD
     assert store.load_job(db, job_id).lease_expires_at > claimed.lease_expires_at  # type: ignore[operator]
 
-    status = store.update_progress(db, job_id, "w1", 1, Phase.TRAINING, Progress(3, 10, epoch=1, loss=0.5, eta_s=7))
+    status = store.update_progress(db, job_id, "w1", 1, Phase.TRAINING, Progress(step=3, total=10, epoch=1, loss=0.5, eta_s=7))
     assert status == LeaseStatus.HELD
     job = store.get_job(db, team.id, job_id)
     assert job.phase == "training"
@@ -291,7 +292,7 @@ def test_lease_renewal_and_progress(db: SessionFactory, make_team: MakeTeam) -> 
 def test_reaper_requeues_then_fails_with_worker_lost(db: SessionFactory, make_team: MakeTeam) -> None:
     team = make_team()
     job_id = running_job(db, team)
-    assert store.update_progress(db, job_id, "w1", 1, Phase.TRAINING, Progress(1, 2)) == LeaseStatus.HELD
+    assert store.update_progress(db, job_id, "w1", 1, Phase.TRAINING, Progress(step=1, total=2)) == LeaseStatus.HELD
     assert store.reap_expired_leases(db).requeued == []  # the lease is still valid
 
     later = utcnow() + timedelta(seconds=LEASE_S + 1)

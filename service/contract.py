@@ -1,0 +1,141 @@
+"""The job's wire format, once: what the API sends, what the client reads, what workers write.
+
+The API serialises these models, the client parses them, workers and the pipeline use
+the enums, and ``/v1/openapi.json`` describes them, so none of them can drift from the
+others (the client once read ``progress["eta"]`` where the server wrote ``eta_s``).
+It needs only pydantic (no torch, Flask or SQLAlchemy), so the client imports it without
+the server stack (``tests/service/test_imports.py``).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from quantlib.phases import Phase
+
+__all__ = [
+    "Artifact",
+    "ArtifactList",
+    "Dataset",
+    "Failure",
+    "FailureCode",
+    "Job",
+    "JobPage",
+    "JobState",
+    "Phase",
+    "Progress",
+]
+
+
+class JobState(enum.StrEnum):
+    """Where a job is in its life: ``QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED``.
+
+    ``CANCELLING`` is a running job whose owner was asked to stop.
+    """
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    CANCELLING = "CANCELLING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class FailureCode(enum.StrEnum):
+    """Why a job failed. The first group is the user's to fix; the second is the service's."""
+
+    BAD_INPUT = "BAD_INPUT"
+    BAD_CONFIG = "BAD_CONFIG"
+    BAD_SPEC = "BAD_SPEC"
+    BAD_MODEL = "BAD_MODEL"
+    BAD_DATA = "BAD_DATA"
+    DIVERGED = "DIVERGED"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    TIMEOUT = "TIMEOUT"
+
+    INTERNAL = "INTERNAL"
+    SANDBOX_KILLED = "SANDBOX_KILLED"
+    WORKER_LOST = "WORKER_LOST"
+    STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
+    STORAGE_FULL = "STORAGE_FULL"
+
+
+class Progress(BaseModel):
+    """How far the current phase is."""
+
+    step: int
+    total: int
+    epoch: int | None = None
+    loss: float | None = None
+    eta_s: float | None = Field(default=None, description="seconds left in this phase, from its step rate so far")
+
+
+class Failure(BaseModel):
+    code: str = Field(description=f"one of {', '.join(FailureCode)}")
+    message: str
+    user_error: bool | None = Field(description="true: the inputs were at fault; false: the service")
+
+
+class Job(BaseModel):
+    """A job as the API shows it."""
+
+    id: uuid.UUID
+    state: JobState
+    phase: Phase | None
+    progress: Progress | None
+    priority: int
+    attempt: int
+    max_attempts: int
+    cancel_requested: bool
+    spec: dict[str, Any]
+    metrics: dict[str, Any] | None
+    failure: Failure | None
+    model_sha256: str
+    data_sha256: str | None
+    dataset_id: uuid.UUID | None
+    has_config: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+    @property
+    def done(self) -> bool:
+        return self.state.terminal
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == JobState.SUCCEEDED
+
+
+class JobPage(BaseModel):
+    jobs: list[Job]
+    next_page_token: str | None = Field(description="pass as page_token for the next page; null on the last")
+
+
+class Artifact(BaseModel):
+    name: str
+    size: int
+    sha256: str
+    url: str = Field(description="GET it with the same bearer token")
+    created_at: datetime
+
+
+class ArtifactList(BaseModel):
+    artifacts: list[Artifact]
+
+
+class Dataset(BaseModel):
+    id: uuid.UUID
+    sha256: str
+    size: int
+    created_at: datetime

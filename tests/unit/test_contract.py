@@ -1,0 +1,47 @@
+"""The wire contract names every failure code the library and the workers can record."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import quantlib.config.errors
+import quantlib.data
+import quantlib.loop
+import quantlib.pt2archive
+from quantlib.errors import QuantlibError
+from service.contract import FailureCode, Job, JobState
+
+ROOT = Path(__file__).parents[2]
+
+
+def _subclasses(base: type) -> list[type]:
+    found = []
+    for cls in base.__subclasses__():
+        found += [cls, *_subclasses(cls)]
+    return found
+
+
+def test_every_quantlib_error_code_is_a_failure_code() -> None:
+    modules = (quantlib.config.errors, quantlib.data, quantlib.loop, quantlib.pt2archive)  # where they are defined
+    assert modules
+    codes = {cls.default_code for cls in [QuantlibError, *_subclasses(QuantlibError)]}
+    assert {"BAD_CONFIG", "BAD_DATA", "BAD_MODEL", "DIVERGED"} <= codes
+    assert codes <= set(FailureCode)
+
+
+def test_no_failure_code_is_spelled_out_as_a_string_in_the_workers() -> None:
+    """Workers name codes through the enum, so a typo cannot record a code the contract lacks."""
+    strings = {
+        node.value
+        for path in (ROOT / "workers").glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    }
+    assert not strings & set(FailureCode)
+
+
+def test_a_job_is_done_exactly_in_the_terminal_states() -> None:
+    assert {state for state in JobState if state.terminal} == {"SUCCEEDED", "FAILED", "CANCELLED"}
+    schema = Job.model_json_schema()
+    assert "eta_s" in schema["$defs"]["Progress"]["properties"]
