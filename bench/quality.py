@@ -199,7 +199,7 @@ def _ours(
             )
             report = run_qat(program, dataset, Path(tmp) / "out", config_defination=config, spec=spec)
             session = ort.InferenceSession(str(report.files["deploy_model"]), providers=["CPUExecutionProvider"])
-            deployed = predict(lambda x: torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]), split.x_eval)
+            deployed = predict(_onnx_runner(session), split.x_eval)
         simulated = report.accuracy["int8_simulated"]
         results[name] = {
             **_score(task, split, fp32, deployed),
@@ -300,3 +300,9 @@ def measure(budget: Budget, cache: Path, log: Callable[[str], None] = print) -> 
         runs = [run_task(task, budget, seed, cache, log) for seed in budget.seeds]
         rows += summarise(task, runs)
     return rows
+
+
+def _onnx_runner(session: ort.InferenceSession) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The deployed model as a function of a batch, for :func:`predict`."""
+    name = session.get_inputs()[0].name
+    return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])

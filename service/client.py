@@ -18,6 +18,7 @@ database restart during an hours-long ``wait`` is ridden out.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
@@ -176,7 +177,7 @@ class Client:
         """Delete a dataset's file (the service refuses while a queued or running job uses it)."""
         self._send("DELETE", f"/v1/datasets/{quote(dataset_id, safe='')}")
 
-    def artifacts(self, job_id: JobId) -> list[Artifact]:
+    def artifacts(self, job_id: JobId) -> builtins.list[Artifact]:
         listed = self._json("GET", _job_path(job_id, "artifacts"))["artifacts"]
         return [Artifact.model_validate(item) for item in listed]
 
@@ -201,7 +202,7 @@ class Client:
             raise ChecksumMismatch(f"report.html: received bytes hash to {actual}, the service sent {expected}")
         return response.content
 
-    def download(self, job_id: JobId, directory: PathLike) -> list[Path]:
+    def download(self, job_id: JobId, directory: PathLike) -> builtins.list[Path]:
         """Stream every artifact of the job into ``directory``, checking each sha256 on the way.
 
         A file is written as ``NAME.part`` and renamed only once its hash matches, so a
@@ -276,7 +277,7 @@ class Client:
         return body
 
     def _send(
-        self, method: str, path: str, uploads: list[IO[bytes]] | None = None, *, stream: bool = False, **kwargs: Any
+        self, method: str, path: str, uploads: builtins.list[IO[bytes]] | None = None, *, stream: bool = False, **kwargs: Any
     ) -> httpx.Response:
         """One call, retried on a connection error or a 502/503/504 until ``retry_for_s`` has passed.
 

@@ -25,7 +25,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 from rich.console import Console
 
-from service.client import ApiError, Client, ClientError, Job, JobState
+from service.client import ApiError, Client, ClientError, Job, JobId, JobState
 from service.client_config import ClientConfigError, resolve_connection
 from service.client_view import accuracy_table, job_summary, jobs_table, live_progress, print_files
 
@@ -44,7 +44,7 @@ class CommandFailed(click.ClickException):
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click types it as a class constant; ours vary
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error {self.message}", err=True)
@@ -126,7 +126,7 @@ def submit(
         _follow_to_end(client, job.id, download, as_json)
 
 
-def _follow_to_end(client: Client, job_id: str, download: Path | None, as_json: bool) -> None:
+def _follow_to_end(client: Client, job_id: JobId, download: Path | None, as_json: bool) -> None:
     """Live progress until the job ends, its artifacts fetched on success, then the exit code."""
     job = _follow(client, job_id, as_json)
     files = client.download(job.id, download) if download is not None and job.succeeded else []
@@ -235,7 +235,7 @@ def _print_path(path: Path) -> None:
     _out.print(str(path), highlight=False, soft_wrap=True)
 
 
-def _follow(client: Client, job_id: str, as_json: bool) -> Job:
+def _follow(client: Client, job_id: JobId, as_json: bool) -> Job:
     """Wait for the job; people see a live bar, started only once the job is known to exist."""
     if as_json:
         return client.wait(job_id)

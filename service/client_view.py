@@ -61,7 +61,7 @@ def job_summary(job: Job) -> Table:
     if job.progress and not job.done:
         table.add_row("progress", progress_text(job))
     if job.failure:
-        who = {True: "your input", False: "the service"}.get(job.failure.user_error, "unknown")
+        who = {True: "your input", False: "the service", None: "unknown"}[job.failure.user_error]
         table.add_row("failure", f"[red]{job.failure.code}[/red] ({who}): {job.failure.message}")
     table.add_row("created", _when(job.created_at))
     if job.finished_at:

@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from service.contract import ArtifactList, Dataset, Job, JobPage
 from service.http_errors import STATUS_BY_CODE
@@ -234,7 +234,8 @@ def _paths() -> dict[str, Any]:
 @cache
 def openapi_document() -> dict[str, Any]:
     """The whole OpenAPI 3.1 document (built once per process)."""
-    models = [(m, "validation") for m in _INPUT_MODELS] + [(m, "serialization") for m in _OUTPUT_MODELS]
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in _INPUT_MODELS]
+    models += [(m, "serialization") for m in _OUTPUT_MODELS]
     _, schemas = models_json_schema(models, ref_template=REF)
     return {
         "openapi": "3.1.0",

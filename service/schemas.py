@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from quantlib.config import ConfigError
 from quantlib.spec import QATSpec, parse_spec
 from service import contract
-from service.contract import JobState
+from service.contract import JobState, Phase
 from service.db import Artifact, Dataset, Job
 from service.errors import InvalidArgument
 from service.store import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
@@ -70,8 +70,8 @@ def job_out(job: Job) -> contract.Job:
     return contract.Job(
         id=job.id,
         state=JobState(job.state),
-        phase=job.phase,
-        progress=job.progress,
+        phase=Phase(job.phase) if job.phase else None,
+        progress=contract.Progress.model_validate(job.progress) if job.progress else None,
         priority=job.priority,
         attempt=job.attempt,
         max_attempts=job.max_attempts,

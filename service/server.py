@@ -95,10 +95,11 @@ class _HeadReader:
         return line
 
 
-class QatHandler(WSGIHandler):  # type: ignore[misc]  # gevent ships no type hints for pywsgi
+class QatHandler(WSGIHandler):
     """gevent's handler with the deadlines, the JSON errors and the bounded drain."""
 
     server: QatServer
+    rfile: Any  # the connection's buffered reader, or a _HeadReader while headers are parsed
 
     def read_requestline(self) -> str:
         """Wait up to the idle timeout for a request to start, then give its head the head timeout."""
@@ -210,7 +211,7 @@ class QatHandler(WSGIHandler):  # type: ignore[misc]  # gevent ships no type hin
         body._chunked_input_error = True
 
 
-class QatServer(WSGIServer):  # type: ignore[misc]
+class QatServer(WSGIServer):
     """gevent's WSGI server with a bounded connection pool and per-socket idle timeouts."""
 
     handler_class = QatHandler

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -23,16 +22,13 @@ import psycopg
 import pytest
 import redis
 
+from bench.served import free_port
 from service.storage import S3Store
 
 ADMIN_URL = os.environ.get("QAT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = "redis://127.0.0.1:6379"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# fixtures every folder shares: databases, stores and API servers; whole deployments
+pytest_plugins = ("support.service_fixtures", "support.pool_fixtures")
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +52,7 @@ def new_pg_database() -> Iterator[Callable[[], str]]:
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 server on a free loopback port, with dummy credentials in the environment."""
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

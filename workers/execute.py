@@ -46,6 +46,7 @@ from workers.supervise import ChildResult, Heartbeat, JobLease, Outcome, supervi
 
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 30
+NO_LIMITS = ChildLimits()  # the default: a job limited only by its spec's max_runtime_s
 # inside a job's scratch folder: the child's own folder (its inputs and outputs); the
 # worker's files (log.txt) sit beside it, out of the child's reach
 CHILD_FOLDER = "job"
@@ -57,7 +58,7 @@ def execute_job(
     job_id: uuid.UUID,
     worker_id: str,
     lease_s: int,
-    limits: ChildLimits = ChildLimits(),
+    limits: ChildLimits = NO_LIMITS,
     jail: Jail | None = None,
 ) -> None:
     """Run ``job_id`` if this worker wins the claim; every ending is written to the job row.

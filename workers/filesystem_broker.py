@@ -20,7 +20,7 @@ from kombu.utils.json import dumps
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]  # kombu filesystem.Channel._put
         final = os.path.join(self.data_folder_out, f"{int(filesystem.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg")
         partial = os.path.join(self.data_folder_out, f".partial-{uuid.uuid4()}")
         try:

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, redirect, request, url_for
+from werkzeug.wrappers import Response as BaseResponse  # what redirect() returns, and Flask's Response
 
 from quantlib.report import REPORT_HTML
 from service import store
@@ -116,7 +117,7 @@ def list_artifacts(job_id: uuid.UUID) -> dict[str, object]:
 
 
 @bp.get("/<uuid:job_id>/artifacts/<path:name>")
-def download_artifact(job_id: uuid.UUID, name: str) -> Response:
+def download_artifact(job_id: uuid.UUID, name: str) -> BaseResponse:
     """Stream the bytes, or redirect to a presigned URL where configured and the store has one."""
     svc = services()
     artifact = store.get_artifact(svc.db, current_team_id(), job_id, name)

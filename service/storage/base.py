@@ -10,7 +10,7 @@ import hashlib
 import re
 from collections.abc import Iterator
 from datetime import datetime
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import IO, Protocol, runtime_checkable
 
 from service.errors import InvalidArgument
 
@@ -23,7 +23,7 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9._=+@-]+$")
 class ArtifactStore(Protocol):
     """Where uploaded inputs and job results live, addressed by relative '/'-separated keys."""
 
-    def put_stream(self, key: str, fileobj: BinaryIO) -> tuple[int, str]:
+    def put_stream(self, key: str, fileobj: IO[bytes]) -> tuple[int, str]:
         """Store everything ``fileobj.read`` yields under ``key``; return ``(size, sha256 hex)``."""
         ...
 
@@ -86,7 +86,7 @@ class HashingReader:
     re-reading parts from several threads (which would corrupt the running hash).
     """
 
-    def __init__(self, fileobj: BinaryIO) -> None:
+    def __init__(self, fileobj: IO[bytes]) -> None:
         self._fileobj = fileobj
         self._sha256 = hashlib.sha256()
         self.size = 0

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from service.errors import NotFound, StorageFull
 from service.offload import off_loop
@@ -32,11 +32,11 @@ class LocalStore:
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
 
-    def put_stream(self, key: str, fileobj: BinaryIO) -> tuple[int, str]:
+    def put_stream(self, key: str, fileobj: IO[bytes]) -> tuple[int, str]:
         """Raises ``StorageFull`` when the disk is, with no partial file left behind."""
         return off_loop(self._put, key, fileobj)  # gigabytes of disk and hashing: off the server's loop
 
-    def _put(self, key: str, fileobj: BinaryIO) -> tuple[int, str]:
+    def _put(self, key: str, fileobj: IO[bytes]) -> tuple[int, str]:
         path = self._path(key)
         reader = HashingReader(fileobj)
         with _disk_full_as_error(key):
@@ -103,7 +103,7 @@ def _disk_full_as_error(key: str) -> Iterator[None]:
         raise StorageFull(message, field="key") from exc
 
 
-def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+def _chunks(handle: IO[bytes]) -> Iterator[bytes]:
     with handle:
         while chunk := handle.read(CHUNK_SIZE):
             yield chunk

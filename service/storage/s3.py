@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -44,7 +44,7 @@ class S3Store:
     def _object(self, key: str) -> str:
         return self.prefix + validate_key(key)
 
-    def put_stream(self, key: str, fileobj: BinaryIO) -> tuple[int, str]:
+    def put_stream(self, key: str, fileobj: IO[bytes]) -> tuple[int, str]:
         name = self._object(key)
         reader = HashingReader(fileobj)
         with _errors(key):

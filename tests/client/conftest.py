@@ -9,40 +9,15 @@ ignoring any ``QAT_*`` settings of the machine. One digits job is run once throu
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from workers.local_deployment import QAT, LocalDeployment, embedded_settings
-
-
-@dataclass(frozen=True)
-class Service:
-    deployment: LocalDeployment
-    url: str
-    token: str
-
-    def cli(self, *args: object, env: dict[str, str] | None = None, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
-        """Run ``qat ARGS`` as a user would, with ``QAT_URL``/``QAT_TOKEN`` set unless ``env`` is given."""
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("QAT_")}
-        environ |= {"QAT_URL": self.url, "QAT_TOKEN": self.token} if env is None else env
-        return subprocess.run(
-            [QAT, *map(str, args)], env=environ, capture_output=True, text=True, timeout=timeout_s, check=False
-        )
-
-
-@dataclass(frozen=True)
-class Finished:
-    """The shared job: ``qat submit --wait --download --json``'s output and download folder."""
-
-    job: dict[str, Any]
-    folder: Path
+from support.client_service import Finished, Service
+from workers.local_deployment import LocalDeployment, embedded_settings
 
 
 @pytest.fixture(scope="package")

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import Finished, Service
+from support.client_service import Finished, Service
 
 from service.client import ApiError, ChecksumMismatch, Client, ServerUnreachable, WaitTimeout
 from workers.local_deployment import free_port

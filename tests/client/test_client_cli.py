@@ -7,7 +7,7 @@ import time
 import uuid
 from pathlib import Path
 
-from conftest import Finished, Service
+from support.client_service import Finished, Service
 
 from service.client import Client
 from service.contract import Phase

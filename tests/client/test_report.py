@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Finished, Service
-from headless import WINDOW, blank_screenshot, dump_dom, png_size, screenshot
+from support.client_service import Finished, Service
+from support.headless import WINDOW, blank_screenshot, dump_dom, png_size, screenshot
 
 from service.client import ApiError, ChecksumMismatch, Client
 

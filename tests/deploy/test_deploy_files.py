@@ -26,8 +26,8 @@ import pytest
 import yaml
 from flask import Flask
 
-from deploy_files import DEPLOY, DOCKERFILES, K8S, ROOT, compose, compose_file, dockerfile, env_example, interpolate
-from deploy_files import k8s_object, k8s_objects, pod_containers
+from support.deploy_files import DEPLOY, DOCKERFILES, K8S, ROOT, compose, compose_file, dockerfile, env_example, interpolate
+from support.deploy_files import k8s_object, k8s_objects, pod_containers
 from service.api import BLUEPRINTS
 from service.errors import BadSetting
 from service.settings import Settings

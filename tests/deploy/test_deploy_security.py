@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from deploy_files import DEPLOY, DOCKERFILES, compose, dockerfile, k8s_object, k8s_objects, pod_containers
+from support.deploy_files import DEPLOY, DOCKERFILES, compose, dockerfile, k8s_object, k8s_objects, pod_containers
 
 # the system calls bubblewrap makes to build a sandbox (workers/jail.py)
 SANDBOX_SYSCALLS = {"clone", "clone3", "unshare", "setns", "mount", "umount2", "pivot_root", "prctl", "setresuid"}

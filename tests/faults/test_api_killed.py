@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from conftest import Pool, serving, tiny_inputs, wait_for_api, wait_until
-from layout_only_pt2 import layout_only_pt2
+from support.fault_servers import serving, tiny_inputs, wait_until
+from support.pool import wait_for_api, Pool
+from support.layout_only_pt2 import layout_only_pt2
 from service.db import Job, reading
 from service.storage import LocalStore
 

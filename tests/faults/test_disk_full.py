@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QAT, Pool, finished, serving, start, tiny_inputs
-from layout_only_pt2 import layout_only_pt2
+from support.fault_servers import serving, start, tiny_inputs
+from support.pool import finished, Pool, QAT
+from support.layout_only_pt2 import layout_only_pt2
 
 STORE_BYTES = 1 << 20
 

@@ -24,7 +24,8 @@ from pathlib import Path
 import requests
 from sqlalchemy import func, select
 
-from conftest import Pool, serving, tiny_inputs
+from support.fault_servers import serving, tiny_inputs
+from support.pool import Pool
 from service.db import IdempotencyKey, Job, reading
 
 SUBMISSIONS = 1000

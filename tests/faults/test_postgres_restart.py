@@ -22,7 +22,8 @@ import requests
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from conftest import QAT, Pool, PostgresCluster, finished, running, serving, tiny_inputs, wait_until
+from support.fault_servers import serving, tiny_inputs, wait_until, PostgresCluster
+from support.pool import finished, running, Pool, QAT
 from service.db import Job, make_engine, reading
 
 OUTAGE_S = 3.0

@@ -11,7 +11,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Pool, RedisServer, child_pids, finished, running, wait_until
+from support.fault_servers import wait_until, RedisServer
+from support.pool import child_pids, finished, running, Pool
 
 
 def test_jobs_survive_a_redis_restart_and_queued_ones_are_readmitted(

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from conftest import MotoServer, Pool, child_pids, finished, running, tiny_inputs, wait_until
+from support.fault_servers import tiny_inputs, wait_until, MotoServer
+from support.pool import child_pids, finished, running, Pool
 from service.db import Artifact, reading
 from service.errors import StorageUnavailable
 from service.storage import S3Store

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import MotoServer, Pool, finished, running
+from support.fault_servers import MotoServer
+from support.pool import finished, running, Pool
 from service.storage import S3Store
 
 BUCKET = "qat-slow"

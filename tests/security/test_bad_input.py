@@ -1,6 +1,6 @@
 """A corpus of bad requests: each is refused with a 4xx that names the field, and leaves nothing behind.
 
-One table, one test: every row is sent to the same real API server (waitress, SQLite, a
+One table, one test: every row is sent to the same real API server (in the test process, SQLite, a
 local artifact store), the answer's status, code and field are checked, and the database and
 the store must be exactly as they were before the request. tests/service/test_api.py
 covers further cases (listed in its ``test_bad_input_is_a_4xx_naming_the_field`` table,
@@ -27,11 +27,11 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from hostile_files import npy_claiming, npz, npz_bomb, npz_corrupt_deflate, npz_lying_shape, pt2_bomb, zip_of
+from support.hostile_files import npy_claiming, npz, npz_bomb, npz_corrupt_deflate, npz_lying_shape, pt2_bomb, zip_of
 from service.app import create_app
 from service.db import Artifact, Dataset, IdempotencyKey, Job, reading
 from service.settings import Settings
-from service_fixtures import ApiServer
+from support.api_server import ApiServer
 
 
 # small limits, so the over-limit cases stay cheap; bombs unpack far beyond them

@@ -18,11 +18,11 @@ import pytest
 import torch
 
 from bench.models import ZOO
-from hostile_pt2 import WithConstant, hostile, variants, with_hostile_sample_inputs
+from support.hostile_pt2 import WithConstant, hostile, variants, with_hostile_sample_inputs
 from quantlib.examples.digits import DigitsNet
 from quantlib.modelfile import ModelError, load_exported_program
 from service.validation import check_model
-from untrusted_models import Forever, dataset, export
+from support.untrusted_models import Forever, dataset, export
 
 VARIANTS = sorted(variants(Path("unused")))
 # refused by the worker's loader, which reads the graph; the API only reads the payload configs

@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from hostile_pt2 import WithConstant, hostile, variants
-from untrusted_models import CANARY, CEILING, Forever, Hog, dataset, export, submit
-from worker_fixtures import Pool, child_pids, finished, running
+from support.hostile_pt2 import WithConstant, hostile, variants
+from support.untrusted_models import CANARY, CEILING, Forever, Hog, dataset, export, submit
+from support.pool import Pool, child_pids, finished, running
 
 SECRET_NAMES = ("QAT_", "AWS_", "PGPASSWORD")
 

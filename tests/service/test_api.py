@@ -1,4 +1,4 @@
-"""The HTTP API through a real server (waitress) on PostgreSQL and SQLite, local and S3 stores."""
+"""The HTTP API through a real HTTP server in the test process on PostgreSQL and SQLite, local and S3 stores."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import requests
 
-from layout_only_pt2 import layout_only_pt2
+from support.layout_only_pt2 import layout_only_pt2
 from service import store
 from service.storage import S3Store
 from service.store import NewArtifact

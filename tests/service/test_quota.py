@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import requests
 
-from layout_only_pt2 import layout_only_pt2
+from support.layout_only_pt2 import layout_only_pt2
 from service import store
 from service.db import reading
 from service.errors import StorageQuotaExceeded

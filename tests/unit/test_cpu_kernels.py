@@ -35,7 +35,7 @@ def test_ulq_matches_the_torch_path(bits: int, numel: int, monkeypatch: pytest.M
     assert torch.equal(fused[0], reference[0])
     assert torch.equal(fused[1], reference[1])
     exact = _clip_grads_float64(x, fused[0], 1.5, -0.7, bits)
-    for got, want in zip(fused[2:], exact):
+    for got, want in zip(fused[2:], exact, strict=True):
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
 
 

@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import (
+from support.toy_models import (
     CONV_BN_INPUT,
     LAYER_MODELS,
     MIXED_MODELS,
@@ -182,7 +182,7 @@ def test_deploy_model_stores_int8_weights(kind: str, pipeline: Callable[[str, st
     layers = _quant_layers(case.qat)
     stored = weight_initializers(case.deploy)
     assert len(stored) == len(layers)
-    for (name, layer), init in zip(layers, stored):
+    for (name, layer), init in zip(layers, stored, strict=True):
         assert init.data_type == TensorProto.UINT8, name
         assert tuple(init.dims) == tuple(layer.layer.weight.shape)
         q, _ = layer.weight_quant.quantize(layer.layer.weight)
@@ -234,7 +234,7 @@ def test_int4_round_trip(kind: str, pipeline: Callable[[str, str], Exported]) ->
         assert_onnx_matches_qat(case, path)
     stored = weight_initializers(case.deploy)
     assert len(stored) == len(names)
-    for name, init in zip(names, stored):
+    for name, init in zip(names, stored, strict=True):
         assert init.data_type == TensorProto.INT4, name
         values = onnx.numpy_helper.to_array(init).astype(np.int32)
         assert values.min() >= -7 and values.max() <= 7

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from headless import WINDOW, blank_screenshot, dump_dom, png_size, screenshot
+from support.headless import WINDOW, blank_screenshot, dump_dom, png_size, screenshot
 
 from quantlib.data import validate_arrays
 from quantlib.examples.digits import DigitsNet, digits_dataset, export_program, train_fp32

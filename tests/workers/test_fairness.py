@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from conftest import Pool, finished, running, submit
+from support.pool import finished, running, submit, Pool
 from service.db import Job, reading
 from service.storage import S3Store
 

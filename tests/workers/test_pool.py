@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from conftest import Pool, finished, submit
+from support.pool import finished, submit, Pool
 
 LAYER = {
     "retrain_enable": True,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from conftest import Pool, child_pids, finished, running, submit
+from support.pool import child_pids, finished, running, submit, Pool
 from service import store
 from service.db import Artifact, reading
 

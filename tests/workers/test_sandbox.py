@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Pool, finished, running, submit
+from support.pool import finished, running, submit, Pool
 from workers.childlog import BoundedLog
 from workers.progress import ProgressTail
 from workers.protocol import ProgressLine, child_file, read_child_file

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import Pool, free_port, wait_for_api
-from layout_only_pt2 import layout_only_pt2
+from support.pool import free_port, wait_for_api, Pool
+from support.layout_only_pt2 import layout_only_pt2
 from workers.dispatcher import RELEASE_EVERY_S
 
 CYCLES = 20

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workers.conftest import Pool, finished, running, submit
+from support.pool import Pool, finished, running, submit
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # two torch threads on a busy two-core machine are many times slower
 

@@ -1,4 +1,4 @@
-"""A whole embedded deployment as real processes: API, dispatcher and a CPU worker.
+"""A whole deployment as real ``qat`` processes (API, dispatcher, CPU workers), and helpers to drive it.
 
 Everything lives under the test's ``tmp_path``: a SQLite job store, a local artifact
 directory and kombu's filesystem broker, configured only through ``QAT_*`` variables,
@@ -11,28 +11,21 @@ import copy
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-import pytest
 import requests
 
+from bench.served import free_port
 from service.db import SessionFactory, make_engine, session_factory
 
 QAT = str(Path(sys.executable).parent / "qat")
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Pool:
@@ -90,9 +83,9 @@ class Pool:
         log.close()
 
     def stop(self) -> None:
-        for process, log in self.processes.values():
+        for process, _ in self.processes.values():
             process.terminate()
-        for name, (process, log) in self.processes.items():
+        for process, log in self.processes.values():
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -139,16 +132,6 @@ def running(pool: Pool, workers: int = 1) -> Iterator[Pool]:
         pool.stop()
 
 
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
-    """The embedded deployment with one worker, shared by a module's tests.
-
-    Starting the processes costs seconds; each test submits its own jobs.
-    """
-    with running(Pool(tmp_path_factory.mktemp("pool"))) as started:
-        yield started
-
-
 def wait_for_api(pool: Pool, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -158,32 +141,6 @@ def wait_for_api(pool: Pool, timeout_s: float = 30) -> None:
         except requests.ConnectionError:
             time.sleep(0.1)
     raise AssertionError(f"the API did not answer within {timeout_s} s:\n{pool.log('api')}")
-
-
-@pytest.fixture
-def production_settings(
-    new_pg_database: Callable[[], str], redis_url: str, s3_endpoint: str, s3_bucket: str
-) -> dict[str, str]:
-    """``QAT_*`` settings of the production stack: a new PostgreSQL database, an empty Redis index, a new bucket."""
-    return {
-        "QAT_DATABASE_URL": new_pg_database(),
-        "QAT_BROKER_URL": redis_url,
-        "QAT_ARTIFACTS": f"s3://{s3_bucket}/qat",
-        "QAT_S3_ENDPOINT_URL": s3_endpoint,
-    }
-
-
-@pytest.fixture(scope="session")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The digits example's ``model.pt2`` and ``data.npz``, with a briefly trained FP32 model.
-
-    Trained in a fresh interpreter: the test modules import onnxruntime, whose OpenMP
-    threads slow torch training in the same process several times over.
-    """
-    out = tmp_path_factory.mktemp("digits")
-    code = f"from quantlib.examples.digits import write_example; write_example({str(out)!r}, epochs=5)"
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
-    return out / "model.pt2", out / "data.npz"
 
 
 def submit(pool: Pool, digits: tuple[Path, Path], spec: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch._higher_order_ops.while_loop import while_loop
 
-from worker_fixtures import Pool
+from support.pool import Pool
 
 # the hog wants this many bytes per sample: two samples (the worker's first probe) exceed 1 GiB
 HOG_BYTES_PER_SAMPLE = 1 << 29

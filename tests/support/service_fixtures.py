@@ -1,33 +1,27 @@
-"""Real backends for the service tests: PostgreSQL and SQLite databases, artifact stores, API servers.
+"""Fixtures of real backends (PostgreSQL and SQLite databases, artifact stores, API servers), for every test folder.
 
-API tests serve the real app in this process, with waitress (a threaded WSGI server) on a
-loopback port (``make_api``/``api``), so a test can reach the app's database and store
-directly. The server ``qat serve`` runs (gevent, which must patch the whole interpreter)
-is tested as its own process in ``test_server.py``, ``test_api_process.py`` and
-``tests/security/test_upload_limit.py``, and under every ``tests/workers`` deployment.
-The PostgreSQL databases and the S3 server come from ``tests/conftest.py``.
+Registered by ``tests/conftest.py`` as a plugin, so the service, security and client
+tests share one copy.
+
+API servers run in the test's process (``support.api_server``); the PostgreSQL databases
+and the S3 server come from ``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
-import waitress
-from waitress import wasyncore
 from sqlalchemy import Engine, text
+
+from support.api_server import ApiServer
 
 from service import migrate
 from service.app import create_app
 from service.db import Base, SessionFactory, Team, make_engine, session_factory
-from service.services import EXTENSION, Services
 from service.settings import Settings
 from service.storage import ArtifactStore, LocalStore, S3Store
 from service.teams import authenticate, create_team
@@ -108,12 +102,6 @@ def make_team(db: SessionFactory) -> Callable[..., Team]:
 # ---------------------------------------------------------------------------- storage
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(params=["local", "s3"])
 def artifact_store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
     """Each store implementation, empty; the S3 one keeps its keys under a prefix."""
@@ -124,51 +112,6 @@ def artifact_store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactSt
 
 
 # ------------------------------------------------------------------------ API servers
-
-
-class ApiServer:
-    """The API app served by waitress on a free loopback port, in a background thread."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.server = waitress.create_server(app, host="127.0.0.1", port=0, threads=8)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-
-    @property
-    def services(self) -> Services:
-        found: Services = self.app.extensions[EXTENSION]
-        return found
-
-    def client(self, token: str | None) -> requests.Session:
-        """A session that sends ``token`` as its bearer token and prefixes paths with the server URL."""
-        session = _BaseUrlSession(self.url)
-        if token is not None:
-            session.headers["Authorization"] = f"Bearer {token}"
-        return session
-
-    def new_team(self, **limits: int) -> requests.Session:
-        """A client for a new team."""
-        return self.client(create_team(self.services.db, f"team-{uuid.uuid4().hex[:8]}", **limits).token)
-
-    def close(self) -> None:
-        # close every socket from the server's own loop thread, so its select() never sees a
-        # closed descriptor; with no sockets left the loop returns and the thread ends
-        self.server.trigger.pull_trigger(lambda: wasyncore.close_all(self.server._map))
-        self.thread.join(timeout=10)
-        self.server.task_dispatcher.shutdown()
-        self.services.engine.dispose()
-
-
-class _BaseUrlSession(requests.Session):
-    def __init__(self, base: str) -> None:
-        super().__init__()
-        self.base = base
-
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", 30)
-        return super().request(method, f"{self.base}{url!s}", *args, **kwargs)
 
 
 @pytest.fixture
