@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser sandbox test test-faults bench bench-quick demo clean
+.PHONY: install browser sandbox lint test test-faults bench bench-quick demo clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,14 @@ browser:
 sandbox:
 	command -v bwrap >/dev/null || (apt-get update && apt-get install -y --no-install-recommends bubblewrap)
 
-test: $(STAMP) browser sandbox
+# The lint and type gate: ruff's rules and formatting (pyproject's [tool.ruff]), mypy's
+# checks on the service and the workers ([tool.mypy]).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: $(STAMP) browser sandbox lint
 	$(PY) -m pytest -q --ignore=tests/faults
 
 # Servers killed and restarted under real jobs: minutes of wall time, so CI runs them as a

@@ -44,10 +44,14 @@ def main() -> None:
         for spec in ZOO:
             row = step_time.measure(spec, 10 if args.quick else 30)
             results["step_time"].append(row)
-            print(f"step time {spec.name}: {row['ratio_to_fp32']} saved MiB {row['saved_for_backward_mib']}", flush=True)
+            print(
+                f"step time {spec.name}: {row['ratio_to_fp32']} saved MiB {row['saved_for_backward_mib']}", flush=True
+            )
         report.write(results, args.out)
     if "service" in parts:
-        results["service"] = service_throughput.measure(jobs=8 if args.quick else 200, deadline_s=90 if args.quick else 840)
+        results["service"] = service_throughput.measure(
+            jobs=8 if args.quick else 200, deadline_s=90 if args.quick else 840
+        )
         print(f"service: {results['service']['summary']}", flush=True)
         results["api_under_load"] = api_under_load.measure(seconds=8 if args.quick else 30)
         print(f"API under load: {results['api_under_load']}", flush=True)

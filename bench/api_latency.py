@@ -52,7 +52,11 @@ def main() -> None:
         engine = make_engine(url)
         token = create_team(session_factory(engine), "bench", max_queued=10**9).token
         engine.dispose()
-        env = {"QAT_DATABASE_URL": url, "QAT_ARTIFACTS": artifacts, "QAT_BROKER_URL": f"filesystem://{artifacts}/broker"}
+        env = {
+            "QAT_DATABASE_URL": url,
+            "QAT_ARTIFACTS": artifacts,
+            "QAT_BROKER_URL": f"filesystem://{artifacts}/broker",
+        }
         with served_api(env, Path(artifacts) / "serve.log") as base:
             auth = {"Authorization": f"Bearer {token}"}
             job_id = requests.post(f"{base}/v1/jobs", files=files, headers=auth, timeout=30).json()["id"]

@@ -57,7 +57,9 @@ def train_frozen_bn(model: nn.Module) -> None:
             module.eval()
 
 
-def _pattern_key(pattern: Callable[..., Any], example: tuple[Any, ...], is_cuda: bool, kwargs: dict[str, Any]) -> Hashable:
+def _pattern_key(
+    pattern: Callable[..., Any], example: tuple[Any, ...], is_cuda: bool, kwargs: dict[str, Any]
+) -> Hashable:
     """What a conv-bn pattern graph depends on: its code, the flags it closes over, the input shapes."""
 
     def describe(value: Any) -> Hashable:
@@ -81,7 +83,9 @@ def _memoize_pt2e_patterns() -> None:
         return
     cache: dict[Hashable, Any] = {}
 
-    def memoized(pattern: Callable[..., Any], example_inputs: tuple[Any, ...], is_cuda: bool = False, **kwargs: Any) -> Any:
+    def memoized(
+        pattern: Callable[..., Any], example_inputs: tuple[Any, ...], is_cuda: bool = False, **kwargs: Any
+    ) -> Any:
         try:
             key = _pattern_key(pattern, example_inputs, is_cuda, kwargs)
             hash(key)

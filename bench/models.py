@@ -80,8 +80,14 @@ class Conv1dNet(nn.Module):
     def __init__(self, channels: int = 1) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv1d(channels, 32, 7, padding=3), nn.BatchNorm1d(32), nn.ReLU(), nn.MaxPool1d(2),
-            nn.Conv1d(32, 64, 5, padding=2), nn.BatchNorm1d(64), nn.ReLU(), nn.AdaptiveAvgPool1d(1),
+            nn.Conv1d(channels, 32, 7, padding=3),
+            nn.BatchNorm1d(32),
+            nn.ReLU(),
+            nn.MaxPool1d(2),
+            nn.Conv1d(32, 64, 5, padding=2),
+            nn.BatchNorm1d(64),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1),
         )
         self.fc = nn.Linear(64, 10)
 
@@ -94,7 +100,9 @@ class AutoEncoder(nn.Module):
         super().__init__()
         self.encoder = nn.Sequential(conv_bn_relu(1, 16, stride=2), conv_bn_relu(16, 32, stride=2))
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
             nn.ConvTranspose2d(16, 1, 4, stride=2, padding=1),
         )
 

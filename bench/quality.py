@@ -82,7 +82,9 @@ def _digits(cache: Path, budget: Budget, seed: int) -> datasets.Split:
     return datasets.Split(data["x_train"], data["y_train"], data["x_eval"], data["y_eval"])
 
 
-def _reshaped(load: Callable[..., datasets.Split], shape: Callable[[np.ndarray], np.ndarray]) -> Callable[..., datasets.Split]:
+def _reshaped(
+    load: Callable[..., datasets.Split], shape: Callable[[np.ndarray], np.ndarray]
+) -> Callable[..., datasets.Split]:
     def loader(cache: Path, budget: Budget, seed: int) -> datasets.Split:
         s = load(cache, budget.n_train, budget.n_eval, seed)
         return datasets.Split(shape(s.x_train), s.y_train, shape(s.x_eval), s.y_eval)
@@ -117,7 +119,13 @@ TASKS: tuple[Task, ...] = (
         lambda: Conv1dNet(channels=28),
         _reshaped(datasets.mnist, lambda x: np.ascontiguousarray(x[:, 0])),
     ),
-    Task("ConvTranspose2d autoencoder", "MNIST reconstruction", AutoEncoder, _reshaped(datasets.mnist, _identity), classes=False),
+    Task(
+        "ConvTranspose2d autoencoder",
+        "MNIST reconstruction",
+        AutoEncoder,
+        _reshaped(datasets.mnist, _identity),
+        classes=False,
+    ),
 )
 
 
@@ -183,7 +191,12 @@ def _export(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedPro
 
 
 def _ours(
-    task: Task, split: datasets.Split, program: torch.export.ExportedProgram, fp32: np.ndarray, budget: Budget, seed: int
+    task: Task,
+    split: datasets.Split,
+    program: torch.export.ExportedProgram,
+    fp32: np.ndarray,
+    budget: Budget,
+    seed: int,
 ) -> dict[str, dict[str, Any]]:
     arrays = {"x_train": split.x_train, "x_eval": split.x_eval}
     if task.classes:
@@ -227,12 +240,25 @@ def _baseline(
         prepared(x[:CALIBRATION_IMAGES])
     seconds["calibrating"] = time.perf_counter() - start
     start = time.perf_counter()
-    fit(prepared, x, target, loss, epochs=budget.qat_epochs, lr=budget.qat_lr, batch_size=budget.batch_size, seed=seed, mode=baseline.train)
+    fit(
+        prepared,
+        x,
+        target,
+        loss,
+        epochs=budget.qat_epochs,
+        lr=budget.qat_lr,
+        batch_size=budget.batch_size,
+        seed=seed,
+        mode=baseline.train,
+    )
     seconds["training"] = time.perf_counter() - start
     start = time.perf_counter()
     converted = baseline.convert(prepared)
     seconds["converting"] = time.perf_counter() - start
-    return {**_score(task, split, fp32, predict(converted, split.x_eval)), "seconds": {k: round(v, 3) for k, v in seconds.items()}}
+    return {
+        **_score(task, split, fp32, predict(converted, split.x_eval)),
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+    }
 
 
 def _targets(task: Task, split: datasets.Split, model: nn.Module) -> tuple[torch.Tensor, Callable[..., torch.Tensor]]:
@@ -243,7 +269,9 @@ def _targets(task: Task, split: datasets.Split, model: nn.Module) -> tuple[torch
     return torch.from_numpy(predict(model.eval(), split.x_train)), F.mse_loss
 
 
-def run_task(task: Task, budget: Budget, seed: int, cache: Path, log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+def run_task(
+    task: Task, budget: Budget, seed: int, cache: Path, log: Callable[[str], None] = print
+) -> dict[str, dict[str, Any]]:
     """Every variant of one task for one seed: variant -> scores."""
     split = task.load(cache, budget, seed)
     torch.manual_seed(seed)
@@ -252,11 +280,23 @@ def run_task(task: Task, budget: Budget, seed: int, cache: Path, log: Callable[[
     target = torch.from_numpy(split.y_train) if task.classes else x
     loss = F.cross_entropy if task.classes else F.mse_loss
     start = time.perf_counter()
-    fit(model, x, target, loss, epochs=budget.fp32_epochs, lr=budget.fp32_lr, batch_size=budget.fp32_batch_size, seed=seed, mode=nn.Module.train)
+    fit(
+        model,
+        x,
+        target,
+        loss,
+        epochs=budget.fp32_epochs,
+        lr=budget.fp32_lr,
+        batch_size=budget.fp32_batch_size,
+        seed=seed,
+        mode=nn.Module.train,
+    )
     model.eval()
     fp32 = predict(model, split.x_eval)
     reference = {"score": _score(task, split, fp32, fp32)["score"], "sqnr_db": None, "agreement": None}
-    results: dict[str, dict[str, Any]] = {FP32: {**reference, "seconds": {"training": round(time.perf_counter() - start, 3)}}}
+    results: dict[str, dict[str, Any]] = {
+        FP32: {**reference, "seconds": {"training": round(time.perf_counter() - start, 3)}}
+    }
     results.update(_ours(task, split, _export(model, x[:2]), fp32, budget, seed))
     for baseline in BASELINES:
         try:
@@ -287,7 +327,10 @@ def summarise(task: Task, runs: list[dict[str, dict[str, Any]]]) -> list[dict[st
             metric="top-1" if task.classes else "PSNR dB",
             drop=statistics.mean(drops),
             drop_spread=max(drops) - min(drops),
-            seconds={k: round(statistics.mean(run[variant]["seconds"][k] for run in runs), 3) for k in runs[0][variant]["seconds"]},
+            seconds={
+                k: round(statistics.mean(run[variant]["seconds"][k] for run in runs), 3)
+                for k in runs[0][variant]["seconds"]
+            },
             runs=[run[variant] for run in runs],
         )
         rows.append(row)

@@ -42,7 +42,9 @@ def _seconds(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
-def summarise(jobs: list[dict[str, Any]], team_of: dict[str, str], submit_s: list[float], status_s: list[float]) -> dict[str, Any]:
+def summarise(
+    jobs: list[dict[str, Any]], team_of: dict[str, str], submit_s: list[float], status_s: list[float]
+) -> dict[str, Any]:
     """The numbers a person reads, from the jobs' final JSON as the API returned it."""
     done = [job for job in jobs if job["state"] == "SUCCEEDED"]
     waits: dict[str, list[float]] = {team: [] for team in TEAMS}
@@ -54,13 +56,17 @@ def summarise(jobs: list[dict[str, Any]], team_of: dict[str, str], submit_s: lis
         overheads.append(_seconds(job["started_at"], job["finished_at"]) - compute)
         child_startup.append(timings["pipeline"] - compute - timings.get("loading", 0.0))
     span = (
-        _seconds(min(job["created_at"] for job in jobs), max(job["finished_at"] for job in done)) if done else float("nan")
+        _seconds(min(job["created_at"] for job in jobs), max(job["finished_at"] for job in done))
+        if done
+        else float("nan")
     )
     return {
         "ended": len(jobs),
         "succeeded": len(done),
         "states": {state: sum(job["state"] == state for job in jobs) for state in {job["state"] for job in jobs}},
-        "failures": sorted({f"{job['failure']['code']}: {job['failure']['message'][:160]}" for job in jobs if job["failure"]}),
+        "failures": sorted(
+            {f"{job['failure']['code']}: {job['failure']['message'][:160]}" for job in jobs if job["failure"]}
+        ),
         "jobs_per_minute": round(60 * len(done) / span, 1) if done else 0.0,
         "submit": {"count": len(submit_s), **percentiles(submit_s)},
         "status": {"count": len(status_s), **percentiles(status_s)},
@@ -77,7 +83,9 @@ def summarise(jobs: list[dict[str, Any]], team_of: dict[str, str], submit_s: lis
     }
 
 
-def _submit_all(url: str, token: str, count: int, files: dict[str, Any], latencies: list[float], ids: list[str]) -> None:
+def _submit_all(
+    url: str, token: str, count: int, files: dict[str, Any], latencies: list[float], ids: list[str]
+) -> None:
     with requests.Session() as session:
         session.headers["Authorization"] = f"Bearer {token}"
         for _ in range(count):
@@ -89,7 +97,13 @@ def _submit_all(url: str, token: str, count: int, files: dict[str, Any], latenci
 
 
 def _poll_all(
-    url: str, token: str, ids: list[str], expected: int, deadline: float, latencies: list[float], final: dict[str, dict[str, Any]]
+    url: str,
+    token: str,
+    ids: list[str],
+    expected: int,
+    deadline: float,
+    latencies: list[float],
+    final: dict[str, dict[str, Any]],
 ) -> None:
     """Until all ``expected`` jobs have ended (or the deadline): every second read one open
     job's status, timed (what a client waiting on a job does), and collect the ended jobs
@@ -149,7 +163,9 @@ def measure(jobs: int, deadline_s: float = 480) -> dict[str, Any]:
         try:
             with LocalDeployment(Path(tmp) / "pool", settings, worker_name="bench-worker", workers=WORKERS) as pool:
                 tokens = {
-                    team: json.loads(pool.qat("admin", "create-team", team, "--max-queued", str(jobs), "--json"))["token"]
+                    team: json.loads(pool.qat("admin", "create-team", team, "--max-queued", str(jobs), "--json"))[
+                        "token"
+                    ]
                     for team in TEAMS
                 }
                 base = pool.start()
@@ -158,7 +174,9 @@ def measure(jobs: int, deadline_s: float = 480) -> dict[str, Any]:
                     threading.Thread(target=_submit_all, args=(base, tokens[team], n, files, submit_s, ids[team]))
                     for team, n in zip(TEAMS, per_team, strict=True)
                 ] + [
-                    threading.Thread(target=_poll_all, args=(base, tokens[team], ids[team], n, deadline, status_s, final))
+                    threading.Thread(
+                        target=_poll_all, args=(base, tokens[team], ids[team], n, deadline, status_s, final)
+                    )
                     for team, n in zip(TEAMS, per_team, strict=True)
                 ]
                 for thread in threads:
@@ -171,8 +189,16 @@ def measure(jobs: int, deadline_s: float = 480) -> dict[str, Any]:
     team_of = {job_id: team for team, team_ids in ids.items() for job_id in team_ids}
     unfinished = sum(len(team_ids) for team_ids in ids.values()) - len(final)
     summary = summarise(list(final.values()), team_of, submit_s, status_s)
-    summary.update(submitted=len(team_of), unfinished_at_deadline=unfinished, wall_s=round(time.monotonic() - started, 1), workers=WORKERS)
-    return {"summary": summary, "setup": "qat serve + dispatcher + 2 workers, PostgreSQL, Redis broker, local artifacts"}
+    summary.update(
+        submitted=len(team_of),
+        unfinished_at_deadline=unfinished,
+        wall_s=round(time.monotonic() - started, 1),
+        workers=WORKERS,
+    )
+    return {
+        "summary": summary,
+        "setup": "qat serve + dispatcher + 2 workers, PostgreSQL, Redis broker, local artifacts",
+    }
 
 
 def main() -> None:

@@ -166,13 +166,19 @@ def _default(name: str) -> Any:
 )
 @click.option("--device", type=str, help="cpu, cuda or cuda:N [default: cpu]")
 @click.option(
-    "--max-drop", type=float, help="tune the config until the metric drops at most this much (e.g. 0.01); enables tuning"
+    "--max-drop",
+    type=float,
+    help="tune the config until the metric drops at most this much (e.g. 0.01); enables tuning",
 )
 @click.option(
-    "--metric", type=click.Choice(["top1", "sqnr"]), help="tuning metric; sqnr drop = output noise/signal [default: top1]"
+    "--metric",
+    type=click.Choice(["top1", "sqnr"]),
+    help="tuning metric; sqnr drop = output noise/signal [default: top1]",
 )
 @click.option("--max-trials", type=int, help="tuning: QAT runs at most, the first included [default: 6]")
-@click.option("--weight-bits-budget", type=float, help="tuning: average weight bits (4..8); INT4 for the least sensitive layers")
+@click.option(
+    "--weight-bits-budget", type=float, help="tuning: average weight bits (4..8); INT4 for the least sensitive layers"
+)
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON on stdout, no progress bar")
 def quantize(
     model: Path,

@@ -27,7 +27,5 @@ def is_out_of_memory(exc: BaseException) -> bool:
     ``RuntimeError`` (under a worker's ``RLIMIT_DATA``, for instance). Such a failure is
     about the job's size, never about the data's shape or the model's validity."""
     return (
-        isinstance(exc, MemoryError)
-        or type(exc).__name__ == "OutOfMemoryError"
-        or "can't allocate memory" in str(exc)
+        isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(exc)
     )

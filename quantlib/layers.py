@@ -16,7 +16,9 @@ def _conv(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tens
     return layer._conv_forward(x, weight, layer.bias)
 
 
-def _conv_transpose(functional: Callable[..., torch.Tensor]) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+def _conv_transpose(
+    functional: Callable[..., torch.Tensor],
+) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
     def run(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return functional(
             x, weight, layer.bias, layer.stride, layer.padding, layer.output_padding, layer.groups, layer.dilation

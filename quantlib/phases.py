@@ -19,6 +19,7 @@ class Phase(enum.StrEnum):
     EVALUATING = "evaluating"
     UPLOADING = "uploading"  # the worker publishing the results, after the run itself
 
+
 # on_progress(phase, step, total, loss, epoch); loss and epoch are None outside training.
 ProgressFn = Callable[[str, int, int, float | None, int | None], None]
 

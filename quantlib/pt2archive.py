@@ -67,7 +67,10 @@ def check_archive(archive: zipfile.ZipFile, *, check_graph: bool = True) -> str:
     members = {name.removeprefix(f"{root}/"): name for name in names}
     if _GRAPH not in members:
         raise ModelError(f"model archive has no {root}/{_GRAPH} (the program named {MODEL_NAME!r}); {SAVE_A_MODEL}")
-    payloads = {**_payload_names(archive, members, _WEIGHTS_CONFIG), **_payload_names(archive, members, _CONSTANTS_CONFIG)}
+    payloads = {
+        **_payload_names(archive, members, _WEIGHTS_CONFIG),
+        **_payload_names(archive, members, _CONSTANTS_CONFIG),
+    }
     for relative, name in members.items():
         if relative in _RECORDS or relative in {_GRAPH, _WEIGHTS_CONFIG, _CONSTANTS_CONFIG, _SAMPLE_INPUTS}:
             continue
@@ -124,7 +127,11 @@ def _payload_names(archive: zipfile.ZipFile, members: dict[str, str], config: st
         path_name = meta.get("path_name") if isinstance(meta, dict) else None
         where = f"{key!r} in {members[config]!r}"
         if not isinstance(path_name, str) or not path_name.startswith(prefix) or "/" in path_name:
-            kind = path_name.split("_obj_")[0] + " object" if isinstance(path_name, str) and "_obj_" in path_name else "entry"
+            kind = (
+                path_name.split("_obj_")[0] + " object"
+                if isinstance(path_name, str) and "_obj_" in path_name
+                else "entry"
+            )
             raise ModelError(
                 f"model constant {where} is a {kind} ({path_name!r}) that torch would unpickle; only tensors are "
                 f"accepted: make it a registered buffer or parameter, then {SAVE_A_MODEL}"

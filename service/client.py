@@ -277,7 +277,13 @@ class Client:
         return body
 
     def _send(
-        self, method: str, path: str, uploads: builtins.list[IO[bytes]] | None = None, *, stream: bool = False, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        uploads: builtins.list[IO[bytes]] | None = None,
+        *,
+        stream: bool = False,
+        **kwargs: Any,
     ) -> httpx.Response:
         """One call, retried on a connection error or a 502/503/504 until ``retry_for_s`` has passed.
 

@@ -115,7 +115,11 @@ def submit(
         raise click.UsageError("--download needs --wait (or run `qat download ID DIR` later)")
     with connect(url, token) as client:
         job = client.submit(
-            model, data=data, dataset_id=dataset_id, config=config, spec=spec or inline or None,
+            model,
+            data=data,
+            dataset_id=dataset_id,
+            config=config,
+            spec=spec or inline or None,
             idempotency_key=idempotency_key,
         )
         if not as_json:

@@ -38,9 +38,7 @@ def config_path(environ: Mapping[str, str] | None = None) -> Path:
     return base / "qat" / "config.toml"
 
 
-def resolve_connection(
-    url: str | None, token: str | None, environ: Mapping[str, str] | None = None
-) -> Connection:
+def resolve_connection(url: str | None, token: str | None, environ: Mapping[str, str] | None = None) -> Connection:
     """The URL and token to use; flags beat the environment, which beats the config file."""
     env = os.environ if environ is None else environ
     path = config_path(env)
@@ -49,7 +47,7 @@ def resolve_connection(
     resolved_token = token or env.get("QAT_TOKEN") or file.get("token")
     if not resolved_token:
         raise ClientConfigError(
-            f"no API token: pass --token, set QAT_TOKEN, or put token = \"...\" in {path} "
+            f'no API token: pass --token, set QAT_TOKEN, or put token = "..." in {path} '
             "(an operator creates one with `qat admin create-team NAME`)"
         )
     return Connection(str(resolved_url), str(resolved_token))

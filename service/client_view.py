@@ -123,7 +123,9 @@ def live_progress(console: Console) -> Iterator[Any]:
             total = progress.total if progress and progress.total else None
             bar.update(
                 task,
-                description=state_text(job.state) if job.done else f"{state_text(job.state)} {job.phase or ''}".rstrip(),
+                description=state_text(job.state)
+                if job.done
+                else f"{state_text(job.state)} {job.phase or ''}".rstrip(),
                 total=total,
                 completed=progress.step if progress else 0,
                 detail=progress_text(job),

@@ -40,9 +40,7 @@ class JobCollector(Collector):
 def install_metrics(app: Flask, db: SessionFactory) -> None:
     """Count and time every request by route template (not raw path, to keep labels bounded)."""
     registry = CollectorRegistry()
-    requests = Counter(
-        "qat_http_requests", "HTTP requests", ["method", "endpoint", "status"], registry=registry
-    )
+    requests = Counter("qat_http_requests", "HTTP requests", ["method", "endpoint", "status"], registry=registry)
     latency = Histogram(
         "qat_http_request_duration_seconds", "HTTP request latency", ["method", "endpoint"], registry=registry
     )

@@ -190,11 +190,7 @@ def release_inputs(db: SessionFactory, store: ArtifactStore, *, batch: int = 100
     Files first, then the count: a crash in between only means the next call deletes
     absent keys again. Results (``log.txt`` of a failed job) stay until gc or a delete.
     """
-    query = (
-        select(Job)
-        .where(Job.state.in_((JobState.FAILED, JobState.CANCELLED)), Job.inputs_bytes > 0)
-        .limit(batch)
-    )
+    query = select(Job).where(Job.state.in_((JobState.FAILED, JobState.CANCELLED)), Job.inputs_bytes > 0).limit(batch)
     with reading(db) as session:
         jobs = list(session.scalars(query))
     for job in jobs:

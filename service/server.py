@@ -30,8 +30,8 @@ import json
 import logging
 import signal
 import socket
-from http.client import HTTPException
 from dataclasses import dataclass
+from http.client import HTTPException
 from typing import Any
 
 import gevent

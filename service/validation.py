@@ -119,7 +119,9 @@ def _array_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Header:
             shape, fortran_order, dtype = _read_header(member)
             stored = info.file_size - member.tell()
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DataError(f"{key} is not a readable .npy array ({exc}); write the data with numpy.savez", field=key) from exc
+        raise DataError(
+            f"{key} is not a readable .npy array ({exc}); write the data with numpy.savez", field=key
+        ) from exc
     if dtype.hasobject:
         raise DataError(f"{key} holds Python objects, which need pickle; store plain numeric arrays", field=key)
     if fortran_order and len(shape) > 1:
@@ -167,4 +169,3 @@ def parse_config_text(text: str | None, spec: JobSpec) -> QuantConfig | None:
     config = parse_config(decode_json(text)) if text is not None else None
     check_calibration(config.batch_num if config else 1, spec.batch_size)
     return config
-

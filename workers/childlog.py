@@ -32,7 +32,9 @@ class BoundedLog:
 
     def start(self, fd: int) -> None:
         """Read ``fd`` (the read end of the child's output pipe, owned from now on) until it closes."""
-        self._thread = threading.Thread(target=self._drain, args=(fd,), name=f"log-{self.path.parent.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._drain, args=(fd,), name=f"log-{self.path.parent.name}", daemon=True
+        )
         self._thread.start()
 
     def finish(self, timeout_s: float = 10.0) -> None:
@@ -55,7 +57,9 @@ class BoundedLog:
             finally:
                 os.close(fd)
                 if self.dropped:
-                    out.write(f"\n[... {self.dropped} bytes of output cut here: log.txt keeps the first and last part ...]\n".encode())
+                    out.write(
+                        f"\n[... {self.dropped} bytes of output cut here: log.txt keeps the first and last part ...]\n".encode()
+                    )
                 out.writelines(self._tail)
 
     def _take(self, chunk: bytes, out: BinaryIO) -> None:

@@ -39,9 +39,13 @@ console = Console()
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder for everything the demo writes [default: a fresh var/demo/<time>].",
 )
-@click.option("--example-epochs", type=click.IntRange(min=0), default=5, show_default=True, help="FP32 training of the example.")
+@click.option(
+    "--example-epochs", type=click.IntRange(min=0), default=5, show_default=True, help="FP32 training of the example."
+)
 @click.option("--epochs", type=click.IntRange(min=0), help="QAT epochs of the job [default: the service's].")
-@click.option("--timeout", "timeout_s", type=float, default=240, show_default=True, help="Give up on the job after this.")
+@click.option(
+    "--timeout", "timeout_s", type=float, default=240, show_default=True, help="Give up on the job after this."
+)
 def demo(root: Path | None, example_epochs: int, epochs: int | None, timeout_s: float) -> None:
     """Start a local deployment, quantize the digits example through it, print the result, stop it."""
     started = time.monotonic()

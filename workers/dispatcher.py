@@ -69,11 +69,15 @@ class Dispatcher:
             counts = select(Job.team_id, func.count()).where(Job.state.in_(_ACTIVE)).group_by(Job.team_id)
             active = Counter(dict(session.execute(counts).tuples().all()))
             limits = {team: (cap, weight) for team, cap, weight in session.execute(_TEAM_LIMITS).tuples()}
-            queued = session.execute(
-                select(Job.id, Job.attempt, Job.team_id)
-                .where(Job.state == JobState.QUEUED)
-                .order_by(Job.priority.desc(), Job.created_at, Job.id)
-            ).tuples().all()
+            queued = (
+                session.execute(
+                    select(Job.id, Job.attempt, Job.team_id)
+                    .where(Job.state == JobState.QUEUED)
+                    .order_by(Job.priority.desc(), Job.created_at, Job.id)
+                )
+                .tuples()
+                .all()
+            )
         now = time.monotonic()
         still_queued = {(job_id, attempt) for job_id, attempt, _ in queued}
         self._sent = {key: at for key, at in self._sent.items() if key in still_queued}
@@ -105,9 +109,7 @@ class Dispatcher:
         return team
 
 
-def run_forever(
-    dispatcher: Dispatcher, tick_s: float = TICK_S, *, release_inputs: Release | None = None
-) -> None:
+def run_forever(dispatcher: Dispatcher, tick_s: float = TICK_S, *, release_inputs: Release | None = None) -> None:
     """Tick until interrupted; a failing tick (database restarting) is logged and retried.
 
     Every ``RELEASE_EVERY_S`` it also calls ``release_inputs`` (deleting failed and

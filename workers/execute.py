@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from service import store
+from service.contract import FailureCode, Phase
 from service.datasets import get_dataset
 from service.db import Job, SessionFactory
 from service.errors import LeaseLost, StorageFull, StorageUnavailable
 from service.schemas import JOB_OPTION_KEYS
 from service.storage import ArtifactStore
 from service.storage.retry import store_file
-from service.contract import FailureCode, Phase
 from service.store import LeaseStatus, NewArtifact
 from workers.childlog import BoundedLog
 from workers.jail import Jail
@@ -158,8 +158,12 @@ def _publish(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path,
     report = read_child_file(folder, f"{OUT_DIR}/report.json", MAX_REPORT_BYTES)
     if report is None or None in outputs.values():
         missing = sorted(name for name, path in outputs.items() if path is None) or ["report.json"]
-        message = f"the quantization process ended without its results ({', '.join(missing)} missing or not regular files)"
-        _fail_with_log(lease, artifacts, workdir / LOG_FILE, PipelineError(FailureCode.INTERNAL, message, user_error=False))
+        message = (
+            f"the quantization process ended without its results ({', '.join(missing)} missing or not regular files)"
+        )
+        _fail_with_log(
+            lease, artifacts, workdir / LOG_FILE, PipelineError(FailureCode.INTERNAL, message, user_error=False)
+        )
         return
 
     def succeed(uploaded: list[NewArtifact]) -> None:
@@ -236,12 +240,19 @@ def _end_unsuccessful(
         message = f"the job ran longer than its spec.max_runtime_s of {max_runtime_s} s; raise it or train fewer epochs"
         _fail_with_log(lease, artifacts, output.path, PipelineError(FailureCode.TIMEOUT, message, user_error=True))
     elif result.outcome is Outcome.KILLED and result.error is not None:
-        state = store.retry_job(lease.db, lease.job_id, lease.worker_id, lease.attempt, result.error.code, result.error.message)
+        state = store.retry_job(
+            lease.db, lease.job_id, lease.worker_id, lease.attempt, result.error.code, result.error.message
+        )
         log.warning("job %s attempt %d: %s; now %s", lease.job_id, lease.attempt, result.error.message, state)
     elif result.outcome is Outcome.FAILED and result.error is not None:
         if not result.error.user_error:  # the traceback is the operator's: in the worker's log, and log.txt
-            log.error("job %s attempt %d: %s; last lines of its log:\n%s", lease.job_id, lease.attempt,
-                      result.error.message, "\n".join(output.last_lines(LOG_TAIL_LINES)))
+            log.error(
+                "job %s attempt %d: %s; last lines of its log:\n%s",
+                lease.job_id,
+                lease.attempt,
+                result.error.message,
+                "\n".join(output.last_lines(LOG_TAIL_LINES)),
+            )
         _fail_with_log(lease, artifacts, output.path, result.error)
     # Outcome.LOST: the job belongs to someone else now; write nothing
 

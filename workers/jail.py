@@ -66,7 +66,13 @@ class Jail:
         if max_processes is not None:
             inside = ["prlimit", f"--nproc={max_processes}:{max_processes}", "--", *inside]
         if root:
-            drop = [f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
+            drop = [
+                f"--reuid={self.uid}",
+                f"--regid={self.uid}",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+            ]
             inside = ["setpriv", *drop, "--", *inside]
         # the job's folders before the Python paths: a checkout or venv under /tmp stays visible
         return [

@@ -76,9 +76,7 @@ class LocalDeployment:
 
     def qat(self, *args: str, timeout_s: float = 120) -> str:
         """Run one ``qat`` command to completion with the deployment's settings; its stdout."""
-        run = subprocess.run(
-            [QAT, *args], env=self.env, capture_output=True, text=True, timeout=timeout_s, check=False
-        )
+        run = subprocess.run([QAT, *args], env=self.env, capture_output=True, text=True, timeout=timeout_s, check=False)
         if run.returncode != 0:
             raise DeploymentError(f"`qat {' '.join(args)}` exited {run.returncode}:\n{run.stderr[-3000:]}")
         return run.stdout

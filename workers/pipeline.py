@@ -88,7 +88,9 @@ def classify(exc: BaseException) -> PipelineError:
         )
     # the exception's text may name paths inside the worker: the traceback is in log.txt
     return PipelineError(
-        FailureCode.INTERNAL, f"the quantization pipeline failed unexpectedly ({type(exc).__name__}); see log.txt", user_error=False
+        FailureCode.INTERNAL,
+        f"the quantization pipeline failed unexpectedly ({type(exc).__name__}); see log.txt",
+        user_error=False,
     )
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from service.contract import Phase, Progress
 from workers.protocol import ProgressLine
 
-
 # the most bytes read per poll: the child, which writes the file, runs untrusted code
 MAX_READ = 1 << 20
 
@@ -64,7 +63,9 @@ class ProgressTail:
         if 0 < line.step < line.total:
             elapsed = time.monotonic() - self._phase_started
             eta = round(elapsed / line.step * (line.total - line.step), 1)
-        return Phase(line.phase), Progress(step=line.step, total=line.total, epoch=line.epoch, loss=line.loss, eta_s=eta)
+        return Phase(line.phase), Progress(
+            step=line.step, total=line.total, epoch=line.epoch, loss=line.loss, eta_s=eta
+        )
 
 
 def _parse(raw: bytes) -> ProgressLine | None:

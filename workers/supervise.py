@@ -22,8 +22,8 @@ from types import TracebackType
 
 from sqlalchemy.exc import OperationalError
 
-from service.db import SessionFactory
 from service.contract import FailureCode, Phase, Progress
+from service.db import SessionFactory
 from service.store import LeaseStatus, renew_lease, update_progress
 from workers.progress import ProgressTail
 from workers.protocol import EXIT_REPORTED_ERROR, PROGRESS_FILE, PipelineError
@@ -171,5 +171,7 @@ def _exited(returncode: int, workdir: Path, limits: ChildLimits, jailed: bool) -
         message = f"the job's sandboxed process was killed from outside the job ({name}); it was not the job's input"
         return ChildResult(Outcome.KILLED, PipelineError(FailureCode.SANDBOX_KILLED, message, user_error=False))
     how = f"signal {signal_number}" if signal_number is not None else f"exit status {returncode}"
-    error = PipelineError(FailureCode.INTERNAL, f"the quantization process crashed ({how}); see log.txt", user_error=False)
+    error = PipelineError(
+        FailureCode.INTERNAL, f"the quantization process crashed ({how}); see log.txt", user_error=False
+    )
     return ChildResult(Outcome.FAILED, error)

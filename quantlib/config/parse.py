@@ -172,7 +172,11 @@ def _friendly(exc: ValidationError, model: type[BaseModel], field: str, where: s
     if kind in ("greater_than", "less_than"):
         op, bound = (">", err["ctx"]["gt"]) if kind == "greater_than" else ("<", err["ctx"]["lt"])
         hint = " (clip_max is the upper clip and must be positive)" if key == "clip_max" else ""
-        hint = " (clip_min is the lower clip and must be negative; use fixed_min: true for 0)" if key == "clip_min" else hint
+        hint = (
+            " (clip_min is the lower clip and must be negative; use fixed_min: true for 0)"
+            if key == "clip_min"
+            else hint
+        )
         return ConfigError(f"{where}: {key} must be {op} {bound}, got {value!r}{hint}", field=path)
     if kind in _TYPE_NAMES:
         return ConfigError(

@@ -78,7 +78,9 @@ def load_simple_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Si
             with open(source, encoding="utf-8") as fh:
                 data = yaml.safe_load(fh)
         except OSError as exc:
-            raise ConfigError(f"cannot read config_defination {source!s}: {exc.strerror}", field="config_defination") from exc
+            raise ConfigError(
+                f"cannot read config_defination {source!s}: {exc.strerror}", field="config_defination"
+            ) from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"config_defination is not valid JSON or YAML: {exc}", field="config_defination") from exc
     if not isinstance(data, Mapping):

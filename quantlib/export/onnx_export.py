@@ -13,9 +13,9 @@ import onnx
 import torch
 from torch import nn
 
-from quantlib.export.ops import translation_table
 from quantlib.export.int_weights import store_weights_as_integers
 from quantlib.export.modules import export_form
+from quantlib.export.ops import translation_table
 
 DynamicAxes = Mapping[str, Mapping[int, str] | Sequence[int]]
 

@@ -32,7 +32,9 @@ def onnx_storage(qmin: int) -> tuple[int, int]:
 
 
 @torch.library.custom_op("quantlib::quant_dequant", mutates_args=())
-def quant_dequant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int, qmin: int, qmax: int) -> torch.Tensor:
+def quant_dequant(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int, qmin: int, qmax: int
+) -> torch.Tensor:
     """Per-tensor (scale has one element) or per-``axis`` fake quantization."""
     if scale.numel() == 1:
         return torch.fake_quantize_per_tensor_affine(x, scale.reshape(1), zero_point.int().reshape(1), qmin, qmax)
@@ -50,7 +52,10 @@ def translation_table(opset: int) -> dict[Callable[..., object], Callable[..., o
 
     def onnx_quant_dequant(x, scale, zero_point, axis: int, qmin: int, qmax: int):  # noqa: ANN001, ANN202
         storage, shift = onnx_storage(qmin)
-        shifted = op.Add(op.Cast(zero_point, to=TensorProto.INT32), op.Constant(value=make_tensor("shift", TensorProto.INT32, [], [shift])))
+        shifted = op.Add(
+            op.Cast(zero_point, to=TensorProto.INT32),
+            op.Constant(value=make_tensor("shift", TensorProto.INT32, [], [shift])),
+        )
         zp = op.Cast(shifted, to=storage)
         return op.DequantizeLinear(op.QuantizeLinear(x, scale, zp, axis=axis), scale, zp, axis=axis)
 

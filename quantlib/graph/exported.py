@@ -117,7 +117,9 @@ def _lift_layer(gm: fx.GraphModule, node: fx.Node) -> None:
 
 def _lift_batch_norm(gm: fx.GraphModule, node: fx.Node) -> None:
     path = _owner(gm, node.args[3], "running_mean")
-    if path is None or not _replaceable(gm, path, {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}):
+    if path is None or not _replaceable(
+        gm, path, {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
+    ):
         return
     holder = gm.get_submodule(path)
     ndim = node.args[0].meta["val"].dim() if "val" in node.args[0].meta else 4

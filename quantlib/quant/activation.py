@@ -37,7 +37,9 @@ class ActivationQuantizer(nn.Module):
         self.given_max = clip_max
         self.given_min = 0.0 if fixed_min else clip_min
         self._set_clip("clip_max", clip_max if clip_max is not None else 1.0, learnable=clip_max is None)
-        self._set_clip("clip_min", self.given_min if self.given_min is not None else -1.0, learnable=self.given_min is None)
+        self._set_clip(
+            "clip_min", self.given_min if self.given_min is not None else -1.0, learnable=self.given_min is None
+        )
         self.register_buffer("observed_max", torch.tensor(float("-inf")))
         self.register_buffer("observed_min", torch.tensor(float("inf")))
         self.register_buffer("calibrated_batches", torch.tensor(0, dtype=torch.int64))

@@ -56,7 +56,9 @@ def ulq_scale_offset(clip_max: Number, clip_min: Number, grid: IntRange) -> tupl
     return scale, offset
 
 
-def _qparams(clip_max: torch.Tensor, clip_min: torch.Tensor, grid: IntRange) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+def _qparams(
+    clip_max: torch.Tensor, clip_min: torch.Tensor, grid: IntRange
+) -> tuple[float | torch.Tensor, float | torch.Tensor]:
     """Clamped clips turned into (scale, offset): Python floats on CPU, tensors elsewhere.
 
     On CPU, elementwise kernels with scalar operands are 4-15x faster than with 0-d
@@ -71,7 +73,9 @@ def _qparams(clip_max: torch.Tensor, clip_min: torch.Tensor, grid: IntRange) -> 
     return float(scale), float(offset)
 
 
-def _grad_in_range(grad: torch.Tensor, x: torch.Tensor, low: float | torch.Tensor, high: float | torch.Tensor) -> torch.Tensor:
+def _grad_in_range(
+    grad: torch.Tensor, x: torch.Tensor, low: float | torch.Tensor, high: float | torch.Tensor
+) -> torch.Tensor:
     if isinstance(low, float):
         return torch.ops.aten.hardtanh_backward(grad, x, low, high)
     return grad * ((x > low) & (x < high))
@@ -110,7 +114,13 @@ class ULQFunction(torch.autograd.Function):
         if _fused(x):
             y = torch.empty_like(x)
             _cpu_kernels.ulq_forward(
-                x.data_ptr(), y.data_ptr(), x.numel(), scale, grid.qmin - offset, grid.qmax - offset, torch.get_num_threads()
+                x.data_ptr(),
+                y.data_ptr(),
+                x.numel(),
+                scale,
+                grid.qmin - offset,
+                grid.qmax - offset,
+                torch.get_num_threads(),
             )
         else:
             y = torch.div(x, scale).round_().clamp_(grid.qmin - offset, grid.qmax - offset).mul_(scale)
@@ -130,7 +140,14 @@ class ULQFunction(torch.autograd.Function):
             grad = grad.contiguous()
             grad_x = torch.empty_like(x)
             err, above, below = _cpu_kernels.ulq_backward(
-                grad.data_ptr(), x.data_ptr(), y.data_ptr(), grad_x.data_ptr(), x.numel(), low, high, torch.get_num_threads()
+                grad.data_ptr(),
+                x.data_ptr(),
+                y.data_ptr(),
+                grad_x.data_ptr(),
+                x.numel(),
+                low,
+                high,
+                torch.get_num_threads(),
             )
             err /= scale * grid.levels
             grad_max = torch.tensor(err + above) if ctx.needs_input_grad[1] else None
@@ -142,14 +159,24 @@ class ULQFunction(torch.autograd.Function):
         g, g_in, xs, ys = grad.flatten(), grad_x.flatten(), x.flatten(), y.flatten()
         sums = (torch.dot(g_in, ys), torch.dot(g_in, xs), g.sum(), g_in.sum(), torch.dot(g, ys))
         if isinstance(scale, float):
-            grad_max, grad_min = (torch.tensor(v) for v in _clip_grads(*(t.item() for t in sums), scale, top, bottom, grid))
+            grad_max, grad_min = (
+                torch.tensor(v) for v in _clip_grads(*(t.item() for t in sums), scale, top, bottom, grid)
+            )
         else:
             grad_max, grad_min = (v.reshape(()) for v in _clip_grads(*sums, scale, top, bottom, grid))
         return grad_x, grad_max, grad_min, None
 
 
 def _clip_grads(
-    in_y: Number, in_x: Number, total: Number, inside: Number, all_y: Number, scale: Number, top: Number, bottom: Number, grid: IntRange
+    in_y: Number,
+    in_x: Number,
+    total: Number,
+    inside: Number,
+    all_y: Number,
+    scale: Number,
+    top: Number,
+    bottom: Number,
+    grid: IntRange,
 ) -> tuple[Number, Number]:
     """The clip gradients from the backward's sums of g (all elements) and g_in (in range).
 
@@ -174,7 +201,9 @@ class ARQFunction(torch.autograd.Function):
             shape = weight.shape
             outer = math.prod(shape[:axis]) if axis is not None else 1
             channels = shape[axis] if axis is not None else 1
-            _cpu_kernels.arq_forward(weight.data_ptr(), out.data_ptr(), outer, channels, weight.numel() // (outer * channels), grid.qmax)
+            _cpu_kernels.arq_forward(
+                weight.data_ptr(), out.data_ptr(), outer, channels, weight.numel() // (outer * channels), grid.qmax
+            )
             return out
         scale = arq_scale(weight, axis, grid).reshape(_scale_shape(weight, axis))
         return torch.div(weight, scale).round_().mul_(scale)

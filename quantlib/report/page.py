@@ -62,8 +62,13 @@ def render_report(report: Mapping[str, Any], config_text: str | None = None) -> 
         config_section(config_text),
         run_section(report),
     ]
-    anchors = [("accuracy", "Accuracy"), *([("tuning", "Tuning")] if tuning else []), ("layers", "Layers"),
-               ("config", "Config"), ("run", "Run")]
+    anchors = [
+        ("accuracy", "Accuracy"),
+        *([("tuning", "Tuning")] if tuning else []),
+        ("layers", "Layers"),
+        ("config", "Config"),
+        ("run", "Run"),
+    ]
     nav = "".join(f'<a href="#{a}">{escape(t)}</a>' for a, t in anchors)
     layers = len(report.get("layers", {}))
     subtitle = f"{layers} quantized layer{'s' if layers != 1 else ''}"

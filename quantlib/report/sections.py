@@ -26,7 +26,7 @@ Report = Mapping[str, Any]
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, css: str = "", row_css: Sequence[str] = ()) -> str:
     """A table of already-escaped cells; ``row_css`` marks rows (the best trial)."""
-    head = f'<thead><tr>{"".join(f"<th>{h}</th>" for h in headers)}</tr></thead>' if headers else ""
+    head = f"<thead><tr>{''.join(f'<th>{h}</th>' for h in headers)}</tr></thead>" if headers else ""
     body = []
     for i, row in enumerate(rows):
         marked = f' class="{row_css[i]}"' if i < len(row_css) and row_css[i] else ""
@@ -151,8 +151,17 @@ def _layer_table(layers: Mapping[str, Mapping[str, Any]]) -> str:
                 f"<code>{escape(str(layer['folded_bn']))}</code>" if layer.get("folded_bn") else "-",
             ]
         )
-    headers = ["layer", "data / weights", "observed", "clips", "clips are", "clip / observed", "weight rel. MSE",
-               "weight scale", "BN folded"]
+    headers = [
+        "layer",
+        "data / weights",
+        "observed",
+        "clips",
+        "clips are",
+        "clip / observed",
+        "weight rel. MSE",
+        "weight scale",
+        "BN folded",
+    ]
     return table(headers, rows, css="layers")
 
 

@@ -43,11 +43,7 @@ def float_layers(config: QuantConfig) -> list[str]:
 
 
 def int4_layers(config: QuantConfig) -> list[str]:
-    return [
-        name
-        for name, entry in config.enabled_layers().items()
-        if entry.retrain_weight_config.dst_type == "INT4"
-    ]
+    return [name for name, entry in config.enabled_layers().items() if entry.retrain_weight_config.dst_type == "INT4"]
 
 
 def avg_weight_bits(config: QuantConfig, params: Mapping[str, int]) -> float:

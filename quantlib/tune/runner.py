@@ -29,8 +29,8 @@ from quantlib.tune.edits import avg_weight_bits, float_layers, int4_layers
 from quantlib.tune.objective import Objective
 from quantlib.tune.plan import Planner
 from quantlib.tune.sensitivity import Sensitivity, edge_layers, measure
-from quantlib.tune.verdict import Trial, best_trial, tuning_section
 from quantlib.tune.variants import Probe, Variant
+from quantlib.tune.verdict import Trial, best_trial, tuning_section
 
 PROBE_SAMPLES = 2048  # what-if passes run on at most this many eval samples
 
@@ -56,7 +56,13 @@ def run_tuned(
 
 class _Tuning:
     def __init__(
-        self, model: ModelLike, dataset: Dataset, out: Path, scratch: Path, spec: QATSpec, on_progress: ProgressFn | None
+        self,
+        model: ModelLike,
+        dataset: Dataset,
+        out: Path,
+        scratch: Path,
+        spec: QATSpec,
+        on_progress: ProgressFn | None,
     ) -> None:
         self.model, self.dataset, self.out, self.scratch, self.spec = model, dataset, out, scratch, spec
         self.target: AccuracyTarget = spec.accuracy or AccuracyTarget()
@@ -70,9 +76,17 @@ class _Tuning:
         phases = Phases(self.on_progress)
         trained = self._train(path, config_file, config_defination, phases)
         started = time.perf_counter()
-        self.objective = Objective(self.target.metric, predict(trained.reference, self.x_eval, trained.device), self.y_eval)
+        self.objective = Objective(
+            self.target.metric, predict(trained.reference, self.x_eval, trained.device), self.y_eval
+        )
         self.params = _layer_params(trained.qat, trained.config)
-        base = "the given config" if config_file else "the config_defination" if config_defination else "the default config"
+        base = (
+            "the given config"
+            if config_file
+            else "the config_defination"
+            if config_defination
+            else "the default config"
+        )
         self._record(0, [f"QAT with {base}"], trained, path, phases.timings)
         sensitivity: list[Sensitivity] = []
         if not self.trials[0].meets(self.target) and self.target.max_trials > 1:

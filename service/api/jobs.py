@@ -9,7 +9,7 @@ from flask import Blueprint, Response, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse  # what redirect() returns, and Flask's Response
 
 from quantlib.report import REPORT_HTML
-from service import store
+from service import contract, store
 from service.auth import current_team_id, current_token, require_team
 from service.db import Artifact, Job, JobState
 from service.errors import InvalidArgument, NoReport, NotFound
@@ -17,7 +17,6 @@ from service.job_events import job_events
 from service.offload import off_loop
 from service.quota import refuse_upload_over_quota
 from service.retention import delete_job_files
-from service import contract
 from service.schemas import ListJobsQuery, artifact_out, job_out, parse_query
 from service.services import services
 from service.stream_slots import StreamSlots

@@ -48,7 +48,16 @@ def test_the_markdown_names_machine_versions_date_and_every_part(tmp_path: Path)
                 "created_at": "2026-01-01T00:00:00+00:00",
                 "started_at": "2026-01-01T00:00:04+00:00",
                 "finished_at": "2026-01-01T00:00:10+00:00",
-                "metrics": {"timings_s": {"pipeline": 5.0, "loading": 0.5, "calibrating": 0.5, "training": 1.0, "exporting": 1.5, "evaluating": 0.5}},
+                "metrics": {
+                    "timings_s": {
+                        "pipeline": 5.0,
+                        "loading": 0.5,
+                        "calibrating": 0.5,
+                        "training": 1.0,
+                        "exporting": 1.5,
+                        "evaluating": 0.5,
+                    }
+                },
             }
         ],
         {"j1": "vision"},
@@ -69,17 +78,30 @@ def test_the_markdown_names_machine_versions_date_and_every_part(tmp_path: Path)
         "mode": "quick",
         "wall_s": 12.5,
         "environment": report.environment(),
-        "quality_budget": {"n_train": 10, "n_eval": 5, "fp32_epochs": 1, "qat_epochs": 1, "qat_lr": 1e-5, "batch_size": 50, "seeds": [0, 1]},
+        "quality_budget": {
+            "n_train": 10,
+            "n_eval": 5,
+            "fp32_epochs": 1,
+            "qat_epochs": 1,
+            "qat_lr": 1e-5,
+            "batch_size": 50,
+            "seeds": [0, 1],
+        },
         "quality": rows,
         "step_time": [step],
         "service": {"summary": service},
-        "sandbox": [{"command": "python -c pass", "rounds": 5, "plain_ms": 32.3, "sandboxed_ms": 38.9, "added_ms": 6.6}],
+        "sandbox": [
+            {"command": "python -c pass", "rounds": 5, "plain_ms": 32.3, "sandboxed_ms": 38.9, "added_ms": 6.6}
+        ],
     }
     json_path, md_path = report.write(results, tmp_path)
     md = md_path.read_text()
     env = results["environment"]
     assert env["torch"] in md and env["torchao"] in md and env["date"] in md and f"{env['cpus']} CPUs" in md
-    assert "| digits CNN (sklearn digits 8x8) | ours QAT W8A8 | 89.50 % | 1.50 (1.00) | 30.0 | 0.9900 | 89.50 % | 2 |" in md
+    assert (
+        "| digits CNN (sklearn digits 8x8) | ours QAT W8A8 | 89.50 % | 1.50 (1.00) | 30.0 | 0.9900 | 89.50 % | 2 |"
+        in md
+    )
     assert "| torch.ao FX QAT | failed: NotImplementedError: no ConvTranspose2d" in md
     assert "| digits CNN | ours QAT W8A8 | 0.50 | 2.00 | 3.00 |" in md
     assert "| m (2, 3) | 10.00 (1.00x), 1.0 | 12.00 (1.20x), 1.5 |" in md

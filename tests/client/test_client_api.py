@@ -7,9 +7,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from support.client_service import Finished, Service
 
 from service.client import ApiError, ChecksumMismatch, Client, ServerUnreachable, WaitTimeout
+from support.client_service import Finished, Service
 from workers.local_deployment import free_port
 
 

@@ -7,14 +7,19 @@ import time
 import uuid
 from pathlib import Path
 
-from support.client_service import Finished, Service
-
 from service.client import Client
 from service.contract import Phase
+from support.client_service import Finished, Service
 from workers.local_deployment import free_port
 
 EXPECTED = {
-    "model_int8.onnx", "model_fake_quant.onnx", "record.txt", "record.json", "config.json", "report.json", "report.html",
+    "model_int8.onnx",
+    "model_fake_quant.onnx",
+    "record.txt",
+    "record.json",
+    "config.json",
+    "report.json",
+    "report.html",
     "log.txt",
 }
 
@@ -95,7 +100,9 @@ def test_a_training_job_shows_its_eta_in_qat_status_and_the_python_client(
         service.cli("wait", job_id, timeout_s=60)
 
 
-def test_rejected_config_exits_2_with_the_api_error(service: Service, digits: tuple[Path, Path], tmp_path: Path) -> None:
+def test_rejected_config_exits_2_with_the_api_error(
+    service: Service, digits: tuple[Path, Path], tmp_path: Path
+) -> None:
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"version": 2}))
     model, data = digits

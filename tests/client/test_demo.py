@@ -14,7 +14,11 @@ def test_demo_quantizes_the_example_prints_the_table_and_stops_everything(tmp_pa
     env = {k: v for k, v in os.environ.items() if not k.startswith("QAT_")}
     run = subprocess.run(
         [QAT, "demo", "--root", tmp_path, "--example-epochs", "2", "--epochs", "1"],
-        env=env, capture_output=True, text=True, timeout=240, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     out = run.stdout

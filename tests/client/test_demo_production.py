@@ -35,13 +35,15 @@ def test_demo_runs_on_postgresql_redis_and_s3(
     }
     run = subprocess.run(
         [QAT, "demo", "--root", tmp_path, "--example-epochs", "2", "--epochs", "1"],
-        env=env, capture_output=True, text=True, timeout=240, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     out = " ".join(run.stdout.split())  # rich wraps lines at the terminal's width
-    assert (
-        "backends from the environment: QAT_DATABASE_URL, QAT_BROKER_URL, QAT_ARTIFACTS, QAT_S3_ENDPOINT_URL" in out
-    )
+    assert "backends from the environment: QAT_DATABASE_URL, QAT_BROKER_URL, QAT_ARTIFACTS, QAT_S3_ENDPOINT_URL" in out
     assert s3_endpoint not in out and database not in out, "the demo echoes no setting values"
     job_id = re.search(r"job ([0-9a-f-]{36})", out)
     assert job_id, out

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.client_service import Finished, Service
-from support.headless import WINDOW, blank_screenshot, dump_dom, png_size, screenshot
 
 from service.client import ApiError, ChecksumMismatch, Client
+from support.client_service import Finished, Service
+from support.headless import WINDOW, blank_screenshot, dump_dom, png_size, screenshot
 
 
 def report_url(service: Service, job_id: str) -> str:

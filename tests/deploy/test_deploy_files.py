@@ -26,11 +26,23 @@ import pytest
 import yaml
 from flask import Flask
 
-from support.deploy_files import DEPLOY, DOCKERFILES, K8S, ROOT, compose, compose_file, dockerfile, env_example, interpolate
-from support.deploy_files import k8s_object, k8s_objects, pod_containers
 from service.api import BLUEPRINTS
 from service.errors import BadSetting
 from service.settings import Settings
+from support.deploy_files import (
+    DEPLOY,
+    DOCKERFILES,
+    K8S,
+    ROOT,
+    compose,
+    compose_file,
+    dockerfile,
+    env_example,
+    interpolate,
+    k8s_object,
+    k8s_objects,
+    pod_containers,
+)
 from workers.cli import main as qat_main
 
 # the oldest Kubernetes still common on managed clusters, and the newest the validator ships

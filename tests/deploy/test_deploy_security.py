@@ -75,12 +75,17 @@ def test_the_worker_seccomp_profile_allows_the_sandbox_and_refuses_what_no_job_n
 def test_workers_may_reach_only_the_database_the_broker_and_the_store() -> None:
     policy = k8s_object("NetworkPolicy", "qat-worker")
     worker = k8s_object("Deployment", "qat-worker")
-    assert policy["spec"]["podSelector"]["matchLabels"].items() <= worker["spec"]["template"]["metadata"]["labels"].items()
+    assert (
+        policy["spec"]["podSelector"]["matchLabels"].items() <= worker["spec"]["template"]["metadata"]["labels"].items()
+    )
     assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"} and policy["spec"]["ingress"] == []
     ports = {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
     config = k8s_object("ConfigMap", "qat-settings")["data"]
     secret = k8s_object("Secret", "qat-secrets")["stringData"]
-    used = {urlsplit(url).port for url in (secret["QAT_DATABASE_URL"], config["QAT_BROKER_URL"], config["QAT_S3_ENDPOINT_URL"])}
+    used = {
+        urlsplit(url).port
+        for url in (secret["QAT_DATABASE_URL"], config["QAT_BROKER_URL"], config["QAT_S3_ENDPOINT_URL"])
+    }
     assert ports == used | {53}, "each backend's port (from the settings) and DNS, nothing else"
     for rule in policy["spec"]["egress"]:
         assert all("ipBlock" not in peer for peer in rule["to"]), "no address range: only the named pods"
@@ -102,5 +107,9 @@ def test_compose_workers_run_in_the_sandbox_profile_on_an_internal_network() -> 
 
 
 def test_the_worker_image_installs_bubblewrap() -> None:
-    installs = [rest for keyword, rest in dockerfile(DOCKERFILES["qat-worker"]) if keyword == "RUN" and "apt-get install" in rest]
+    installs = [
+        rest
+        for keyword, rest in dockerfile(DOCKERFILES["qat-worker"])
+        if keyword == "RUN" and "apt-get install" in rest
+    ]
     assert any("bubblewrap" in command.split() for command in installs)

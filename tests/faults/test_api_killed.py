@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from support.fault_servers import serving, tiny_inputs, wait_until
-from support.pool import wait_for_api, Pool
-from support.layout_only_pt2 import layout_only_pt2
 from service.db import Job, reading
 from service.storage import LocalStore
+from support.fault_servers import serving, tiny_inputs, wait_until
+from support.layout_only_pt2 import layout_only_pt2
+from support.pool import Pool, wait_for_api
 
 MODEL_BYTES = 100 << 20
 

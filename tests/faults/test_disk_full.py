@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from support.fault_servers import serving, start, tiny_inputs
-from support.pool import finished, Pool, QAT
 from support.layout_only_pt2 import layout_only_pt2
+from support.pool import QAT, Pool, finished
 
 STORE_BYTES = 1 << 20
 

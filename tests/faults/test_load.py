@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import queue
 import random
-import statistics
 import threading
 import time
 from collections import defaultdict
@@ -24,9 +23,9 @@ from pathlib import Path
 import requests
 from sqlalchemy import func, select
 
+from service.db import IdempotencyKey, Job, reading
 from support.fault_servers import serving, tiny_inputs
 from support.pool import Pool
-from service.db import IdempotencyKey, Job, reading
 
 SUBMISSIONS = 1000
 CLIENTS = 20
@@ -153,4 +152,3 @@ def test_1000_submissions_from_20_clients_are_each_accepted_or_refused_once(
     replays = [a for a in answers if a.status == 200]
     assert replays and all(a.key in by_key for a in replays), "an idempotent replay names the original job"
     print(f"{len(replays)} idempotent replays answered with the first job; {SUBMISSIONS - MAX_QUEUED} refused by quota")
-

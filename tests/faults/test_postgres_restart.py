@@ -22,9 +22,9 @@ import requests
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from support.fault_servers import serving, tiny_inputs, wait_until, PostgresCluster
-from support.pool import finished, running, Pool, QAT
 from service.db import Job, make_engine, reading
+from support.fault_servers import PostgresCluster, serving, tiny_inputs, wait_until
+from support.pool import QAT, Pool, finished, running
 
 OUTAGE_S = 3.0
 CLIENTS = 4
@@ -177,7 +177,9 @@ def test_qat_submit_wait_rides_out_a_postgresql_restart(
         command = [QAT, "submit", str(model), "--data", str(data), "--epochs", "150", "--wait", "--json"]
         client = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            wait_until(lambda: any(j["state"] == "RUNNING" for j in pool.get("/v1/jobs").json()["jobs"]), "a running job")
+            wait_until(
+                lambda: any(j["state"] == "RUNNING" for j in pool.get("/v1/jobs").json()["jobs"]), "a running job"
+            )
             own_postgres.stop("fast")
             time.sleep(OUTAGE_S)
             own_postgres.start()

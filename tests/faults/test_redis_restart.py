@@ -11,8 +11,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from support.fault_servers import wait_until, RedisServer
-from support.pool import child_pids, finished, running, Pool
+from support.fault_servers import RedisServer, wait_until
+from support.pool import Pool, child_pids, finished, running
 
 
 def test_jobs_survive_a_redis_restart_and_queued_ones_are_readmitted(

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from support.fault_servers import tiny_inputs, wait_until, MotoServer
-from support.pool import child_pids, finished, running, Pool
 from service.db import Artifact, reading
 from service.errors import StorageUnavailable
 from service.storage import S3Store
+from support.fault_servers import MotoServer, tiny_inputs, wait_until
+from support.pool import Pool, child_pids, finished, running
 
 BUCKET = "qat-faults"
 

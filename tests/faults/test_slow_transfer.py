@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from support.fault_servers import MotoServer
-from support.pool import finished, running, Pool
 from service.storage import S3Store
+from support.fault_servers import MotoServer
+from support.pool import Pool, finished, running
 
 BUCKET = "qat-slow"
 RATE = 1 << 20  # bytes per second, server to client
@@ -82,7 +82,13 @@ def test_a_download_slower_than_the_lease_keeps_the_job_on_attempt_1(
     padding = DATA_BYTES // small["x_eval"][0].nbytes
     big = io.BytesIO()
     x_eval = np.resize(small["x_eval"], (padding, *small["x_eval"].shape[1:]))
-    np.savez(big, x_train=small["x_train"], y_train=small["y_train"], x_eval=x_eval, y_eval=np.resize(small["y_eval"], padding))
+    np.savez(
+        big,
+        x_train=small["x_train"],
+        y_train=small["y_train"],
+        x_eval=x_eval,
+        y_eval=np.resize(small["y_eval"], padding),
+    )
     assert big.getbuffer().nbytes >= DATA_BYTES
     settings = {
         "QAT_ARTIFACTS": f"s3://{BUCKET}/qat",

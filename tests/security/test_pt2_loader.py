@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from bench.models import ZOO
-from support.hostile_pt2 import WithConstant, hostile, variants, with_hostile_sample_inputs
 from quantlib.examples.digits import DigitsNet
 from quantlib.modelfile import ModelError, load_exported_program
 from service.validation import check_model
+from support.hostile_pt2 import WithConstant, hostile, variants, with_hostile_sample_inputs
 from support.untrusted_models import Forever, dataset, export
 
 VARIANTS = sorted(variants(Path("unused")))
@@ -96,7 +96,12 @@ class _Tied(torch.nn.Module):
 
 def _ordinary() -> list[tuple[str, torch.nn.Module, tuple[int, ...]]]:
     zoo = [(entry.name, entry.build(), (2, *entry.input_shape[1:])) for entry in ZOO]
-    return [*zoo, ("digits", DigitsNet(), (2, 1, 8, 8)), ("constants", WithConstant(), (2, 4)), ("tied", _Tied(), (2, 4))]
+    return [
+        *zoo,
+        ("digits", DigitsNet(), (2, 1, 8, 8)),
+        ("constants", WithConstant(), (2, 4)),
+        ("tied", _Tied(), (2, 4)),
+    ]
 
 
 @pytest.mark.parametrize("name, model, shape", _ordinary(), ids=lambda value: value if isinstance(value, str) else "")

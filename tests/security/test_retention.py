@@ -21,8 +21,8 @@ import pytest
 from sqlalchemy import update
 
 from service import store
-from service.db import Job, SessionFactory, Team, reading, utcnow, writing
 from service.datasets import register_dataset
+from service.db import Job, SessionFactory, Team, reading, utcnow, writing
 from service.retention import collect_garbage, parse_duration
 from service.storage import ArtifactStore
 from service.store import JobInputs, NewArtifact
@@ -70,7 +70,9 @@ class Jobs:
     def finished_recently(self, job_id: uuid.UUID) -> None:
         """Move the job's end into the retention period of a clock ``AHEAD``."""
         with writing(self.db) as session:
-            session.execute(update(Job).where(Job.id == job_id).values(finished_at=utcnow() + AHEAD - timedelta(days=1)))
+            session.execute(
+                update(Job).where(Job.id == job_id).values(finished_at=utcnow() + AHEAD - timedelta(days=1))
+            )
 
     def keys(self, job_id: uuid.UUID) -> list[str]:
         return list(self.store.list(f"jobs/{job_id}/"))
@@ -108,7 +110,9 @@ def test_gc_removes_expired_and_orphaned_files_and_keeps_live_ones(jobs: Jobs) -
     assert jobs.keys(expired) == []
     assert store.list_artifacts(jobs.db, jobs.team.id, expired) == []
     assert store.get_job(jobs.db, jobs.team.id, expired).state == "SUCCEEDED", "the job row stays as history"
-    assert jobs.keys(recent) == sorted([*recent_published, *(f"jobs/{recent}/inputs/{n}" for n in ("data.npz", "model.pt2"))])
+    assert jobs.keys(recent) == sorted(
+        [*recent_published, *(f"jobs/{recent}/inputs/{n}" for n in ("data.npz", "model.pt2"))]
+    )
     assert {job_id: jobs.keys(job_id) for job_id in live} == live and half_uploaded in live[running]
     assert list(jobs.store.list("datasets/")) == [dataset.storage_key]
     # a second pass finds nothing more

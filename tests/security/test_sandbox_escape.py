@@ -118,7 +118,9 @@ def test_every_escape_from_the_sandbox_fails(
     assert CANARY not in log.path.read_text(errors="replace")
 
 
-def test_a_normal_job_runs_in_the_sandbox_right_after(tmp_path: Path, job_folder: Path, digits: tuple[Path, Path]) -> None:
+def test_a_normal_job_runs_in_the_sandbox_right_after(
+    tmp_path: Path, job_folder: Path, digits: tuple[Path, Path]
+) -> None:
     model, data = digits
     shutil.copy(model, job_folder / "model.pt2")
     shutil.copy(data, job_folder / "data.npz")

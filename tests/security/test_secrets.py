@@ -20,8 +20,8 @@ import pytest
 import requests
 
 from service.storage import S3Store
-from support.untrusted_models import Plain, dataset, export
 from support.pool import Pool, finished, running
+from support.untrusted_models import Plain, dataset, export
 
 PG_PASSWORD = "pg-canary-pass-91c2"
 S3_SECRET = "s3-canary-secret-5b7e"

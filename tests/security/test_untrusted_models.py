@@ -18,15 +18,13 @@ import time
 from pathlib import Path
 
 from support.hostile_pt2 import WithConstant, hostile, variants
-from support.untrusted_models import CANARY, CEILING, Forever, Hog, dataset, export, submit
 from support.pool import Pool, child_pids, finished, running
+from support.untrusted_models import CANARY, CEILING, Forever, Hog, dataset, export, submit
 
 SECRET_NAMES = ("QAT_", "AWS_", "PGPASSWORD")
 
 
-def test_hostile_archives_run_nothing_through_a_real_job(
-    tmp_path: Path, production_settings: dict[str, str]
-) -> None:
+def test_hostile_archives_run_nothing_through_a_real_job(tmp_path: Path, production_settings: dict[str, str]) -> None:
     """On PostgreSQL, Redis and S3: each hostile variant is refused at submission or fails BAD_MODEL in
     the worker, and no payload ever runs (hostile sample inputs are dropped: test_pt2_loader.py)."""
     marker = tmp_path / "pwned"

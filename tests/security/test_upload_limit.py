@@ -29,9 +29,7 @@ ENDPOINTS = ("/v1/jobs", "/v1/datasets")
 
 
 @pytest.fixture(scope="module")
-def served(
-    migrated_sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[int, str, str]]:
+def served(migrated_sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str, str]]:
     """``qat serve`` on a SQLite copy with a 256 MiB data limit; its port, a team's token and a
     token of a team whose storage quota is 1 MiB."""
     folder = tmp_path_factory.mktemp("served")
@@ -135,7 +133,7 @@ def test_expect_100_continue_gets_the_error_never_a_continue(
 def test_expect_100_continue_on_an_acceptable_upload_gets_the_continue(served: tuple[int, str, str]) -> None:
     """The control: the server does send ``100 Continue`` once the head passes, and reads the body."""
     port, token, _ = served
-    body = b"--x\r\nContent-Disposition: form-data; name=\"data\"; filename=\"d.npz\"\r\n\r\nnot an npz\r\n--x--\r\n"
+    body = b'--x\r\nContent-Disposition: form-data; name="data"; filename="d.npz"\r\n\r\nnot an npz\r\n--x--\r\n'
     with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
         sock.sendall(_head("/v1/datasets", len(body), token, expect=True))
         assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"

@@ -14,8 +14,8 @@ import json
 import numpy as np
 import pytest
 
-from support.untrusted_models import Plain, export, submit
 from support.pool import Pool, finished
+from support.untrusted_models import Plain, export, submit
 
 
 def test_labels_beyond_the_models_outputs_fail_as_bad_data(sandboxed_pool: Pool) -> None:

@@ -49,8 +49,19 @@ def test_team_lifecycle(env: dict[str, str]) -> None:
     assert f"was {migrate.head_revision()}" in qat(env, "db", "upgrade").stdout  # upgrading again is a no-op
 
     created = qat(
-        env, "admin", "create-team", "vision", "--max-running", "3", "--max-queued", "9", "--max-storage", "2GiB",
-        "--max-datasets", "5", "--json",
+        env,
+        "admin",
+        "create-team",
+        "vision",
+        "--max-running",
+        "3",
+        "--max-queued",
+        "9",
+        "--max-storage",
+        "2GiB",
+        "--max-datasets",
+        "5",
+        "--json",
     )
     assert created.returncode == 0, created.stderr
     first = json.loads(created.stdout)
@@ -69,7 +80,10 @@ def test_team_lifecycle(env: dict[str, str]) -> None:
     vision = teams["vision"]
     assert (vision["max_running"], vision["max_queued"], vision["active_tokens"]) == (3, 9, 1)
     assert (vision["storage_bytes"], vision["max_storage_bytes"], vision["datasets"], vision["max_datasets"]) == (
-        0, 2 << 30, 0, 5
+        0,
+        2 << 30,
+        0,
+        5,
     )
     assert teams["speech"]["active_tokens"] == 1
     assert (teams["speech"]["max_storage_bytes"], teams["speech"]["max_datasets"]) == (100 << 30, 100)
@@ -78,7 +92,16 @@ def test_team_lifecycle(env: dict[str, str]) -> None:
     assert "weight=3" in changed.stdout and "max_running=2" in changed.stdout
     assert "storage 0 bytes of 1.0 TiB" in changed.stdout
     table = qat(env, "admin", "list-teams").stdout.splitlines()
-    assert table[0].split() == ["NAME", "MAX_RUNNING", "MAX_QUEUED", "WEIGHT", "STORAGE", "DATASETS", "TOKENS", "CREATED"]
+    assert table[0].split() == [
+        "NAME",
+        "MAX_RUNNING",
+        "MAX_QUEUED",
+        "WEIGHT",
+        "STORAGE",
+        "DATASETS",
+        "TOKENS",
+        "CREATED",
+    ]
     assert [line.split()[:4] for line in table[1:]] == [["speech", "2", "100", "3"], ["vision", "3", "9", "1"]]
     assert "0 bytes / 2.0 GiB" in table[2] and "0 / 5" in table[2]
 

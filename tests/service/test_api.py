@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import requests
 
-from support.layout_only_pt2 import layout_only_pt2
 from service import store
 from service.storage import S3Store
 from service.store import NewArtifact
 from service.teams import create_team, revoke_token
+from support.layout_only_pt2 import layout_only_pt2
 
 SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"])
 LOCAL_ONLY = pytest.mark.parametrize("artifact_store", ["local"], indirect=True)
@@ -346,8 +346,14 @@ def test_readyz_reports_unreachable_storage(make_api: Callable[..., Any], s3_end
     ready = api.client(None).get("/readyz")
     assert ready.status_code == 503
     body = ready.json()
-    assert body["status"] == "unavailable" and body["checks"] == {"database": "ok", "broker": "ok", "storage": "unavailable"}
-    assert "qat-no-such-bucket" not in ready.text and s3_endpoint.split("//")[1] not in ready.text, "no address to strangers"
+    assert body["status"] == "unavailable" and body["checks"] == {
+        "database": "ok",
+        "broker": "ok",
+        "storage": "unavailable",
+    }
+    assert "qat-no-such-bucket" not in ready.text and s3_endpoint.split("//")[1] not in ready.text, (
+        "no address to strangers"
+    )
 
 
 @SQLITE_ONLY

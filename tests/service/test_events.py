@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
 
 from service import store
-from service.storage import ArtifactStore, LocalStore
 from service.contract import Phase, Progress
+from service.storage import ArtifactStore, LocalStore
 from service.store import JobInputs, NewArtifact
 from service.teams import PREFIX_LENGTH, authenticate, create_team, revoke_token
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import requests
 
-from support.layout_only_pt2 import layout_only_pt2
 from service import store
 from service.db import reading
 from service.errors import StorageQuotaExceeded
@@ -22,6 +21,7 @@ from service.quota import storage_used
 from service.retention import release_inputs
 from service.store import JobInputs, NewArtifact
 from service.teams import authenticate, create_team, list_teams
+from support.layout_only_pt2 import layout_only_pt2
 
 DIGEST = "0" * 64
 MODEL = layout_only_pt2(64)
@@ -148,7 +148,13 @@ def test_failed_and_cancelled_jobs_inputs_are_released_and_results_kept(api: Any
     log_key = f"jobs/{failed}/attempt-1/log.txt"
     size, sha256 = svc.store.put_stream(log_key, io.BytesIO(b"the log"))
     store.fail_job(
-        svc.db, uuid.UUID(failed), "w", 1, "BAD_DATA", "bad", user_error=True,
+        svc.db,
+        uuid.UUID(failed),
+        "w",
+        1,
+        "BAD_DATA",
+        "bad",
+        user_error=True,
         artifacts=[NewArtifact("log.txt", size, sha256, log_key)],
     )
     store.finish_job(svc.db, uuid.UUID(succeeded), "w", 1, {}, [])
@@ -169,4 +175,3 @@ def test_list_teams_shows_storage_and_datasets_in_use(api: Any) -> None:
     created = client.post("/v1/datasets", files={"data": ("d.npz", _npz(20))}).json()
     [row] = [row for row in list_teams(api.services.db) if row.max_datasets == 7]
     assert (row.storage_bytes, row.max_storage_bytes, row.datasets) == (created["size"], 10 << 20, 1)
-

@@ -11,12 +11,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import select
 import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-import select
 
 import pytest
 import requests

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from service import store
+from service.contract import Phase, Progress
 from service.datasets import get_dataset, register_dataset
 from service.db import JobState, SessionFactory, Team, utcnow
 from service.errors import (
@@ -27,7 +28,6 @@ from service.errors import (
     ServiceError,
     WrongState,
 )
-from service.contract import Phase, Progress
 from service.store import JobInputs, LeaseStatus, NewArtifact
 
 MakeTeam = Callable[..., Team]
@@ -279,7 +279,9 @@ def test_lease_renewal_and_progress(db: SessionFactory, make_team: MakeTeam) -> 
     assert store.renew_lease(db, job_id, "w1", 1, LEASE_S * 10) == LeaseStatus.HELD
     assert store.load_job(db, job_id).lease_expires_at > claimed.lease_expires_at  # type: ignore[operator]
 
-    status = store.update_progress(db, job_id, "w1", 1, Phase.TRAINING, Progress(step=3, total=10, epoch=1, loss=0.5, eta_s=7))
+    status = store.update_progress(
+        db, job_id, "w1", 1, Phase.TRAINING, Progress(step=3, total=10, epoch=1, loss=0.5, eta_s=7)
+    )
     assert status == LeaseStatus.HELD
     job = store.get_job(db, team.id, job_id)
     assert job.phase == "training"
@@ -378,7 +380,6 @@ def test_fail_job(db: SessionFactory, make_team: MakeTeam) -> None:
         "the model has no forward()",
         True,
     )
-
 
 
 def test_failed_job_keeps_its_log_and_a_stale_worker_records_none(db: SessionFactory, make_team: MakeTeam) -> None:

@@ -22,7 +22,10 @@ LIMIT_BYTES = 64 << 20
 def _big_npz(path: Path, nbytes: int) -> None:
     """An ``.npz`` with a float32 ``x_train`` of ``nbytes`` (zeros), written without holding it."""
     rows = nbytes // (4 * 64)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive, archive.open("x_train.npy", "w", force_zip64=True) as member:
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive,
+        archive.open("x_train.npy", "w", force_zip64=True) as member,
+    ):
         np.lib.format.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False, "shape": (rows, 64)})
         chunk = bytes(1 << 20)
         for _ in range(nbytes // len(chunk)):

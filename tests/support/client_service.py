@@ -17,7 +17,9 @@ class Service:
     url: str
     token: str
 
-    def cli(self, *args: object, env: dict[str, str] | None = None, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: object, env: dict[str, str] | None = None, timeout_s: float = 180
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``qat ARGS`` as a user would, with ``QAT_URL``/``QAT_TOKEN`` set unless ``env`` is given."""
         environ = {k: v for k, v in os.environ.items() if not k.startswith("QAT_")}
         environ |= {"QAT_URL": self.url, "QAT_TOKEN": self.token} if env is None else env

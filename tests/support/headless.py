@@ -25,9 +25,7 @@ def _chromium(*args: str) -> subprocess.CompletedProcess[str]:
         pytest.fail("chromium is not installed; `make test` installs it (apt-get install chromium)")
     with tempfile.TemporaryDirectory(prefix="qat-chromium-") as profile:
         flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={profile}"]
-        return subprocess.run(
-            [binary, *flags, *args], capture_output=True, text=True, timeout=TIMEOUT_S, check=False
-        )
+        return subprocess.run([binary, *flags, *args], capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
 
 
 def screenshot(page: Path, png: Path) -> bytes:

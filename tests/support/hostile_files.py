@@ -64,7 +64,26 @@ def _raw_zip(stored: dict[str, bytes], name: str, deflated: bytes, unpacked: int
     directory = out.tell()
     for member, method, crc, packed, size, offset in entries:
         out.write(
-            struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, method, 0, 0, crc, packed, size, len(member), 0, 0, 0, 0, 0, offset)
+            struct.pack(
+                "<4s6H3I5H2I",
+                b"PK\x01\x02",
+                20,
+                20,
+                0,
+                method,
+                0,
+                0,
+                crc,
+                packed,
+                size,
+                len(member),
+                0,
+                0,
+                0,
+                0,
+                0,
+                offset,
+            )
             + member
         )
     size = out.tell() - directory

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+
 class Touch:
     """Unpickling this creates ``path``: what a hostile entry carries."""
 
@@ -78,7 +79,12 @@ def _object_constant(prefix: str, marker: Path) -> Callable[[dict[str, bytes]], 
 
     def change(entries: dict[str, bytes]) -> None:
         name, config = _config(entries, "constants")
-        config["config"]["evil"] = {"path_name": f"{prefix}0", "is_param": False, "use_pickle": True, "tensor_meta": None}
+        config["config"]["evil"] = {
+            "path_name": f"{prefix}0",
+            "is_param": False,
+            "use_pickle": True,
+            "tensor_meta": None,
+        }
         entries[name] = json.dumps(config).encode()
         entries[f"archive/data/constants/{prefix}0"] = pickle.dumps(Touch(marker))
 

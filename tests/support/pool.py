@@ -143,7 +143,9 @@ def wait_for_api(pool: Pool, timeout_s: float = 30) -> None:
     raise AssertionError(f"the API did not answer within {timeout_s} s:\n{pool.log('api')}")
 
 
-def submit(pool: Pool, digits: tuple[Path, Path], spec: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> str:
+def submit(
+    pool: Pool, digits: tuple[Path, Path], spec: Mapping[str, Any], config: Mapping[str, Any] | None = None
+) -> str:
     """Submit the digits model and data with ``spec`` (and ``config``); returns the job id."""
     model, data = digits
     form = {"spec": json.dumps(spec)}

@@ -17,14 +17,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from support.api_server import ApiServer
-
 from service import migrate
 from service.app import create_app
 from service.db import Base, SessionFactory, Team, make_engine, session_factory
 from service.settings import Settings
 from service.storage import ArtifactStore, LocalStore, S3Store
 from service.teams import authenticate, create_team
+from support.api_server import ApiServer
 
 BACKENDS = ("sqlite", "postgresql")
 
@@ -115,9 +114,7 @@ def artifact_store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactSt
 
 
 @pytest.fixture
-def make_api(
-    engine: Engine, artifact_store: ArtifactStore, tmp_path: Path
-) -> Iterator[Callable[..., ApiServer]]:
+def make_api(engine: Engine, artifact_store: ArtifactStore, tmp_path: Path) -> Iterator[Callable[..., ApiServer]]:
     """Starts API servers on the test's database and store (or ``store``); ``env`` adds ``QAT_*`` settings."""
     servers: list[ApiServer] = []
 

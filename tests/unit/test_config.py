@@ -343,7 +343,11 @@ def test_defaults_fill_an_empty_entry() -> None:
     assert config.version == 1 and config.batch_num == 1
     assert entry.retrain_enable is True
     assert entry.retrain_data_config.model_dump() == {
-        "algo": "ulq_quantize", "clip_max": None, "clip_min": None, "fixed_min": None, "dst_type": "INT8"
+        "algo": "ulq_quantize",
+        "clip_max": None,
+        "clip_min": None,
+        "fixed_min": None,
+        "dst_type": "INT8",
     }
     assert entry.retrain_weight_config.model_dump() == {"algo": "arq_retrain", "channel_wise": True, "dst_type": "INT8"}
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from quantlib.quant import ARQFunction, ULQFunction
-from quantlib.quant import functional
+from quantlib.quant import ARQFunction, ULQFunction, functional
 
 
 def test_the_kernels_were_built() -> None:
@@ -39,7 +38,9 @@ def test_ulq_matches_the_torch_path(bits: int, numel: int, monkeypatch: pytest.M
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
 
 
-def _clip_grads_float64(x: torch.Tensor, y: torch.Tensor, clip_max: float, clip_min: float, bits: int) -> tuple[torch.Tensor, ...]:
+def _clip_grads_float64(
+    x: torch.Tensor, y: torch.Tensor, clip_max: float, clip_min: float, bits: int
+) -> tuple[torch.Tensor, ...]:
     """DESIGN.md's ULQ clip gradients straight from their definition, in float64.
 
     The torch path's float32 sums lose about 1e-3 of these on 200k elements to

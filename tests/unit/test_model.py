@@ -19,6 +19,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from onnx import TensorProto
+from torch import nn
+
+import quantlib
+from quantlib.config import ConfigError
+from quantlib.layers import QuantLayer
 from support.toy_models import (
     CONV_BN_INPUT,
     LAYER_MODELS,
@@ -30,12 +36,6 @@ from support.toy_models import (
     train_steps,
     write_json,
 )
-from onnx import TensorProto
-from torch import nn
-
-import quantlib
-from quantlib.config import ConfigError
-from quantlib.layers import QuantLayer
 
 EVAL_BATCH = 2000  # the example input has batch 1: the exported batch axis must be dynamic
 
@@ -318,7 +318,7 @@ def parse_record(text: str) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     pos = 0
     for match in RECORD_BLOCK.finditer(text):
-        assert match.start() == pos, f"unexpected text: {text[pos:match.start()]!r}"
+        assert match.start() == pos, f"unexpected text: {text[pos : match.start()]!r}"
         pos = match.end()
         out[match["key"]] = {
             "scale_d": float(match["scale_d"]),

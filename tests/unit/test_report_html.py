@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 import torch
-from support.headless import WINDOW, blank_screenshot, dump_dom, png_size, screenshot
 
 from quantlib.data import validate_arrays
 from quantlib.examples.digits import DigitsNet, digits_dataset, export_program, train_fp32
 from quantlib.report import render_report, write_report_html
 from quantlib.spec import QATSpec
 from quantlib.train import run_qat
+from support.headless import WINDOW, blank_screenshot, dump_dom, png_size, screenshot
 
 HOSTILE = "<script>alert('layer')</script>"
 
@@ -57,8 +57,13 @@ def report() -> dict[str, Any]:
         "layers": {"stem.0": layer(1.85, 2.35, weight_rel_mse=1.2e-5), "fc": layer(3.46, 3.46, weight_rel_mse=0.0)},
         "loss": {"kind": "ce", "epoch_means": [0.4559]},
         "timings_s": {"loading": 0.37, "training": 0.55, "exporting": 2.75},
-        "dataset": {"train_samples": 1347, "eval_samples": 450, "eval_source": "x_eval", "sample_shape": [1, 8, 8],
-                    "labels": True},
+        "dataset": {
+            "train_samples": 1347,
+            "eval_samples": 450,
+            "eval_source": "x_eval",
+            "sample_shape": [1, 8, 8],
+            "labels": True,
+        },
         "spec": {"epochs": 1, "optimizer": "adam"},
         "batch_num": 1,
     }
@@ -79,8 +84,14 @@ def tuning() -> dict[str, Any]:
         ],
         "trials": [
             {"index": 0, "changes": [], **trial},
-            {**trial, "index": 1, "changes": ["left stem.0 in float (input layer)"], "drop": 0.004,
-             "metric_value": 0.947, "float_layers": ["stem.0"]},
+            {
+                **trial,
+                "index": 1,
+                "changes": ["left stem.0 in float (input layer)"],
+                "drop": 0.004,
+                "metric_value": 0.947,
+                "float_layers": ["stem.0"],
+            },
         ],
     }
 

@@ -30,7 +30,9 @@ def team(db: SessionFactory, max_running: int = 2, weight: int = 1) -> int:
 
 
 def queue(db: SessionFactory, team_id: int, count: int) -> list[uuid.UUID]:
-    inputs = [store.JobInputs(model_key="m", model_sha256=SHA, data_key="d", data_sha256=SHA, spec={}) for _ in range(count)]
+    inputs = [
+        store.JobInputs(model_key="m", model_sha256=SHA, data_key="d", data_sha256=SHA, spec={}) for _ in range(count)
+    ]
     return [store.create_job(db, team_id, item, max_attempts=3).id for item in inputs]
 
 

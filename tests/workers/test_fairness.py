@@ -12,9 +12,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from support.pool import finished, running, submit, Pool
 from service.db import Job, reading
 from service.storage import S3Store
+from support.pool import Pool, finished, running, submit
 
 BACKLOG = 12
 WORKERS = 2
@@ -60,7 +60,9 @@ def test_a_single_job_of_another_team_overtakes_a_backlog_and_cancelled_queued_j
         # (1 + 1), one more of A's jobs. Claim order, not wall-clock: a job admitted before
         # B existed may still be claimed after B was queued.
         ahead = [job for job in a_before_b if job.finished_at is None or job.finished_at > b.created_at]
-        assert len(ahead) <= WORKERS + 1, f"{len(ahead)} of A's jobs held or took a worker between B's queueing and start"
+        assert len(ahead) <= WORKERS + 1, (
+            f"{len(ahead)} of A's jobs held or took a worker between B's queueing and start"
+        )
         assert len(a_before_b) <= BACKLOG // 2, "B started before A's backlog drained"
         assert len(never_started) >= BACKLOG // 2, answers
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support.pool import finished, running, submit, Pool
+from support.pool import Pool, finished, running, submit
 from workers.sandbox import ChildLimits
 
 # enough for the worker, far too little for a pipeline that imports torch and trains

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from support.pool import finished, submit, Pool
+
+from support.pool import Pool, finished, submit
 
 LAYER = {
     "retrain_enable": True,
@@ -45,7 +46,9 @@ def test_job_succeeds_and_its_int8_model_scores_what_was_reported(digits: tuple[
     assert top1 > 0.8
 
     timings = job["metrics"]["timings_s"]
-    assert {"queue_wait", "download", "pipeline", "loading", "calibrating", "training", "exporting", "upload"} <= set(timings)
+    assert {"queue_wait", "download", "pipeline", "loading", "calibrating", "training", "exporting", "upload"} <= set(
+        timings
+    )
     wall = datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["created_at"])
     print(f"\nend-to-end {wall.total_seconds():.2f} s; phases (s):", json.dumps(timings))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from support.pool import finished, running, submit, Pool
+from support.pool import Pool, finished, running, submit
 
 
 def test_digits_job_on_postgresql_redis_and_s3(

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from support.pool import child_pids, finished, running, submit, Pool
 from service import store
 from service.db import Artifact, reading
+from support.pool import Pool, child_pids, finished, running, submit
 
 # Attempt 1 is killed as soon as it is seen training, attempt 2 trains all of it: long
 # enough (a few seconds on an idle machine) that the training phase is seen at all.

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from support.pool import finished, running, submit, Pool
+from support.pool import Pool, finished, running, submit
 from workers.childlog import BoundedLog
+from workers.jail import Jail
 from workers.progress import ProgressTail
 from workers.protocol import ProgressLine, child_file, read_child_file
-from workers.jail import Jail
 from workers.sandbox import child_environment, killed_by
 
 
@@ -119,7 +119,10 @@ def test_the_log_keeps_its_head_and_tail_and_says_what_it_cut(tmp_path: Path) ->
     os.close(write_end)
     log.finish()
     text = log.path.read_text()
-    assert text == "H" * 50 + "\n[... 1000 bytes of output cut here: log.txt keeps the first and last part ...]\n" + "T" * 50
+    assert (
+        text
+        == "H" * 50 + "\n[... 1000 bytes of output cut here: log.txt keeps the first and last part ...]\n" + "T" * 50
+    )
     assert log.dropped == 1000 and log.last_lines(1) == ["T" * 50]
 
 
@@ -154,7 +157,11 @@ def test_the_signal_that_ended_a_child_is_read_from_bubblewrap_and_from_python(t
 
 
 def test_an_ordinary_exit_status_is_no_signal() -> None:
-    assert killed_by(3, jailed=True) is None and killed_by(0, jailed=False) is None and killed_by(200, jailed=False) is None
+    assert (
+        killed_by(3, jailed=True) is None
+        and killed_by(0, jailed=False) is None
+        and killed_by(200, jailed=False) is None
+    )
 
 
 def test_progress_lines_carry_only_finite_numbers(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from support.pool import free_port, wait_for_api, Pool
 from support.layout_only_pt2 import layout_only_pt2
+from support.pool import Pool, free_port, wait_for_api
 from workers.dispatcher import RELEASE_EVERY_S
 
 CYCLES = 20
@@ -56,7 +56,9 @@ def test_cancelled_jobs_inputs_are_deleted_within_seconds(tmp_path: Path) -> Non
         released_s = time.monotonic() - cancelled_at
         assert _input_files(pool) == [], pool.log("dispatcher")
         assert _storage_bytes(pool, "cycling") == 0
-        print(f"\n{CYCLES} submit-then-cancel cycles: {held >> 20} MiB of inputs gone {released_s:.1f} s after the last")
+        print(
+            f"\n{CYCLES} submit-then-cancel cycles: {held >> 20} MiB of inputs gone {released_s:.1f} s after the last"
+        )
         assert released_s < 2 * RELEASE_EVERY_S
         assert "deleted the inputs of failed or cancelled jobs" in pool.log("dispatcher")
     finally:
