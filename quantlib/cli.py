@@ -53,7 +53,7 @@ class PhaseBar:
         if phase not in self.tasks:
             self.tasks[phase] = self.progress.add_task(phase, total=max(total, 1), status="")
         status = f"epoch {epoch}  loss {loss:.4f}" if loss is not None else None
-        fields = {"status": status} if status is not None else {}
+        fields: dict[str, Any] = {"status": status} if status is not None else {}
         self.progress.update(self.tasks[phase], completed=step, total=max(total, 1), **fields)
 
 

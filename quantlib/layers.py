@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,8 @@ from quantlib.quant import ActivationQuantizer, WeightQuantizer
 
 
 def _conv(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return layer._conv_forward(x, weight, layer.bias)
+    conv = cast(nn.modules.conv._ConvNd, layer)  # SUPPORTED maps only Conv1d/2d/3d here
+    return conv._conv_forward(x, weight, conv.bias)
 
 
 def _conv_transpose(
@@ -28,8 +30,11 @@ def _conv_transpose(
 
 
 def _linear(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return F.linear(x, weight, layer.bias)
+    return F.linear(x, weight, cast(nn.Linear, layer).bias)  # SUPPORTED maps only Linear here
 
+
+# A layer type in SUPPORTED: what QuantLayer.layer holds.
+Wrapped = nn.modules.conv._ConvNd | nn.Linear
 
 # Per supported type: how to run the layer with a given weight, and its output-channel axis.
 SUPPORTED: dict[type[nn.Module], tuple[Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor], int]] = {
@@ -53,7 +58,7 @@ class QuantLayer(nn.Module):
         super().__init__()
         run, axis = SUPPORTED[type(layer)]
         data, weight = config.retrain_data_config, config.retrain_weight_config
-        self.layer = layer
+        self.layer = cast(Wrapped, layer)  # a key of SUPPORTED, checked just above
         self.act_quant = ActivationQuantizer(
             BITS[data.dst_type],
             batch_num=batch_num,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -116,7 +117,7 @@ def write_example(out_dir: str | Path, *, seed: int = 0, epochs: int = 30) -> tu
         train_fp32(model, data, epochs=epochs, seed=seed)
     model_path, data_path = out / "model.pt2", out / "data.npz"
     torch.export.save(export_program(model), model_path)
-    np.savez(data_path, **data)
+    np.savez(data_path, **cast(dict[str, Any], data))  # Any: else mypy matches **data to allow_pickle: bool
     return model_path, data_path
 
 

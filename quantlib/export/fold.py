@@ -41,6 +41,9 @@ class DeployedLayer:
 
 def bn_factors(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
     """(k, shift) with ``bn(y) == k * y + shift`` per channel in eval mode."""
+    if bn.running_var is None or bn.running_mean is None:
+        # the same TypeError the arithmetic below would raise, with the reason
+        raise TypeError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
     k = torch.rsqrt(bn.running_var + bn.eps)
     if bn.weight is not None:
         k = k * bn.weight

@@ -9,12 +9,17 @@ about a quarter of the bytes, and one torch export instead of two.
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_dtypes
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-_STORAGE = {onnx.TensorProto.UINT8: (np.uint8, 0, 255), onnx.TensorProto.INT4: (ml_dtypes.int4, -8, 7)}
+_STORAGE: dict[int, tuple[Any, int, int]] = {
+    onnx.TensorProto.UINT8: (np.uint8, 0, 255),
+    onnx.TensorProto.INT4: (ml_dtypes.int4, -8, 7),
+}
 
 
 def _quantize(weight: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int, storage: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import nn
@@ -60,7 +61,12 @@ def deployed_layers(model: nn.Module) -> dict[str, DeployedLayer]:
     """Per quantized layer, its deployed numbers (BN folded where one follows)."""
     out: dict[str, DeployedLayer] = {}
     for name, layer in quant_layers(model):
-        bn = model.get_submodule(layer.folds_bn) if layer.folds_bn and can_fold(layer) else None
+        # folds_bn names the BatchNorm that graph analysis found after the layer
+        bn = (
+            cast(nn.modules.batchnorm._BatchNorm, model.get_submodule(layer.folds_bn))
+            if layer.folds_bn and can_fold(layer)
+            else None
+        )
         out[name] = deploy_layer(layer, bn)
     return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -84,14 +85,16 @@ def export_onnx(
             opset_version=opset,
             input_names=input_names,
             output_names=output_names,
-            dynamic_axes=dict(dynamic_axes) or None,
+            dynamic_axes=dict(dynamic_axes) or None,  # type: ignore[arg-type]  # torch takes either form per input
             custom_translation_table=translation_table(opset),
             verbose=False,
         )
+    if program is None:  # only the TorchScript exporter (dynamo=False) returns None
+        raise RuntimeError("torch.onnx.export returned no ONNXProgram")
     return _without_trace_metadata(program.model_proto)
 
 
-def write_models(fake_quant: onnx.ModelProto, save_path: str | Path) -> tuple[Path, Path]:
+def write_models(fake_quant: onnx.ModelProto, save_path: str | os.PathLike[str]) -> tuple[Path, Path]:
     """``{save_path}_fake_quant_model.onnx`` and ``{save_path}_deploy_model.onnx`` (integer weights)."""
     fake_path = Path(f"{save_path}_fake_quant_model.onnx")
     deploy_path = Path(f"{save_path}_deploy_model.onnx")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ def json_path(record_file: str | Path) -> Path:
     return path.with_suffix(".json") if path.suffix != ".json" else path.with_name(path.name + ".json")
 
 
-def write_record(record_file: str | Path, deployed: dict[str, DeployedLayer]) -> dict[str, dict[str, Any]]:
+def write_record(record_file: str | os.PathLike[str], deployed: dict[str, DeployedLayer]) -> dict[str, dict[str, Any]]:
     records = {name: layer_record(d) for name, d in deployed.items()}
     path = Path(record_file)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -109,6 +109,7 @@ def _param_owner(node: object, names: dict[str, str]) -> str | None:
     """The module path owning a weight/buffer input node (``features.0.weight`` -> ``features.0``)."""
     if not isinstance(node, fx.Node):
         return None
+    fqn: object
     if node.op == "placeholder":
         fqn = names.get(node.name)
     elif node.op == "get_attr":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import fx, nn
@@ -27,6 +27,14 @@ def _arg(node: fx.Node, index: int, name: str, default: Any) -> Any:
     if len(node.args) > index:
         return node.args[index]
     return node.kwargs.get(name, default)
+
+
+def _input(node: fx.Node, index: int) -> fx.Node:
+    """Positional argument ``index`` of ``node``, where the graph holds a node there (a tensor input)."""
+    arg = node.args[index]
+    if not isinstance(arg, fx.Node):
+        raise TypeError(f"{node.name}: argument {index} is {type(arg).__name__}, expected an fx.Node")
+    return arg
 
 
 def _conv(cls: type[nn.Module]) -> Callable[[fx.Node, torch.Tensor, torch.Tensor | None], nn.Module]:
@@ -104,14 +112,14 @@ def _lift_layer(gm: fx.GraphModule, node: fx.Node) -> None:
     bias_node = _arg(node, 2, "bias", None)
     if path is None or (bias_node is not None and _owner(gm, bias_node, "bias") != path):
         return
-    if len(node.args[1].users) > 1 or not _replaceable(gm, path, {"weight", "bias"}):
+    if len(_input(node, 1).users) > 1 or not _replaceable(gm, path, {"weight", "bias"}):
         return
     holder = gm.get_submodule(path)
-    weight = holder.weight
+    weight = cast(torch.Tensor, holder.weight)  # the get_attr target ``<path>.weight``
     bias = getattr(holder, "bias", None) if bias_node is not None else None
     module = LIFTABLE[op_name(node)](node, weight, bias)
     module.weight = weight
-    module.bias = bias
+    module.bias = bias  # type: ignore[assignment]  # None for a layer without bias; Module.__setattr__ takes it
     _replace_call(gm, node, path, module)
 
 
@@ -122,10 +130,15 @@ def _lift_batch_norm(gm: fx.GraphModule, node: fx.Node) -> None:
     ):
         return
     holder = gm.get_submodule(path)
-    ndim = node.args[0].meta["val"].dim() if "val" in node.args[0].meta else 4
+    source = _input(node, 0)
+    ndim = source.meta["val"].dim() if "val" in source.meta else 4
     affine = node.args[1] is not None
     bn = _BATCH_NORMS[ndim](
-        holder.running_mean.shape[0], eps=node.args[7], momentum=node.args[6], affine=affine, device="meta"
+        cast(torch.Tensor, holder.running_mean).shape[0],
+        eps=cast(float, node.args[7]),  # aten.batch_norm(..., float momentum, float eps, ...)
+        momentum=cast(float, node.args[6]),
+        affine=affine,
+        device="meta",
     )
     for name in ("weight", "bias") if affine else ():
         setattr(bn, name, getattr(holder, name))
@@ -138,7 +151,7 @@ def _lift_batch_norm(gm: fx.GraphModule, node: fx.Node) -> None:
 
 def _lift_dropout(gm: fx.GraphModule, node: fx.Node, index: int) -> None:
     name = f"dropout_{index}"
-    gm.add_submodule(name, nn.Dropout(float(node.args[1])))
+    gm.add_submodule(name, nn.Dropout(float(cast(float, node.args[1]))))
     with gm.graph.inserting_before(node):
         call = gm.graph.call_module(name, (node.args[0],))
     node.replace_all_uses_with(call)

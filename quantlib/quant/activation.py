@@ -21,6 +21,13 @@ class ActivationQuantizer(nn.Module):
     config is a buffer (fixed); a free one is a parameter the optimizer trains.
     """
 
+    # Registered in __init__ (a clip as a buffer or a parameter); declared so they type as tensors.
+    clip_max: torch.Tensor
+    clip_min: torch.Tensor
+    observed_max: torch.Tensor
+    observed_min: torch.Tensor
+    calibrated_batches: torch.Tensor
+
     def __init__(
         self,
         bits: int = 8,

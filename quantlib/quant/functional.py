@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 try:
-    from quantlib.quant import _cpu_kernels
+    from quantlib.quant import _cpu_kernels  # type: ignore[attr-defined]  # a C extension, no stubs
 except ImportError:  # built at install time; without a C compiler the torch path below is used
     _cpu_kernels = None
 
 Number = TypeVar("Number", torch.Tensor, np.float32, float)
+# What ulq_scale_offset takes: ``.round()`` exists on both, not on a Python float.
+Clip = TypeVar("Clip", torch.Tensor, np.float32)
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class IntRange:
 CLIP_EPS = 1e-8
 
 
-def ulq_scale_offset(clip_max: Number, clip_min: Number, grid: IntRange) -> tuple[Number, Number]:
+def ulq_scale_offset(clip_max: Clip, clip_min: Clip, grid: IntRange) -> tuple[Clip, Clip]:
     """Scale and integer offset (ONNX zero point) of an asymmetric [clip_min, clip_max] grid.
 
     Works on float32 tensors and on numpy float32 scalars with identical results, so
@@ -108,7 +110,7 @@ class ULQFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, clip_max: torch.Tensor, clip_min: torch.Tensor, bits: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, clip_max: torch.Tensor, clip_min: torch.Tensor, bits: int) -> torch.Tensor:
         grid = IntRange(bits)
         scale, offset = _qparams(clip_max, clip_min, grid)
         if _fused(x):
@@ -123,14 +125,20 @@ class ULQFunction(torch.autograd.Function):
                 torch.get_num_threads(),
             )
         else:
-            y = torch.div(x, scale).round_().clamp_(grid.qmin - offset, grid.qmax - offset).mul_(scale)
+            # scale and offset are both floats (CPU) or both tensors; no clamp_ overload takes the mixed union
+            y = (
+                torch.div(x, scale)
+                .round_()
+                .clamp_(grid.qmin - offset, grid.qmax - offset)  # type: ignore[arg-type]
+                .mul_(scale)
+            )
         ctx.save_for_backward(x, y)
         ctx.qparams = (scale, offset)
         ctx.grid = grid
         return y
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, None]:
         x, y = ctx.saved_tensors
         scale, offset = ctx.qparams
         grid: IntRange = ctx.grid
@@ -159,8 +167,9 @@ class ULQFunction(torch.autograd.Function):
         g, g_in, xs, ys = grad.flatten(), grad_x.flatten(), x.flatten(), y.flatten()
         sums = (torch.dot(g_in, ys), torch.dot(g_in, xs), g.sum(), g_in.sum(), torch.dot(g, ys))
         if isinstance(scale, float):
+            in_y, in_x, total, inside, all_y = (t.item() for t in sums)
             grad_max, grad_min = (
-                torch.tensor(v) for v in _clip_grads(*(t.item() for t in sums), scale, top, bottom, grid)
+                torch.tensor(v) for v in _clip_grads(in_y, in_x, total, inside, all_y, scale, top, bottom, grid)
             )
         else:
             grad_max, grad_min = (v.reshape(()) for v in _clip_grads(*sums, scale, top, bottom, grid))
@@ -194,7 +203,7 @@ class ARQFunction(torch.autograd.Function):
     """Symmetric weight fake quantization, scale = max|w| / qmax, straight-through backward."""
 
     @staticmethod
-    def forward(ctx, weight: torch.Tensor, axis: int | None, bits: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, weight: torch.Tensor, axis: int | None, bits: int) -> torch.Tensor:
         grid = IntRange(bits)
         if _fused(weight):
             out = torch.empty_like(weight)
@@ -209,7 +218,7 @@ class ARQFunction(torch.autograd.Function):
         return torch.div(weight, scale).round_().mul_(scale)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         return grad, None, None
 
 

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -172,7 +173,8 @@ def _layer_params(qat: nn.Module, config: QuantConfig) -> dict[str, int]:
     params = {}
     for name in config.layers:
         module = qat.get_submodule(name)
-        params[name] = (module.layer if isinstance(module, QuantLayer) else module).weight.numel()
+        weight = (module.layer if isinstance(module, QuantLayer) else module).weight
+        params[name] = cast(torch.Tensor, weight).numel()  # config layers are SUPPORTED types: weight is a tensor
     return params
 
 

@@ -7,6 +7,7 @@ layer's weights are INT4, ranks layers for the weight-bits budget.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -69,7 +70,9 @@ def edge_layers(qat: nn.Module, sample: torch.Tensor) -> dict[str, str]:
     return {order[0]: "input layer", order[-1]: "output layer"}
 
 
-def _recorder(order: list[str], name: str):  # noqa: ANN202 - a forward pre-hook
+def _recorder(order: list[str], name: str) -> Callable[[nn.Module, object], None]:
+    """A forward pre-hook that appends ``name`` to ``order`` on the module's first call."""
+
     def record(_module: nn.Module, _inputs: object) -> None:
         if name not in order:
             order.append(name)

@@ -36,7 +36,8 @@ class Variant:
 @contextmanager
 def _in_float(layer: QuantLayer) -> Iterator[None]:
     act, weight = layer.act_quant, layer.weight_quant
-    layer.act_quant, layer.weight_quant = nn.Identity(), nn.Identity()
+    # Identity stands in for the quantizers only inside this context; QuantLayer.forward just calls them.
+    layer.act_quant, layer.weight_quant = nn.Identity(), nn.Identity()  # type: ignore[assignment]
     try:
         yield
     finally:
