@@ -24,7 +24,7 @@ sandbox:
 	command -v bwrap >/dev/null || (apt-get update && apt-get install -y --no-install-recommends bubblewrap)
 
 # The lint and type gate: ruff's rules and formatting (pyproject's [tool.ruff]), mypy's
-# checks on the service and the workers ([tool.mypy]).
+# checks on quantlib, the service and the workers ([tool.mypy]).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
