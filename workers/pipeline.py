@@ -24,6 +24,8 @@ from workers.protocol import (
     ProgressLine,
 )
 
+REPORTING_RESERVE_BYTES = 8 << 20
+
 # run_qat's file keys -> the names a job publishes them under
 PUBLISHED_NAMES = {
     "deploy_model": "model_int8.onnx",
@@ -104,13 +106,18 @@ def _memory_ceiling() -> str:
 
 def main(argv: list[str]) -> int:
     workdir = Path(argv[1])
+    # memory held back for reporting: a job that fails at its memory ceiling leaves none, and
+    # printing the traceback then failed too (MemoryError inside the handler), so no code
+    # reached the worker and the job read INTERNAL instead of OUT_OF_MEMORY
+    reserve = bytearray(REPORTING_RESERVE_BYTES)
     # names only, never values: proves to the log's reader what the sandbox could see
     print("environment variables:", " ".join(sorted(os.environ)), flush=True)
     try:
         run(workdir)
     except Exception as exc:  # noqa: BLE001 - every failure must reach the parent as a code
+        del reserve
+        classify(exc).write(workdir)  # first: the code matters more than the traceback
         traceback.print_exc()
-        classify(exc).write(workdir)
         return EXIT_REPORTED_ERROR
     return 0
 
