@@ -29,7 +29,7 @@ MAX_INPUT = 65504.0
 class DataError(QuantlibError):
     """A dataset that cannot be used; ``field`` names the array (``y_train``) or ``data``."""
 
-    default_code = "BAD_DATA"
+    code = "BAD_DATA"
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ def fine_tune(
 class DivergedError(QuantlibError):
     """The training loss stopped being a number: the user's settings or data, not the service."""
 
-    default_code = "DIVERGED"
+    code = "DIVERGED"
     default_field = "lr"
 
 

@@ -29,7 +29,7 @@ from quantlib.errors import QuantlibError
 class ModelError(QuantlibError):
     """A model file that cannot be used; ``field`` is ``model``."""
 
-    default_code = "BAD_MODEL"
+    code = "BAD_MODEL"
     default_field = "model"
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from quantlib.config.errors import ConfigError
+from quantlib.errors import SpecError, first_error
 
 # beyond these a run can only fail or never end: refused at submission
 MAX_EPOCHS = 10_000
@@ -77,27 +77,26 @@ class QATSpec(BaseModel):
         if self.loss == "auto":
             return "ce" if has_labels else "mse"
         if self.loss == "ce" and not has_labels:
-            raise ConfigError(
+            raise SpecError(
                 "loss 'ce' needs labels, but the data has no y_train; add labels or use loss mse or kl "
                 "(distillation from the FP32 model)",
                 field="loss",
-                code="BAD_SPEC",
             )
         return self.loss
 
 
 def parse_spec(values: Mapping[str, Any]) -> QATSpec:
-    """A :class:`QATSpec` from user input; the first bad value raises a ``BAD_SPEC`` ConfigError."""
+    """A :class:`QATSpec` from user input; the first bad value raises a :class:`SpecError` naming it."""
     try:
         return QATSpec.model_validate(dict(values))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "spec"
-        if err["type"] == "extra_forbidden":
+        err = first_error(exc)
+        key = err.key or "spec"
+        if err.kind == "extra_forbidden":
             fields = AccuracyTarget.model_fields if key.startswith("accuracy.") else QATSpec.model_fields
             message = f"unknown setting '{key}'; allowed: {', '.join(fields)}"
         elif key == "device":
-            message = f"invalid device {err.get('input')!r}; use cpu, cuda or cuda:N"
+            message = f"invalid device {err.value!r}; use cpu, cuda or cuda:N"
         else:
-            message = f"invalid {key} {err.get('input')!r}: {err['msg']}"
-        raise ConfigError(message, field=key, code="BAD_SPEC") from None
+            message = f"invalid {key} {err.value!r}: {err.message}"
+        raise SpecError(message, field=key) from None

@@ -23,7 +23,7 @@ from torch import nn
 from quantlib.api import create_quant_retrain_config, create_quant_retrain_model, save_quant_retrain_model
 from quantlib.config import ConfigError, QuantConfig, check_calibration, load_config
 from quantlib.data import DataError, Dataset, check_labels
-from quantlib.errors import is_out_of_memory
+from quantlib.errors import SpecError, is_out_of_memory
 from quantlib.export.fold import can_fold
 from quantlib.loop import calibrate, fine_tune, predict, predict_onnx, steps_per_epoch
 from quantlib.metrics import sqnr_db, top1_accuracy, top1_agreement
@@ -273,10 +273,8 @@ def write_report(report: Report) -> None:
 
 def _device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device '{name}' was requested, but torch sees no CUDA device here; use device cpu",
-            field="device",
-            code="BAD_SPEC",
+        raise SpecError(
+            f"device '{name}' was requested, but torch sees no CUDA device here; use device cpu", field="device"
         )
     return torch.device(name)
 

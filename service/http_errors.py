@@ -1,4 +1,4 @@
-"""Every failure becomes ``{"error": {"code", "message", "field"}}`` with a status chosen by code.
+"""Every failure becomes ``{"error": {"code", "message", "field"}}`` with its error class's status.
 
 Bad input is always a 4xx: the service's own errors, quantlib's input errors (config, spec, data, model)
 and werkzeug's HTTP errors (unknown route, body too large) are mapped here. Anything
@@ -12,30 +12,9 @@ from flask import Flask, Response, current_app, jsonify
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from quantlib.errors import QuantlibError
-from service.errors import DatabaseUnavailable, PayloadTooLarge, ServiceError
+from quantlib.errors import QatError
+from service.errors import DatabaseUnavailable, PayloadTooLarge
 
-STATUS_BY_CODE = {
-    "INVALID_ARGUMENT": 400,
-    "UNAUTHENTICATED": 401,
-    "NOT_FOUND": 404,
-    "NO_REPORT": 404,
-    "WRONG_STATE": 409,
-    "CONFLICT": 409,
-    "TOO_LARGE": 413,
-    "IDEMPOTENCY_MISMATCH": 422,
-    "BAD_CONFIG": 422,
-    "BAD_SPEC": 422,
-    "BAD_DATA": 422,
-    "BAD_MODEL": 422,
-    "QUOTA": 429,
-    "STORAGE_UNAVAILABLE": 503,
-    "TOO_MANY_STREAMS": 503,
-    "STORAGE_FULL": 507,
-    "STORAGE_QUOTA": 507,
-    "DATABASE_UNAVAILABLE": 503,
-    "SCHEMA_OUT_OF_DATE": 503,
-}
 RETRY_AFTER_S = 5
 
 
@@ -49,13 +28,13 @@ def error_response(code: str, message: str, field: str | None, status: int) -> R
     return response
 
 
-def _known(error: ServiceError | QuantlibError) -> Response:
-    status = STATUS_BY_CODE.get(error.code, 500 if isinstance(error, ServiceError) else 422)
+def _known(error: QatError) -> Response:
+    status = error.status
     if status < 500:
         return error_response(error.code, error.message, error.field, status)
     # the service's own fault: the details (endpoint, bucket, key) go to the log only
     current_app.logger.warning("request failed: %s", error)
-    public = getattr(error, "public_message", None)
+    public = error.public_message
     return error_response(error.code, public or error.message, None if public else error.field, status)
 
 
@@ -70,7 +49,7 @@ def _database(error: OperationalError) -> Response:
     # the driver's text names hosts and ports: it goes to the log, not to callers
     current_app.logger.warning("database unavailable: %s", error.orig)
     message = f"the job database is unreachable right now (it may be restarting); retry in {RETRY_AFTER_S} s"
-    return error_response(DatabaseUnavailable.code, message, None, STATUS_BY_CODE[DatabaseUnavailable.code])
+    return error_response(DatabaseUnavailable.code, message, None, DatabaseUnavailable.status)
 
 
 def _internal(error: Exception) -> Response:
@@ -80,8 +59,7 @@ def _internal(error: Exception) -> Response:
 
 def register_error_handlers(app: Flask) -> None:
     """Install the handlers; more specific classes win, so ``Exception`` only sees true bugs."""
-    for known in (ServiceError, QuantlibError):
-        app.register_error_handler(known, _known)
+    app.register_error_handler(QatError, _known)
     app.register_error_handler(HTTPException, _http)
     app.register_error_handler(OperationalError, _database)
     app.register_error_handler(Exception, _internal)

@@ -14,8 +14,12 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from quantlib.config import ConfigError
+from quantlib.data import DataError
+from quantlib.errors import QatError, SpecError
+from quantlib.pt2archive import ModelError
+from service import errors
 from service.contract import ArtifactList, Dataset, Job, JobPage
-from service.http_errors import STATUS_BY_CODE
 from service.schemas import ErrorResponse, HealthOut, JobSpec, ListJobsQuery
 
 REF = "#/components/schemas/{model}"
@@ -31,8 +35,18 @@ def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
 
 
+# what an API answer can carry: the service's errors, and the input errors it checks itself
+_API_ERRORS: tuple[type[QatError], ...] = (
+    *(e for e in vars(errors).values() if isinstance(e, type) and issubclass(e, errors.ServiceError)),
+    ConfigError,
+    SpecError,
+    DataError,
+    ModelError,
+)
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
-    codes = {status: sorted(c for c, s in STATUS_BY_CODE.items() if s == status) for status in statuses}
+    codes = {status: sorted({e.code for e in _API_ERRORS if e.status == status}) for status in statuses}
     return {str(status): _json(ErrorResponse, " or ".join(codes[status]) or "error") for status in statuses}
 
 

@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from quantlib.config import ConfigError
+from quantlib.errors import SpecError, first_error
 from quantlib.spec import QATSpec, parse_spec
 from service import contract
 from service.contract import JobState, Phase
@@ -121,12 +121,12 @@ def parse_job_spec(values: Mapping[str, Any]) -> JobSpec:
         return JobSpec.model_validate({**training.model_dump(), **options})
     except ValidationError as exc:
         error = _invalid(exc, "spec")
-        raise ConfigError(error.message, field=error.field, code="BAD_SPEC") from None
+        raise SpecError(error.message, field=error.field) from None
 
 
 def _invalid(exc: ValidationError, default_field: str) -> InvalidArgument:
-    err = exc.errors()[0]
-    key = ".".join(str(part) for part in err["loc"]) or default_field
-    if err["type"] == "extra_forbidden":
+    err = first_error(exc)
+    key = err.key or default_field
+    if err.kind == "extra_forbidden":
         return InvalidArgument(f"unknown parameter {key!r}", field=key)
-    return InvalidArgument(f"invalid {key} {err.get('input')!r}: {err['msg']}", field=key)
+    return InvalidArgument(f"invalid {key} {err.value!r}: {err.message}", field=key)

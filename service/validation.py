@@ -16,9 +16,10 @@ from typing import IO, Any
 
 import numpy as np
 
-from quantlib.config import ConfigError, QuantConfig, check_calibration, parse_config
+from quantlib.config import QuantConfig, check_calibration, parse_config
 from quantlib.config.parse import decode_json, strict_json
 from quantlib.data import DataError, check_structure, check_values
+from quantlib.errors import SpecError
 from quantlib.pt2archive import SAVE_A_MODEL, check_archive
 from service.errors import InvalidArgument, PayloadTooLarge
 from service.schemas import JobSpec, parse_job_spec
@@ -158,9 +159,9 @@ def parse_spec_text(text: str | None) -> JobSpec:
     """The job spec from its JSON text; absent means all defaults."""
     if text is None or not text.strip():
         return parse_job_spec({})
-    values = strict_json(text, field="spec", code="BAD_SPEC")
+    values = strict_json(text, field="spec", error=SpecError)
     if not isinstance(values, Mapping):
-        raise ConfigError("spec must be a JSON object", field="spec", code="BAD_SPEC")
+        raise SpecError("spec must be a JSON object", field="spec")
     return parse_job_spec(values)
 
 

@@ -12,4 +12,4 @@ class ConfigError(QuantlibError):
     the dotted path (``layer1.0.conv1.retrain_data_config.clip_max``).
     """
 
-    default_code = "BAD_CONFIG"
+    code = "BAD_CONFIG"

@@ -24,6 +24,7 @@ from quantlib.config.schema import (
     QuantConfig,
     WeightConfig,
 )
+from quantlib.errors import QuantlibError, first_error
 
 GLOBAL_KEYS = ("version", "batch_num")
 _SECTIONS: dict[str, type[BaseModel]] = {
@@ -62,8 +63,8 @@ def decode_json(text: str) -> Mapping[str, Any]:
     return data
 
 
-def strict_json(text: str, *, field: str, code: str | None = None) -> Any:
-    """JSON as RFC 8259 has it, as a :class:`ConfigError` naming ``field`` when it is not.
+def strict_json(text: str, *, field: str, error: type[QuantlibError] = ConfigError) -> Any:
+    """JSON as RFC 8259 has it, as an ``error`` (a :class:`ConfigError`) naming ``field`` when it is not.
 
     Python's parser also takes ``NaN``/``Infinity``, turns ``1e999`` into infinity and
     fails with ``ValueError`` or ``RecursionError`` (not ``JSONDecodeError``) on huge
@@ -73,11 +74,11 @@ def strict_json(text: str, *, field: str, code: str | None = None) -> Any:
         return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         message = f"{field} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-        raise ConfigError(message, field=field, code=code) from exc
+        raise error(message, field=field) from exc
     except RecursionError as exc:
-        raise ConfigError(f"{field} is nested too deeply to be a {field}", field=field, code=code) from exc
+        raise error(f"{field} is nested too deeply to be a {field}", field=field) from exc
     except ValueError as exc:
-        raise ConfigError(f"{field} is not usable JSON: {exc}", field=field, code=code) from exc
+        raise error(f"{field} is not usable JSON: {exc}", field=field) from exc
 
 
 def _no_constant(name: str) -> float:
@@ -155,11 +156,9 @@ def _parse_model(model: type[BaseModel], value: Any, field: str, where: str) -> 
 
 
 def _friendly(exc: ValidationError, model: type[BaseModel], field: str, where: str) -> ConfigError:
-    err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"])
-    value = err.get("input")
+    err = first_error(exc)
+    key, value, kind = err.key, err.value, err.kind
     path = f"{field}.{key}" if key else field
-    kind = err["type"]
     if kind == "extra_forbidden":
         allowed = list(model.model_fields)
         return ConfigError(
@@ -167,10 +166,10 @@ def _friendly(exc: ValidationError, model: type[BaseModel], field: str, where: s
             field=path,
         )
     if kind == "literal_error":
-        expected = err.get("ctx", {}).get("expected", "")
+        expected = err.context.get("expected", "")
         return ConfigError(f"{where}: {key} must be {expected}, got {value!r}", field=path)
     if kind in ("greater_than", "less_than"):
-        op, bound = (">", err["ctx"]["gt"]) if kind == "greater_than" else ("<", err["ctx"]["lt"])
+        op, bound = (">", err.context["gt"]) if kind == "greater_than" else ("<", err.context["lt"])
         hint = " (clip_max is the upper clip and must be positive)" if key == "clip_max" else ""
         hint = (
             " (clip_min is the lower clip and must be negative; use fixed_min: true for 0)"
@@ -182,7 +181,7 @@ def _friendly(exc: ValidationError, model: type[BaseModel], field: str, where: s
         return ConfigError(
             f"{where}: {key} must be {_TYPE_NAMES[kind]}, got {value!r} ({type(value).__name__})", field=path
         )
-    return ConfigError(f"{where}: {key}: {err['msg']} (got {value!r})", field=path)
+    return ConfigError(f"{where}: {key}: {err.message} (got {value!r})", field=path)
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:

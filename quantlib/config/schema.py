@@ -14,7 +14,8 @@ DstType = Literal["INT8", "INT4"]
 DST_TYPES: tuple[str, ...] = ("INT8", "INT4")
 BITS: dict[str, int] = {"INT8": 8, "INT4": 4}
 
-# Module class names the library can quantize; keep in sync with quantlib.layers.
+# Module class names the library can quantize: quantlib.layers.SUPPORTED by name, without torch
+# (tests/unit/test_contract.py ties the two)
 QUANTIZABLE_TYPES: tuple[str, ...] = (
     "Conv1d",
     "Conv2d",

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from quantlib.config.errors import ConfigError
 from quantlib.config.parse import check_layers, parse_layer
 from quantlib.config.schema import QUANTIZABLE_TYPES, DstType, LayerConfig, QuantConfig
+from quantlib.errors import first_error
 
 
 class Override(BaseModel):
@@ -88,10 +89,10 @@ def load_simple_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> Si
     try:
         return SimpleConfig.model_validate(dict(data))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
+        err = first_error(exc)
+        where = err.key
         raise ConfigError(
-            f"config_defination: {where}: {err['msg']} (got {err.get('input')!r}); allowed keys: "
+            f"config_defination: {where}: {err.message} (got {err.value!r}); allowed keys: "
             f"{', '.join(SimpleConfig.model_fields)}; override keys: {', '.join(Override.model_fields)}",
             field=f"config_defination.{where}",
         ) from None

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import quantlib.config.errors
 import quantlib.data
 import quantlib.loop
 import quantlib.pt2archive
+from quantlib.config import QUANTIZABLE_TYPES
 from quantlib.errors import QuantlibError
 from service.contract import FailureCode, Job, JobState
 
@@ -25,7 +27,7 @@ def _subclasses(base: type) -> list[type]:
 def test_every_quantlib_error_code_is_a_failure_code() -> None:
     modules = (quantlib.config.errors, quantlib.data, quantlib.loop, quantlib.pt2archive)  # where they are defined
     assert modules
-    codes = {cls.default_code for cls in [QuantlibError, *_subclasses(QuantlibError)]}
+    codes = {cls.code for cls in [QuantlibError, *_subclasses(QuantlibError)]}
     assert {"BAD_CONFIG", "BAD_DATA", "BAD_MODEL", "DIVERGED"} <= codes
     assert codes <= set(FailureCode)
 
@@ -45,3 +47,13 @@ def test_a_job_is_done_exactly_in_the_terminal_states() -> None:
     assert {state for state in JobState if state.terminal} == {"SUCCEEDED", "FAILED", "CANCELLED"}
     schema = Job.model_json_schema()
     assert "eta_s" in schema["$defs"]["Progress"]["properties"]
+
+
+def test_the_supported_layer_types_are_one_list() -> None:
+    """The config schema names (torch-free), the layers quantlib wraps and those it lifts from a graph agree."""
+    from quantlib.graph.exported import LIFTABLE
+    from quantlib.layers import SUPPORTED
+
+    assert {layer.__name__ for layer in SUPPORTED} == set(QUANTIZABLE_TYPES)
+    # aten's op for each type: Conv2d -> conv2d, ConvTranspose1d -> conv_transpose1d, Linear -> linear
+    assert set(LIFTABLE) == {re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() for name in QUANTIZABLE_TYPES}

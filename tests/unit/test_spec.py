@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from quantlib.config import ConfigError
+from quantlib.errors import SpecError
 from quantlib.spec import QATSpec, parse_spec
 
 
@@ -43,7 +43,7 @@ from quantlib.spec import QATSpec, parse_spec
     ],
 )
 def test_bad_settings_name_the_field(values: dict[str, object], field: str) -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(SpecError) as info:
         parse_spec(values)
     assert info.value.code == "BAD_SPEC" and info.value.field == field
 
@@ -54,7 +54,7 @@ def test_defaults_and_loss_resolution() -> None:
     assert QATSpec().resolved_loss(has_labels=True) == "ce"
     assert QATSpec().resolved_loss(has_labels=False) == "mse"
     assert QATSpec(loss="kl").resolved_loss(has_labels=True) == "kl"
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(SpecError) as info:
         QATSpec(loss="ce").resolved_loss(has_labels=False)
     assert info.value.field == "loss" and "y_train" in info.value.message
 
@@ -63,7 +63,7 @@ def test_accuracy_target_defaults_and_nested_messages() -> None:
     spec = parse_spec({"accuracy": {"max_drop": 0.02}})
     assert spec.accuracy is not None and spec.accuracy.metric == "top1" and spec.accuracy.max_trials >= 1
     assert spec.accuracy.weight_bits_budget is None and QATSpec().accuracy is None
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(SpecError) as info:
         parse_spec({"accuracy": {"max_dorp": 0.01}})
     assert "max_drop" in info.value.message and "max_trials" in info.value.message
 
