@@ -27,9 +27,25 @@ __all__ = [
     "Job",
     "JobPage",
     "JobState",
+    "LOG_FILE",
+    "OUTPUT_FILES",
     "Phase",
     "Progress",
 ]
+
+# The files a succeeded job publishes, by the key run_qat's report gives each: what the
+# API lists and the client downloads (``qat quantize`` keeps AMCT's own names).
+OUTPUT_FILES: dict[str, str] = {
+    "deploy_model": "model_int8.onnx",
+    "fake_quant_model": "model_fake_quant.onnx",
+    "record": "record.txt",
+    "record_json": "record.json",
+    "config": "config.json",
+    "report": "report.json",
+    "report_html": "report.html",
+}
+# every attempt's log, published whether it succeeded or not
+LOG_FILE = "log.txt"
 
 
 class JobState(enum.StrEnum):

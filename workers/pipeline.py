@@ -14,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from service.contract import FailureCode
+from service.contract import OUTPUT_FILES, FailureCode
 from workers.protocol import (
     EXIT_REPORTED_ERROR,
     OUT_DIR,
@@ -25,17 +25,6 @@ from workers.protocol import (
 )
 
 REPORTING_RESERVE_BYTES = 8 << 20
-
-# run_qat's file keys -> the names a job publishes them under
-PUBLISHED_NAMES = {
-    "deploy_model": "model_int8.onnx",
-    "fake_quant_model": "model_fake_quant.onnx",
-    "record": "record.txt",
-    "record_json": "record.json",
-    "config": "config.json",
-    "report": "report.json",
-    "report_html": "report.html",
-}
 
 
 def run(workdir: Path) -> None:
@@ -67,10 +56,10 @@ def run(workdir: Path) -> None:
             on_progress=on_progress,
         )
     for key, path in report.files.items():
-        path.rename(out / PUBLISHED_NAMES[key])
+        path.rename(out / OUTPUT_FILES[key])
     summary = report.to_dict()
-    summary["files"] = {key: PUBLISHED_NAMES[key] for key in summary["files"]}
-    (out / PUBLISHED_NAMES["report"]).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    summary["files"] = {key: OUTPUT_FILES[key] for key in summary["files"]}
+    (out / OUTPUT_FILES["report"]).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
 def classify(exc: BaseException) -> PipelineError:

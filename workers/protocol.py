@@ -16,23 +16,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from service.contract import LOG_FILE, OUTPUT_FILES
+
 JOB_FILE = "job.json"
 PROGRESS_FILE = "progress.jsonl"
 ERROR_FILE = "error.json"
-LOG_FILE = "log.txt"
 OUT_DIR = "out"
 
 # The files a succeeded job publishes, in ``OUT_DIR`` (``log.txt`` is the child's log).
-ARTIFACTS = (
-    "model_int8.onnx",
-    "model_fake_quant.onnx",
-    "record.txt",
-    "record.json",
-    "config.json",
-    "report.json",
-    "report.html",
-    LOG_FILE,
-)
+ARTIFACTS = (*OUTPUT_FILES.values(), LOG_FILE)
 
 # the most of a child's error message kept: the child runs untrusted code
 MAX_ERROR_MESSAGE = 4000
