@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 import httpx
 
-from service.contract import Artifact, Failure, Job, JobState, Progress
+from service.contract import Artifact, Dataset, Failure, Job, JobState, Progress
 
 # answers that mean "again in a moment": the service or a proxy in front of it is restarting
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "ChecksumMismatch",
     "Client",
     "ClientError",
+    "Dataset",
     "Failure",
     "Job",
     "JobState",
@@ -166,16 +167,15 @@ class Client:
         """Delete a finished job's inputs and results now, freeing the team's storage; the job stays."""
         return Job.model_validate(self._json("DELETE", _job_path(job_id)))
 
-    def upload_dataset(self, data: PathLike | IO[bytes]) -> dict[str, Any]:
+    def upload_dataset(self, data: PathLike | IO[bytes]) -> Dataset:
         """Upload an ``.npz`` once and name it by its ``id`` in :meth:`submit` (``dataset_id``) many times."""
         with ExitStack() as stack:
             file = _upload(stack, data, "data.npz")
-            dataset: dict[str, Any] = self._send("POST", "/v1/datasets", [file[1]], files={"data": file}).json()
-            return dataset
+            return Dataset.model_validate(self._send("POST", "/v1/datasets", [file[1]], files={"data": file}).json())
 
-    def delete_dataset(self, dataset_id: str) -> None:
+    def delete_dataset(self, dataset_id: str | uuid.UUID) -> None:
         """Delete a dataset's file (the service refuses while a queued or running job uses it)."""
-        self._send("DELETE", f"/v1/datasets/{quote(dataset_id, safe='')}")
+        self._send("DELETE", f"/v1/datasets/{quote(str(dataset_id), safe='')}")
 
     def artifacts(self, job_id: JobId) -> builtins.list[Artifact]:
         listed = self._json("GET", _job_path(job_id, "artifacts"))["artifacts"]

@@ -70,13 +70,13 @@ class _ErrorResponse(ValueError):
         self.status, self.code, self.field = status, code, field
 
 
-def error_body(code: str, message: str, field: str | None = None) -> bytes:
+def _error_body(code: str, message: str, field: str | None = None) -> bytes:
     """The API's error format (``service.http_errors``), for answers made below the app."""
     return json.dumps({"error": {"code": code, "message": message, "field": field}}).encode()
 
 
 def _raw_response(status: str, code: str, message: str, field: str | None = None) -> bytes:
-    body = error_body(code, message, field)
+    body = _error_body(code, message, field)
     head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nConnection: close\r\n"
     return f"{head}Content-Length: {len(body)}\r\n\r\n".encode("latin-1") + body
 
@@ -175,7 +175,7 @@ class QatHandler(WSGIHandler):
             status, code, message = "500 Internal Server Error", "INTERNAL", "internal error; safe to retry"
         else:
             status, code, message = "400 Bad Request", "INVALID_ARGUMENT", "the request body is not valid HTTP framing"
-        body = error_body(code, message)
+        body = _error_body(code, message)
         headers = [("Content-Type", "application/json"), ("Connection", "close"), ("Content-Length", str(len(body)))]
         try:
             self.start_response(status, headers)

@@ -36,6 +36,27 @@ def test_submit_is_idempotent_and_list_pages_through_every_job(service: Service,
         assert first.id in ids and len(ids) == len(set(ids)) >= 2
 
 
+def test_datasets_and_finished_jobs_files_are_uploaded_and_deleted_through_the_client(
+    service: Service, digits: tuple[Path, Path]
+) -> None:
+    model, data = digits
+    with Client(service.url, service.token) as client:
+        dataset = client.upload_dataset(data)
+        assert client.upload_dataset(data).id == dataset.id, "the same bytes: the same dataset"
+        assert dataset.size == data.stat().st_size
+        job = client.submit(model, dataset_id=str(dataset.id), spec={"epochs": 0})
+        with pytest.raises(ApiError) as in_use:
+            client.delete_dataset(dataset.id)
+        assert (in_use.value.status, in_use.value.code) == (409, "WRONG_STATE")
+        client.cancel(job.id)
+        client.wait(job.id, timeout_s=60)
+        assert client.delete_files(job.id).state == "CANCELLED" and client.artifacts(job.id) == []
+        client.delete_dataset(dataset.id)
+        with pytest.raises(ApiError) as gone:
+            client.delete_dataset(dataset.id)
+        assert gone.value.code == "NOT_FOUND"
+
+
 def test_api_errors_carry_code_status_and_field(service: Service, digits: tuple[Path, Path]) -> None:
     model, data = digits
     with Client(service.url, service.token) as client:
