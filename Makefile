@@ -4,16 +4,25 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser sandbox lint test test-faults bench bench-quick demo clean
+.PHONY: install lock browser sandbox lint test test-faults bench bench-quick demo clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(PY) pyproject.toml quantlib/quant/_cpu_kernels.c
-	$(PY) -m pip install --quiet -e '.[test,bench]'
+# pyproject.toml holds ranges (the client and quantlib install into other environments);
+# requirements.lock the exact versions everything here is built and tested with.
+$(STAMP): $(PY) pyproject.toml requirements.lock quantlib/quant/_cpu_kernels.c
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[worker,test,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Rewrite requirements.lock from what is installed: after changing a range in pyproject.toml,
+# `pip install -U` the package, run the tests, then `make lock`. Local version labels (+cpu)
+# are dropped so the lock serves the CPU wheel here and the CUDA wheel in the worker image.
+lock: $(STAMP)
+	( echo "# Exact versions for make install and the images: make lock rewrites this file."; \
+	  $(PY) -m pip freeze --exclude-editable --all | grep -vE '^(pip|setuptools|wheel)==' | sed -E 's/\+[A-Za-z0-9.]+$$//' ) > requirements.lock
 
 # Debian's headless chromium: tests render report.html in it.
 browser:

@@ -30,8 +30,7 @@ import requests
 import torch
 
 from bench.served import served_api
-from service import migrate
-from service.db import make_engine, session_factory
+from service.db import make_engine, migrate, session_factory
 from service.teams import create_team
 
 RESULTS = Path(__file__).parent / "results" / "api_latency.json"

@@ -26,9 +26,9 @@ import requests
 
 from bench.api_latency import database, percentiles
 from bench.served import served_api
-from service import store
+from service.api.events import REAUTH_S
 from service.db import SessionFactory, make_engine, session_factory
-from service.job_events import REAUTH_S
+from service.jobs import JobInputs, create_job
 from service.teams import authenticate, create_team, revoke_token
 
 
@@ -75,7 +75,7 @@ def under_load(base: str, db: SessionFactory, *, streams: int, slow: int, second
 
 def queued_job(db: SessionFactory, token: str) -> uuid.UUID:
     """A job row that stays QUEUED (no worker runs here): something for streams to watch."""
-    inputs = store.JobInputs(
+    inputs = JobInputs(
         model_key="jobs/x/inputs/model.pt2",
         model_sha256="0" * 64,
         spec={},
@@ -85,7 +85,7 @@ def queued_job(db: SessionFactory, token: str) -> uuid.UUID:
     team = authenticate(db, token)
     if team is None:
         raise RuntimeError("the team's token does not authenticate")
-    return store.create_job(db, team.id, inputs, max_attempts=1).id
+    return create_job(db, team.id, inputs, max_attempts=1).id
 
 
 def open_stream(port: int, token: str, job_id: uuid.UUID) -> socket.socket:

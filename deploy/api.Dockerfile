@@ -7,18 +7,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# The API never imports torch, but the package depends on it: the CPU wheel keeps the
-# image small (PyPI's Linux wheel pulls the CUDA libraries). The version is pyproject's pin.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
-
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY quantlib/ quantlib/
 COPY service/ service/
 COPY workers/ workers/
 COPY migrations/ migrations/
-# every other dependency is pinned to an exact version in pyproject.toml
-RUN pip install . && rm -rf /src
+# the torch-free service extra, at the exact versions of requirements.lock: no torch in this image
+RUN pip install -c requirements.lock '.[service]' && rm -rf /src
 
 RUN useradd --system --uid 10001 --create-home --home-dir /home/qat qat
 USER 10001

@@ -20,17 +20,17 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && python3.11 -m venv /opt/venv
 
-# the CUDA build of pyproject's torch pin; `pip install .` below then keeps it
+# the CUDA build of requirements.lock's torch; the install below then keeps it
 RUN pip install --index-url ${TORCH_INDEX_URL} torch==2.13.0
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY quantlib/ quantlib/
 COPY service/ service/
 COPY workers/ workers/
 COPY migrations/ migrations/
-# every other dependency is pinned to an exact version in pyproject.toml
-RUN pip install . && rm -rf /src
+# the service and the library, every dependency at its exact version in requirements.lock
+RUN pip install -c requirements.lock '.[worker]' && rm -rf /src
 
 RUN useradd --system --uid 10001 --create-home --home-dir /home/qat qat
 USER 10001

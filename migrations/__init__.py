@@ -1,1 +1,1 @@
-"""Alembic migrations: the only way the job store's schema changes (see ``service.migrate``)."""
+"""Alembic migrations: the only way the job store's schema changes (see ``service.db.migrate``)."""

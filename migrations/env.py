@@ -1,6 +1,6 @@
-"""Alembic environment: migrates the database named by ``service.migrate`` or by the settings.
+"""Alembic environment: migrates the database named by ``service.db.migrate`` or by the settings.
 
-There is no ``alembic.ini``: ``service.migrate`` builds the configuration in code and
+There is no ``alembic.ini``: ``service.db.migrate`` builds the configuration in code and
 passes the URL in ``config.attributes["url"]`` (kept out of the ini parser, which would
 choke on ``%`` in an encoded password). Without it, ``QAT_DATABASE_URL`` decides. SQLite
 runs in batch mode because it cannot ALTER most things in place.

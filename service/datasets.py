@@ -16,9 +16,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import quota
+from service.artifacts import ArtifactStore
 from service.db import Dataset, Job, JobState, SessionFactory, Team, reading, utcnow, writing
 from service.errors import NotFound, WrongState
-from service.storage import ArtifactStore
 
 _PENDING = (JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING)
 

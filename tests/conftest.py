@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from bench.served import free_port
-from service.storage import S3Store
+from service.artifacts import S3Store
 
 ADMIN_URL = os.environ.get("QAT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = "redis://127.0.0.1:6379"

@@ -12,22 +12,22 @@ import click
 
 # command name -> "module:attribute" of its click command
 COMMANDS = {
-    "admin": "service.cli:admin",
-    "db": "service.cli:db",
+    "admin": "service.ops.cli:admin",
+    "db": "service.ops.cli:db",
     "dispatcher": "workers.commands:dispatcher",
     "quantize": "quantlib.cli:quantize",
-    "serve": "service.cli:serve",
+    "serve": "service.ops.cli:serve",
     "worker": "workers.commands:worker",
     # the client: talks to a running service over HTTP, needs neither torch nor a database
-    "submit": "service.client_cli:submit",
-    "status": "service.client_cli:status",
-    "list": "service.client_cli:list_jobs",
-    "wait": "service.client_cli:wait",
-    "cancel": "service.client_cli:cancel",
-    "delete": "service.client_cli:delete",
-    "download": "service.client_cli:download",
-    "logs": "service.client_cli:logs",
-    "report": "service.client_cli:report",
+    "submit": "service.client.cli:submit",
+    "status": "service.client.cli:status",
+    "list": "service.client.cli:list_jobs",
+    "wait": "service.client.cli:wait",
+    "cancel": "service.client.cli:cancel",
+    "delete": "service.client.cli:delete",
+    "download": "service.client.cli:download",
+    "logs": "service.client.cli:logs",
+    "report": "service.client.cli:report",
     "demo": "workers.demo:demo",
 }
 

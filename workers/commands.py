@@ -74,10 +74,10 @@ def _check_sandbox() -> None:
 )
 def dispatcher(slots: int) -> None:
     """Reap expired leases and send queued jobs to workers, fairly across teams, until interrupted."""
+    from service.artifacts import store_from_settings
     from service.db import make_engine, session_factory
-    from service.retention import release_inputs
+    from service.ops.retention import release_inputs
     from service.settings import Settings
-    from service.storage import store_from_settings
     from workers.celery_app import QUEUE, RUN_JOB, app
     from workers.dispatcher import Dispatcher, run_forever
 

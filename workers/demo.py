@@ -21,7 +21,7 @@ import click
 from rich.console import Console
 
 from service.client import Client, ClientError, Job
-from service.client_view import accuracy_table, job_summary, live_progress, print_files
+from service.client.view import accuracy_table, job_summary, live_progress, print_files
 from workers.local_deployment import (
     OPTIONAL_SETTINGS,
     SERVICE_SETTINGS,

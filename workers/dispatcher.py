@@ -30,7 +30,7 @@ from collections.abc import Callable
 from sqlalchemy import func, select
 
 from service.db import Job, JobState, SessionFactory, Team, reading
-from service.store import reap_expired_leases
+from service.jobs import reap_expired_leases
 
 log = logging.getLogger(__name__)
 TICK_S = 0.5
@@ -113,7 +113,7 @@ def run_forever(dispatcher: Dispatcher, tick_s: float = TICK_S, *, release_input
     """Tick until interrupted; a failing tick (database restarting) is logged and retried.
 
     Every ``RELEASE_EVERY_S`` it also calls ``release_inputs`` (deleting failed and
-    cancelled jobs' inputs, :func:`service.retention.release_inputs`), so a team's
+    cancelled jobs' inputs, :func:`service.ops.retention.release_inputs`), so a team's
     storage is freed within seconds of such a job ending, whoever ended it.
     """
     released_at = 0.0

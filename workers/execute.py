@@ -2,9 +2,9 @@
 
 The job row decides everything: a lost claim means another worker has the job, a
 cancelled or lost lease ends the attempt, and results become visible only through
-:func:`service.store.finish_job`, which records the metrics and every artifact of this
+:func:`service.jobs.finish_job`, which records the metrics and every artifact of this
 attempt in one transaction (a failed job keeps its ``log.txt`` the same way, through
-:func:`service.store.fail_job`). Files go under ``jobs/<id>/attempt-<n>/`` so a retried
+:func:`service.jobs.fail_job`). Files go under ``jobs/<id>/attempt-<n>/`` so a retried
 job never mixes two attempts' outputs.
 """
 
@@ -19,15 +19,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from service import store
+from service.api.schemas import JOB_OPTION_KEYS
+from service.artifacts import ArtifactStore
+from service.artifacts.retry import store_file
 from service.contract import FailureCode, Phase
 from service.datasets import get_dataset
 from service.db import Job, SessionFactory
 from service.errors import LeaseLost, StorageFull, StorageUnavailable
-from service.schemas import JOB_OPTION_KEYS
-from service.storage import ArtifactStore
-from service.storage.retry import store_file
-from service.store import LeaseStatus, NewArtifact
+from service.jobs import (
+    LeaseStatus,
+    NewArtifact,
+    acknowledge_cancel,
+    claim_job,
+    fail_job,
+    finish_job,
+    load_job,
+    retry_job,
+)
 from workers.childlog import BoundedLog
 from workers.jail import Jail
 from workers.protocol import (
@@ -69,10 +77,10 @@ def execute_job(
     """
     for path in remove_stale_workdirs():
         log.warning("removed %s, left by a worker that is no longer running", path)
-    if not store.claim_job(db, job_id, worker_id, lease_s):
+    if not claim_job(db, job_id, worker_id, lease_s):
         log.info("job %s is not queued (taken, cancelled or finished); skipping", job_id)
         return
-    job = store.load_job(db, job_id)
+    job = load_job(db, job_id)
     lease = JobLease(db, job_id, worker_id, job.attempt, lease_s)
     try:
         with Heartbeat(lease) as heartbeat, job_workdir(job_id) as workdir:
@@ -169,7 +177,7 @@ def _publish(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path,
     def succeed(uploaded: list[NewArtifact]) -> None:
         timings["upload"] = round(time.monotonic() - started, 3)
         metrics = _metrics(json.loads(report), timings)
-        store.finish_job(lease.db, job.id, lease.worker_id, lease.attempt, metrics, uploaded)
+        finish_job(lease.db, job.id, lease.worker_id, lease.attempt, metrics, uploaded)
 
     files = [path for path in outputs.values() if path is not None]
     _upload_and_end(lease, artifacts, [*files, workdir / LOG_FILE], succeed)
@@ -235,12 +243,12 @@ def _end_unsuccessful(
     lease: JobLease, artifacts: ArtifactStore, result: ChildResult, output: BoundedLog, max_runtime_s: int | None
 ) -> None:
     if result.outcome is Outcome.CANCELLED:
-        store.acknowledge_cancel(lease.db, lease.job_id, lease.worker_id, lease.attempt)
+        acknowledge_cancel(lease.db, lease.job_id, lease.worker_id, lease.attempt)
     elif result.outcome is Outcome.TIMED_OUT:
         message = f"the job ran longer than its spec.max_runtime_s of {max_runtime_s} s; raise it or train fewer epochs"
         _fail_with_log(lease, artifacts, output.path, PipelineError(FailureCode.TIMEOUT, message, user_error=True))
     elif result.outcome is Outcome.KILLED and result.error is not None:
-        state = store.retry_job(
+        state = retry_job(
             lease.db, lease.job_id, lease.worker_id, lease.attempt, result.error.code, result.error.message
         )
         log.warning("job %s attempt %d: %s; now %s", lease.job_id, lease.attempt, result.error.message, state)
@@ -260,13 +268,13 @@ def _end_unsuccessful(
 def _stop_early(lease: JobLease) -> None:
     """Cancelled (or lost) between the claim and the start: end it without running anything."""
     try:
-        store.acknowledge_cancel(lease.db, lease.job_id, lease.worker_id, lease.attempt)
+        acknowledge_cancel(lease.db, lease.job_id, lease.worker_id, lease.attempt)
     except LeaseLost:
         pass
 
 
 def _fail(lease: JobLease, error: PipelineError, log: Sequence[NewArtifact] = ()) -> None:
-    store.fail_job(
+    fail_job(
         lease.db,
         lease.job_id,
         lease.worker_id,

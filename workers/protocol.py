@@ -54,7 +54,7 @@ class PipelineJob:
 
 @dataclass(frozen=True)
 class ProgressLine:
-    """One progress report of the child: ``phase`` is a :class:`service.store.Phase` value."""
+    """One progress report of the child: ``phase`` is a :class:`service.jobs.Phase` value."""
 
     phase: str
     step: int

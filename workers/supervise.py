@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 
 from service.contract import FailureCode, Phase, Progress
 from service.db import SessionFactory
-from service.store import LeaseStatus, renew_lease, update_progress
+from service.jobs import LeaseStatus, renew_lease, update_progress
 from workers.progress import ProgressTail
 from workers.protocol import EXIT_REPORTED_ERROR, PROGRESS_FILE, PipelineError
 from workers.sandbox import ChildLimits, kill_pipeline, killed_by

@@ -12,9 +12,9 @@ import os
 import socket
 import uuid
 
+from service.artifacts import ArtifactStore, store_from_settings
 from service.db import SessionFactory, make_engine, session_factory
 from service.settings import Settings
-from service.storage import ArtifactStore, store_from_settings
 from workers.celery_app import RUN_JOB, app
 from workers.execute import execute_job
 from workers.jail import jail_for

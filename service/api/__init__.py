@@ -1,10 +1,5 @@
-"""The HTTP API's blueprints: jobs and datasets (authenticated, under ``/v1``), health and docs."""
+"""The HTTP API: the app factory, its blueprints, auth, uploads, validation, errors and OpenAPI.
 
-from service.api.datasets import bp as datasets_bp
-from service.api.docs import bp as docs_bp
-from service.api.health import bp as health_bp
-from service.api.jobs import bp as jobs_bp
-
-BLUEPRINTS = (jobs_bp, datasets_bp, health_bp, docs_bp)
-
-__all__ = ["BLUEPRINTS"]
+Nothing here imports torch; the routes call the job, dataset and team domain modules in
+:mod:`service`.
+"""

@@ -3,24 +3,63 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from flask import Blueprint, request, url_for
 
-from service.auth import current_team_id, require_team
+from quantlib.data import DataError
+from service.api.auth import current_team_id, require_team
+from service.api.operations import Answer, Operation, documented
+from service.api.schemas import dataset_out
+from service.api.services import services
+from service.api.submission import upload_dataset
+from service.api.uploads import dataset_body_limit, limit_body, required_file_part
+from service.api.validation import check_data
+from service.contract import Dataset
 from service.datasets import delete_dataset, get_dataset
-from service.offload import off_loop
+from service.errors import (
+    InvalidArgument,
+    NotFound,
+    PayloadTooLarge,
+    QuotaExceeded,
+    StorageFull,
+    StorageQuotaExceeded,
+    StorageUnavailable,
+    WrongState,
+)
 from service.quota import refuse_upload_over_quota
-from service.schemas import dataset_out
-from service.services import services
-from service.submission import upload_dataset
-from service.uploads import dataset_body_limit, limit_body, required_file_part
-from service.validation import check_data
+from service.server.offload import off_loop
 
 bp = Blueprint("datasets", __name__, url_prefix="/v1/datasets")
 bp.before_request(require_team)
 
+DATA_FORM: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string", "contentMediaType": "application/octet-stream"}},
+}
+
 
 @bp.post("")
+@documented(
+    Operation(
+        "Upload a dataset once, for many jobs (deduplicated by sha256)",
+        {
+            201: Answer("the new dataset", Dataset),
+            200: Answer("the team's existing dataset with the same bytes", Dataset),
+        },
+        (
+            InvalidArgument,
+            DataError,
+            PayloadTooLarge,
+            QuotaExceeded,
+            StorageQuotaExceeded,
+            StorageFull,
+            StorageUnavailable,
+        ),
+        form=DATA_FORM,
+    )
+)
 def create_dataset() -> tuple[dict[str, object], int, dict[str, str]]:
     """Validate and store an ``.npz``; the same bytes again return the existing dataset (200)."""
     svc = services()
@@ -34,13 +73,21 @@ def create_dataset() -> tuple[dict[str, object], int, dict[str, str]]:
 
 
 @bp.get("/<uuid:dataset_id>")
+@documented(Operation("One dataset", {200: Answer("the dataset", Dataset)}, (NotFound,)))
 def get_dataset_by_id(dataset_id: uuid.UUID) -> dict[str, object]:
     return dataset_out(get_dataset(services().db, current_team_id(), dataset_id)).model_dump(mode="json")
 
 
 @bp.delete("/<uuid:dataset_id>")
+@documented(
+    Operation(
+        "Delete a dataset's file (refused while a queued or running job uses it)",
+        {204: Answer("deleted", media=None)},
+        (NotFound, WrongState, StorageUnavailable),
+    )
+)
 def delete_dataset_by_id(dataset_id: uuid.UUID) -> tuple[str, int]:
     """Delete the dataset's file (409 while a queued or running job uses it); 204."""
     svc = services()
-    delete_dataset(svc.db, svc.store, current_team_id(), dataset_id)
+    delete_dataset(svc.db, svc.artifacts, current_team_id(), dataset_id)
     return "", 204

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from service.artifacts import S3Store
 from service.db import make_engine
-from service.storage import S3Store
 from workers.local_deployment import QAT
 
 

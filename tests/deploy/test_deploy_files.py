@@ -5,7 +5,7 @@ compose-spec schema (after interpolating ``env.example`` as ``docker compose`` w
 Kubernetes object against the API schema in strict mode, and then what the schemas cannot
 see: every command is one ``qat`` really has, every ``QAT_*`` variable is one the code reads
 and its value parses, the probes hit real routes, workers get exactly one GPU each, the
-dispatcher's slots match the workers, and the images pin pyproject's torch.
+dispatcher's slots match the workers, and the images install requirements.lock (the worker its torch).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pytest
 import yaml
 from flask import Flask
 
-from service.api import BLUEPRINTS
+from service.api.app import BLUEPRINTS
 from service.errors import BadSetting
 from service.settings import Settings
 from support.deploy_files import (
@@ -94,8 +94,8 @@ def pyproject() -> dict[str, Any]:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-def torch_pin() -> str:
-    (pin,) = [d for d in pyproject()["project"]["dependencies"] if re.match(r"torch\b", d)]
+def locked(name: str) -> str:
+    (pin,) = [line for line in (ROOT / "requirements.lock").read_text().splitlines() if line.startswith(f"{name}==")]
     return pin
 
 
@@ -332,15 +332,20 @@ def test_images_run_qat_as_a_non_root_user(image: str) -> None:
     assert users and users[-1] not in ("root", "0"), f"{path.name} must end as a non-root USER"
 
 
-@pytest.mark.parametrize("image", sorted(DOCKERFILES))
-def test_images_install_pyprojects_torch_and_every_package(image: str) -> None:
+@pytest.mark.parametrize(("image", "extra"), [("qat-api", "service"), ("qat-worker", "worker")])
+def test_images_install_the_lock_and_every_package(image: str, extra: str) -> None:
+    """The API image is torch-free; the worker's torch is the lock's, from the CUDA index."""
     text = DOCKERFILES[image].read_text()
-    assert set(re.findall(r"torch==[\w.+]+", text)) == {torch_pin()}
+    assert f"pip install -c requirements.lock '.[{extra}]'" in text
+    assert set(re.findall(r"torch==[\w.+]+", text)) == ({locked("torch")} if extra == "worker" else set())
     copied = {rest.split()[0].rstrip("/") for kw, rest in dockerfile(DOCKERFILES[image]) if kw == "COPY"}
     packages = {p.rstrip("*") for p in pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]}
     assert packages <= copied, f"{image} leaves out {packages - copied}"
+    assert "requirements.lock" in " ".join(rest for kw, rest in dockerfile(DOCKERFILES[image]) if kw == "COPY")
     allowed = {line.strip("!/ ") for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")}
-    assert packages | {"pyproject.toml", "README.md"} <= allowed, ".dockerignore keeps a package out of the build"
+    assert packages | {"pyproject.toml", "README.md", "requirements.lock"} <= allowed, (
+        ".dockerignore keeps a package out of the build"
+    )
 
 
 def test_api_image_healthcheck_hits_a_real_route_on_the_served_port() -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from service.artifacts import LocalStore
 from service.db import Job, reading
-from service.storage import LocalStore
 from support.fault_servers import serving, tiny_inputs, wait_until
 from support.layout_only_pt2 import layout_only_pt2
 from support.pool import Pool, wait_for_api

@@ -1,7 +1,7 @@
 """The S3-compatible server down: uploads are retried with backoff, then the job fails STORAGE_UNAVAILABLE.
 
 boto3 retries each request for about 1.5 s; the worker retries each result file for
-15 s more (``service.storage.retry``), heartbeating meanwhile. Nothing of a failed
+15 s more (``service.artifacts.retry``), heartbeating meanwhile. Nothing of a failed
 attempt is published: no artifact row, so no file a user could download.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from service.artifacts import S3Store
 from service.db import Artifact, reading
 from service.errors import StorageUnavailable
-from service.storage import S3Store
 from support.fault_servers import MotoServer, tiny_inputs, wait_until
 from support.pool import Pool, child_pids, finished, running
 

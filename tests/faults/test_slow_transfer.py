@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.storage import S3Store
+from service.artifacts import S3Store
 from support.fault_servers import MotoServer
 from support.pool import Pool, finished, running
 

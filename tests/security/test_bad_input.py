@@ -27,7 +27,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from service.app import create_app
+from service.api.app import create_app
 from service.db import Artifact, Dataset, IdempotencyKey, Job, reading
 from service.settings import Settings
 from support.api_server import ApiServer
@@ -398,7 +398,7 @@ class World:
         """Row counts and every stored key: a refused request must change neither."""
         with reading(self.api.services.db) as session:
             counts = {t.__name__: session.scalar(select(func.count()).select_from(t)) or 0 for t in TABLES}
-        return counts, list(self.api.services.store.list(""))
+        return counts, list(self.api.services.artifacts.list(""))
 
 
 TABLES = (Job, Dataset, Artifact, IdempotencyKey)
@@ -495,7 +495,7 @@ def test_upload_file_names_never_become_paths(world: World) -> None:
     created = post_job(world.team, parts)
     assert created.status_code == 201, created.text
     job_id = created.json()["id"]
-    assert [k for k in world.api.services.store.list("") if job_id in k] == [
+    assert [k for k in world.api.services.artifacts.list("") if job_id in k] == [
         f"jobs/{job_id}/inputs/data.npz",
         f"jobs/{job_id}/inputs/model.pt2",
     ]

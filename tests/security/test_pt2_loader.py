@@ -20,7 +20,7 @@ import torch
 from bench.models import ZOO
 from quantlib.examples.digits import DigitsNet
 from quantlib.modelfile import ModelError, load_exported_program
-from service.validation import check_model
+from service.api.validation import check_model
 from support.hostile_pt2 import WithConstant, hostile, variants, with_hostile_sample_inputs
 from support.untrusted_models import Forever, dataset, export
 

@@ -20,12 +20,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from service import store
+from service.artifacts import ArtifactStore
 from service.datasets import register_dataset
 from service.db import Job, SessionFactory, Team, reading, utcnow, writing
-from service.retention import collect_garbage, parse_duration
-from service.storage import ArtifactStore
-from service.store import JobInputs, NewArtifact
+from service.jobs import (
+    JobInputs,
+    NewArtifact,
+    claim_job,
+    create_job,
+    finish_job,
+    get_job,
+    list_artifacts,
+    reap_expired_leases,
+)
+from service.ops.retention import collect_garbage, parse_duration
 from service.teams import authenticate, create_team
 
 AHEAD = timedelta(days=30)
@@ -47,11 +55,11 @@ class Jobs:
         model = self.put(f"jobs/{job_id}/inputs/model.pt2")
         data = self.put(f"jobs/{job_id}/inputs/data.npz")
         inputs = JobInputs(model.storage_key, model.sha256, {}, data.storage_key, data.sha256, job_id=job_id)
-        return store.create_job(self.db, self.team.id, inputs, max_attempts=3).id
+        return create_job(self.db, self.team.id, inputs, max_attempts=3).id
 
     def running(self, worker: str = "w1") -> uuid.UUID:
         job_id = self.queued()
-        assert store.claim_job(self.db, job_id, worker, 60)
+        assert claim_job(self.db, job_id, worker, 60)
         return job_id
 
     def succeeded(self, *, lost_attempt: bool = False) -> uuid.UUID:
@@ -60,11 +68,11 @@ class Jobs:
         attempt = 1
         if lost_attempt:
             self.put(f"jobs/{job_id}/attempt-1/model_int8.onnx")
-            assert store.reap_expired_leases(self.db, utcnow() + timedelta(minutes=5)).requeued == [job_id]
-            assert store.claim_job(self.db, job_id, "w2", 60)
+            assert reap_expired_leases(self.db, utcnow() + timedelta(minutes=5)).requeued == [job_id]
+            assert claim_job(self.db, job_id, "w2", 60)
             attempt = 2
         files = [self.put(f"jobs/{job_id}/attempt-{attempt}/{name}") for name in ("model_int8.onnx", "log.txt")]
-        store.finish_job(self.db, job_id, "w2" if lost_attempt else "w1", attempt, {}, files)
+        finish_job(self.db, job_id, "w2" if lost_attempt else "w1", attempt, {}, files)
         return job_id
 
     def finished_recently(self, job_id: uuid.UUID) -> None:
@@ -97,7 +105,7 @@ def test_gc_removes_expired_and_orphaned_files_and_keeps_live_ones(jobs: Jobs) -
     register_dataset(jobs.db, jobs.team.id, dataset.sha256, dataset.size, dataset.storage_key)
     orphan_dataset = jobs.put(f"datasets/{jobs.team.id}/{uuid.uuid4()}.npz").storage_key
     live = {job_id: jobs.keys(job_id) for job_id in (running, queued)}
-    recent_published = [a.storage_key for a in store.list_artifacts(jobs.db, jobs.team.id, recent)]
+    recent_published = [a.storage_key for a in list_artifacts(jobs.db, jobs.team.id, recent)]
 
     dry = collect_garbage(jobs.db, jobs.store, KEEP, now=utcnow() + AHEAD, dry_run=True)
     report = collect_garbage(jobs.db, jobs.store, KEEP, now=utcnow() + AHEAD)
@@ -108,8 +116,8 @@ def test_gc_removes_expired_and_orphaned_files_and_keeps_live_ones(jobs: Jobs) -
         [orphan_upload, orphan_dataset, f"jobs/{recent}/attempt-1/model_int8.onnx"]
     )
     assert jobs.keys(expired) == []
-    assert store.list_artifacts(jobs.db, jobs.team.id, expired) == []
-    assert store.get_job(jobs.db, jobs.team.id, expired).state == "SUCCEEDED", "the job row stays as history"
+    assert list_artifacts(jobs.db, jobs.team.id, expired) == []
+    assert get_job(jobs.db, jobs.team.id, expired).state == "SUCCEEDED", "the job row stays as history"
     assert jobs.keys(recent) == sorted(
         [*recent_published, *(f"jobs/{recent}/inputs/{n}" for n in ("data.npz", "model.pt2"))]
     )

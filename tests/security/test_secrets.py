@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from service.storage import S3Store
+from service.artifacts import S3Store
 from support.pool import Pool, finished, running
 from support.untrusted_models import Plain, dataset, export
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service import migrate
-from service.db import make_engine, session_factory
+from service.db import make_engine, migrate, session_factory
 from service.teams import authenticate
 
 QAT = Path(sys.executable).parent / "qat"

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 import requests
 
-from service import store
-from service.storage import S3Store
-from service.store import NewArtifact
+from service.artifacts import S3Store
+from service.jobs import NewArtifact, claim_job, finish_job
 from service.teams import create_team, revoke_token
 from support.layout_only_pt2 import layout_only_pt2
 
@@ -87,7 +86,7 @@ def test_submit_inspect_list_cancel(api: Any, submit: Submit) -> None:
     listed = client.get("/v1/jobs").json()
     assert [j["id"] for j in listed["jobs"]] == [job["id"]] and listed["next_page_token"] is None
     # the inputs are really in the store, under the job's prefix
-    keys = list(api.services.store.list(f"jobs/{job['id']}/inputs/"))
+    keys = list(api.services.artifacts.list(f"jobs/{job['id']}/inputs/"))
     assert keys == [f"jobs/{job['id']}/inputs/data.npz", f"jobs/{job['id']}/inputs/model.pt2"]
 
     cancelled = client.post(f"/v1/jobs/{job['id']}/cancel")
@@ -100,7 +99,7 @@ def test_submit_inspect_list_cancel(api: Any, submit: Submit) -> None:
 def test_cancel_running_job_is_cancelling(api: Any, submit: Submit) -> None:
     client = api.new_team()
     job_id = submit(client).json()["id"]
-    assert store.claim_job(api.services.db, uuid.UUID(job_id), "worker-1", 60)
+    assert claim_job(api.services.db, uuid.UUID(job_id), "worker-1", 60)
     assert client.post(f"/v1/jobs/{job_id}/cancel").json()["state"] == "CANCELLING"
 
 
@@ -113,13 +112,13 @@ def test_artifacts_listed_and_downloaded(make_api: Callable[..., Any], submit: S
     job_id = submit(client).json()["id"]
     payloads = {"model.onnx": b"\x08\x07onnx" * 50_000, "report.json": b'{"top1": 0.9}'}
     svc = api.services
-    assert store.claim_job(svc.db, uuid.UUID(job_id), "worker-1", 60)
+    assert claim_job(svc.db, uuid.UUID(job_id), "worker-1", 60)
     artifacts = []
     for name, payload in payloads.items():
         key = f"jobs/{job_id}/results/{name}"
-        size, sha256 = svc.store.put_stream(key, io.BytesIO(payload))
+        size, sha256 = svc.artifacts.put_stream(key, io.BytesIO(payload))
         artifacts.append(NewArtifact(name=name, size=size, sha256=sha256, storage_key=key))
-    store.finish_job(svc.db, uuid.UUID(job_id), "worker-1", 1, {"top1": 0.9}, artifacts)
+    finish_job(svc.db, uuid.UUID(job_id), "worker-1", 1, {"top1": 0.9}, artifacts)
 
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["state"] == "SUCCEEDED" and job["metrics"] == {"top1": 0.9}
@@ -163,7 +162,7 @@ def test_idempotency_key(api: Any, submit: Submit) -> None:
     other = submit(client, headers=key, spec=(None, json.dumps({"epochs": 3, "batch_size": 8})))
     assert error_of(other, 422)["code"] == "IDEMPOTENCY_MISMATCH"
     # the retries' uploads were deleted again: only the first job's inputs remain
-    assert {k.split("/")[1] for k in api.services.store.list("jobs/")} == {first.json()["id"]}
+    assert {k.split("/")[1] for k in api.services.artifacts.list("jobs/")} == {first.json()["id"]}
     assert len(client.get("/v1/jobs").json()["jobs"]) == 1
     assert error_of(submit(client, headers={"Idempotency-Key": "bad key\u00e9"}), 400)["field"] == "Idempotency-Key"
 
@@ -200,7 +199,7 @@ def test_datasets_dedup_and_reuse(api: Any, submit: Submit, data_npz: bytes) -> 
     assert dataset["sha256"] == hashlib.sha256(data_npz).hexdigest() and dataset["size"] == len(data_npz)
     again = client.post("/v1/datasets", files={"data": ("copy.npz", data_npz)})
     assert again.status_code == 200 and again.json()["id"] == dataset["id"]
-    assert len(list(api.services.store.list("datasets/"))) == 1
+    assert len(list(api.services.artifacts.list("datasets/"))) == 1
     assert client.get(f"/v1/datasets/{dataset['id']}").json() == dataset
     job = submit(client, data=None, dataset_id=(None, dataset["id"]))
     assert job.status_code == 201 and job.json()["dataset_id"] == dataset["id"] and job.json()["data_sha256"] is None
@@ -214,7 +213,7 @@ def test_quota_is_429(api: Any, submit: Submit) -> None:
     client = api.new_team(max_queued=1)
     first = submit(client).json()["id"]
     assert error_of(submit(client), 429)["code"] == "QUOTA"
-    assert {k.split("/")[1] for k in api.services.store.list("jobs/")} == {first}, "refused uploads are deleted"
+    assert {k.split("/")[1] for k in api.services.artifacts.list("jobs/")} == {first}, "refused uploads are deleted"
 
 
 # ------------------------------------------------------------ input checks (one backend)
@@ -253,7 +252,7 @@ def test_bad_input_is_a_4xx_naming_the_field(
     assert error["code"] == code
     if field is not None:
         assert error["field"] == field
-    assert not list(api.services.store.list("jobs/")), "a refused submission stores nothing"
+    assert not list(api.services.artifacts.list("jobs/")), "a refused submission stores nothing"
 
 
 @SQLITE_ONLY
@@ -368,9 +367,9 @@ def test_download_redirects_to_presigned_url(
     job_id = submit(client).json()["id"]
     svc = api.services
     key = f"jobs/{job_id}/results/model.onnx"
-    size, sha256 = svc.store.put_stream(key, io.BytesIO(b"onnx bytes"))
-    assert store.claim_job(svc.db, uuid.UUID(job_id), "w", 60)
-    store.finish_job(svc.db, uuid.UUID(job_id), "w", 1, {}, [NewArtifact("model.onnx", size, sha256, key)])
+    size, sha256 = svc.artifacts.put_stream(key, io.BytesIO(b"onnx bytes"))
+    assert claim_job(svc.db, uuid.UUID(job_id), "w", 60)
+    finish_job(svc.db, uuid.UUID(job_id), "w", 1, {}, [NewArtifact("model.onnx", size, sha256, key)])
     redirect = client.get(f"/v1/jobs/{job_id}/artifacts/model.onnx", allow_redirects=False)
     assert redirect.status_code == 302 and "X-Amz-Signature" in redirect.headers["Location"]
     assert redirect.headers["Location"].startswith(f"{public}/")

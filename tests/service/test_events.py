@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 import requests
 
-from service import store
+from service.artifacts import ArtifactStore, LocalStore
 from service.contract import Phase, Progress
-from service.storage import ArtifactStore, LocalStore
-from service.store import JobInputs, NewArtifact
+from service.jobs import JobInputs, NewArtifact, claim_job, create_job, finish_job, request_cancel, update_progress
 from service.teams import PREFIX_LENGTH, authenticate, create_team, revoke_token
 
 DIGEST = "0" * 64
@@ -43,7 +42,7 @@ def test_stream_follows_a_job_to_its_end(api: Any) -> None:
     team = authenticate(db, issued.token)
     assert team is not None
     inputs = JobInputs(model_key="m", model_sha256=DIGEST, spec={}, data_key="d", data_sha256=DIGEST)
-    job_id = store.create_job(db, team.id, inputs, max_attempts=3).id
+    job_id = create_job(db, team.id, inputs, max_attempts=3).id
 
     client = api.client(issued.token)
     with client.get(f"/v1/jobs/{job_id}/events", stream=True) as response:
@@ -52,16 +51,16 @@ def test_stream_follows_a_job_to_its_end(api: Any) -> None:
         events = read_events(response)
         assert next(events) == ("progress", {"state": "QUEUED", "phase": None, "progress": None})
 
-        assert store.claim_job(db, job_id, "w1", 60)
+        assert claim_job(db, job_id, "w1", 60)
         assert next(events) == ("progress", {"state": "RUNNING", "phase": None, "progress": None})
 
-        store.update_progress(db, job_id, "w1", 1, Phase.TRAINING, Progress(step=3, total=10, epoch=1, loss=0.5))
+        update_progress(db, job_id, "w1", 1, Phase.TRAINING, Progress(step=3, total=10, epoch=1, loss=0.5))
         event, data = next(events)
         assert (event, data["state"], data["phase"]) == ("progress", "RUNNING", "training")
         assert data["progress"]["step"] == 3 and data["progress"]["total"] == 10
 
         artifact = NewArtifact(name="log.txt", size=1, sha256=DIGEST, storage_key="k")
-        store.finish_job(db, job_id, "w1", 1, {}, [artifact])
+        finish_job(db, job_id, "w1", 1, {}, [artifact])
         assert next(events)[1]["state"] == "SUCCEEDED"
         assert next(events) == ("end", {"state": "SUCCEEDED"})
         assert next(events, None) is None, "the stream closes after the end event"
@@ -72,7 +71,7 @@ def test_stream_of_another_teams_job_is_404(api: Any) -> None:
     owner = authenticate(db, create_team(db, f"team-{uuid.uuid4().hex[:8]}").token)
     assert owner is not None
     inputs = JobInputs(model_key="m", model_sha256=DIGEST, spec={}, data_key="d", data_sha256=DIGEST)
-    job_id = store.create_job(db, owner.id, inputs, max_attempts=3).id
+    job_id = create_job(db, owner.id, inputs, max_attempts=3).id
     response = api.new_team().get(f"/v1/jobs/{job_id}/events")
     assert response.status_code == 404
     assert response.headers["Content-Type"].startswith("application/json")
@@ -85,7 +84,7 @@ def _queued_job(api: Any) -> tuple[str, uuid.UUID]:
     team = authenticate(db, issued.token)
     assert team is not None
     inputs = JobInputs(model_key="m", model_sha256=DIGEST, spec={}, data_key="d", data_sha256=DIGEST)
-    return issued.token, store.create_job(db, team.id, inputs, max_attempts=3).id
+    return issued.token, create_job(db, team.id, inputs, max_attempts=3).id
 
 
 def test_a_stream_ends_within_seconds_of_its_token_being_revoked(api: Any) -> None:
@@ -131,7 +130,7 @@ def test_a_reconnect_with_last_event_id_is_told_only_what_changed(api: Any) -> N
         lines = first.iter_lines(decode_unicode=True)
         assert next(lines) == "retry: 2000", "the client is told when to reconnect"
         event_id = next(line for line in lines if line.startswith("id: ")).removeprefix("id: ")
-    store.request_cancel(api.services.db, authenticate(api.services.db, token).id, job_id)
+    request_cancel(api.services.db, authenticate(api.services.db, token).id, job_id)
     with client.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": event_id}, stream=True) as again:
         cancelled = {"state": "CANCELLED", "phase": None, "progress": None}
         assert list(read_events(again)) == [("progress", cancelled), ("end", {"state": "CANCELLED"})]

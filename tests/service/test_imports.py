@@ -17,8 +17,8 @@ def _torch_free(code: str) -> None:
 def test_data_layer_does_not_import_torch() -> None:
     _torch_free(
         "import sys\n"
-        "import service.store, service.storage, service.db, service.teams, service.datasets, service.migrate\n"
-        "import service.settings, service.cli, workers.cli\n"
+        "import service.jobs, service.artifacts, service.db, service.teams, service.datasets, service.db.migrate\n"
+        "import service.settings, service.ops.cli, workers.cli\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
 
@@ -44,7 +44,7 @@ def test_quantize_is_still_a_command() -> None:
 def test_the_contract_and_the_client_need_neither_torch_nor_the_server_stack() -> None:
     _torch_free(
         "import sys\n"
-        "import service.contract, service.client, service.client_cli, service.client_view\n"
+        "import service.contract, service.client, service.client.cli, service.client.view\n"
         "heavy = [m for m in ('torch', 'flask', 'sqlalchemy', 'celery', 'numpy', 'boto3') if m in sys.modules]\n"
         "assert not heavy, f'imported {heavy}'\n"
     )

@@ -7,8 +7,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from service import migrate
-from service.db import Base, make_engine
+from service.db import Base, make_engine, migrate
 from service.errors import SchemaOutOfDate
 
 

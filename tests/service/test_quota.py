@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 import requests
 
-from service import store
 from service.db import reading
 from service.errors import StorageQuotaExceeded
+from service.jobs import JobInputs, NewArtifact, claim_job, create_job, fail_job, finish_job, get_job
+from service.ops.retention import release_inputs
 from service.quota import storage_used
-from service.retention import release_inputs
-from service.store import JobInputs, NewArtifact
 from service.teams import authenticate, create_team, list_teams
 from support.layout_only_pt2 import layout_only_pt2
 
@@ -60,7 +59,7 @@ def _used(api: Any, team_id: int) -> int:
 
 
 def _keys(api: Any, prefix: str) -> list[str]:
-    return list(api.services.store.list(prefix))
+    return list(api.services.artifacts.list(prefix))
 
 
 def test_an_upload_over_the_storage_quota_is_refused_with_the_figures(api: Any) -> None:
@@ -81,10 +80,10 @@ def test_the_stored_sizes_are_checked_again_where_the_job_is_recorded(api: Any) 
     """Two uploads can pass the head check together; the team-locked insert still refuses the second."""
     _, team_id = _team(api, max_storage_bytes=1_000)
     inputs = JobInputs(model_key="m", model_sha256=DIGEST, spec={}, data_key="d", data_sha256=DIGEST, inputs_bytes=600)
-    store.create_job(api.services.db, team_id, inputs, max_attempts=1)
+    create_job(api.services.db, team_id, inputs, max_attempts=1)
     with pytest.raises(StorageQuotaExceeded, match="this job's inputs"):
         again = JobInputs(**{**vars(inputs), "job_id": uuid.uuid4()})
-        store.create_job(api.services.db, team_id, again, max_attempts=1)
+        create_job(api.services.db, team_id, again, max_attempts=1)
 
 
 def test_datasets_count_against_the_quota_and_can_be_deleted_and_brought_back(api: Any) -> None:
@@ -123,10 +122,10 @@ def test_a_finished_jobs_files_can_be_deleted_at_once(api: Any) -> None:
     job_id = _submit(client, MODEL, _npz(3)).json()["id"]
     assert _error(client.delete(f"/v1/jobs/{job_id}"), 409)["code"] == "WRONG_STATE", "not while it may run"
     svc = api.services
-    assert store.claim_job(svc.db, uuid.UUID(job_id), "w", 60)
+    assert claim_job(svc.db, uuid.UUID(job_id), "w", 60)
     key = f"jobs/{job_id}/attempt-1/model.onnx"
-    size, sha256 = svc.store.put_stream(key, io.BytesIO(b"onnx" * 1000))
-    store.finish_job(svc.db, uuid.UUID(job_id), "w", 1, {}, [NewArtifact("model.onnx", size, sha256, key)])
+    size, sha256 = svc.artifacts.put_stream(key, io.BytesIO(b"onnx" * 1000))
+    finish_job(svc.db, uuid.UUID(job_id), "w", 1, {}, [NewArtifact("model.onnx", size, sha256, key)])
     assert _used(api, team_id) > 4000
 
     deleted = client.delete(f"/v1/jobs/{job_id}")
@@ -144,10 +143,10 @@ def test_failed_and_cancelled_jobs_inputs_are_released_and_results_kept(api: Any
     svc = api.services
     assert client.post(f"/v1/jobs/{cancelled}/cancel").json()["state"] == "CANCELLED"
     for job_id in (failed, succeeded):
-        assert store.claim_job(svc.db, uuid.UUID(job_id), "w", 60)
+        assert claim_job(svc.db, uuid.UUID(job_id), "w", 60)
     log_key = f"jobs/{failed}/attempt-1/log.txt"
-    size, sha256 = svc.store.put_stream(log_key, io.BytesIO(b"the log"))
-    store.fail_job(
+    size, sha256 = svc.artifacts.put_stream(log_key, io.BytesIO(b"the log"))
+    fail_job(
         svc.db,
         uuid.UUID(failed),
         "w",
@@ -157,17 +156,17 @@ def test_failed_and_cancelled_jobs_inputs_are_released_and_results_kept(api: Any
         user_error=True,
         artifacts=[NewArtifact("log.txt", size, sha256, log_key)],
     )
-    store.finish_job(svc.db, uuid.UUID(succeeded), "w", 1, {}, [])
+    finish_job(svc.db, uuid.UUID(succeeded), "w", 1, {}, [])
 
-    released = release_inputs(svc.db, svc.store)
+    released = release_inputs(svc.db, svc.artifacts)
     assert sorted(map(str, released)) == sorted([cancelled, failed])
     for job_id in (cancelled, failed):
         assert _keys(api, f"jobs/{job_id}/inputs/") == []
     assert _keys(api, f"jobs/{failed}/") == [log_key], "the failed job's log stays"
     assert len(_keys(api, f"jobs/{succeeded}/inputs/")) == 2, "a succeeded job keeps its inputs until gc"
-    kept = store.get_job(svc.db, team_id, uuid.UUID(succeeded)).inputs_bytes
+    kept = get_job(svc.db, team_id, uuid.UUID(succeeded)).inputs_bytes
     assert kept > 0 and _used(api, team_id) == len(b"the log") + kept
-    assert release_inputs(svc.db, svc.store) == [], "nothing twice"
+    assert release_inputs(svc.db, svc.artifacts) == [], "nothing twice"
 
 
 def test_list_teams_shows_storage_and_datasets_in_use(api: Any) -> None:

@@ -23,10 +23,9 @@ import requests
 
 from bench.api_under_load import queued_job, under_load
 from bench.served import served_api
-from service import migrate, store
-from service.db import SessionFactory, make_engine, session_factory
-from service.storage import LocalStore
-from service.store import NewArtifact
+from service.artifacts import LocalStore
+from service.db import SessionFactory, make_engine, migrate, session_factory
+from service.jobs import NewArtifact, claim_job, finish_job
 from service.teams import create_team
 
 STREAMS = 200
@@ -126,8 +125,8 @@ def test_downloads_that_stop_reading_neither_starve_others_nor_stay_open(
         stored = LocalStore(tmp_path / "artifacts")
         key = f"jobs/{job_id}/attempt-1/model.onnx"
         size, sha256 = stored.put_stream(key, io.BytesIO(os.urandom(64 << 20)))
-        assert store.claim_job(db, job_id, "w", 60)
-        store.finish_job(db, job_id, "w", 1, {}, [NewArtifact("model.onnx", size, sha256, key)])
+        assert claim_job(db, job_id, "w", 60)
+        finish_job(db, job_id, "w", 1, {}, [NewArtifact("model.onnx", size, sha256, key)])
         request = (
             f"GET /v1/jobs/{job_id}/artifacts/model.onnx HTTP/1.1\r\nHost: x\r\n"
             f"Authorization: Bearer {issued.token}\r\n\r\n"

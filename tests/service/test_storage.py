@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from service.artifacts import ArtifactStore, LocalStore, S3Store, store_from_settings
 from service.errors import InvalidArgument, NotFound, StorageUnavailable
 from service.settings import Settings
-from service.storage import ArtifactStore, LocalStore, S3Store, store_from_settings
 
 SIZE = 20 << 20
 

@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from service import store
 from service.contract import Phase, Progress
 from service.datasets import get_dataset, register_dataset
 from service.db import JobState, SessionFactory, Team, utcnow
@@ -28,7 +27,27 @@ from service.errors import (
     ServiceError,
     WrongState,
 )
-from service.store import JobInputs, LeaseStatus, NewArtifact
+from service.jobs import (
+    JobInputs,
+    LeaseStatus,
+    NewArtifact,
+    acknowledge_cancel,
+    claim_job,
+    create_job,
+    fail_job,
+    find_or_create_job,
+    finish_job,
+    get_artifact,
+    get_job,
+    list_artifacts,
+    list_jobs,
+    load_job,
+    reap_expired_leases,
+    renew_lease,
+    request_cancel,
+    request_fingerprint,
+    update_progress,
+)
 
 MakeTeam = Callable[..., Team]
 T = TypeVar("T")
@@ -52,12 +71,12 @@ def inputs(**overrides: Any) -> JobInputs:
 
 
 def new_job(db: SessionFactory, team: Team, **overrides: Any) -> uuid.UUID:
-    return store.create_job(db, team.id, inputs(**overrides), max_attempts=MAX_ATTEMPTS).id
+    return create_job(db, team.id, inputs(**overrides), max_attempts=MAX_ATTEMPTS).id
 
 
 def running_job(db: SessionFactory, team: Team, worker: str = "w1") -> uuid.UUID:
     job_id = new_job(db, team)
-    assert store.claim_job(db, job_id, worker, LEASE_S)
+    assert claim_job(db, job_id, worker, LEASE_S)
     return job_id
 
 
@@ -89,7 +108,7 @@ def race(contenders: int, attempt: Callable[[int], T]) -> list[T]:
 def test_create_and_get_job(db: SessionFactory, make_team: MakeTeam) -> None:
     team = make_team()
     job_id = new_job(db, team, config_key="uploads/config.json", priority=5)
-    job = store.get_job(db, team.id, job_id)
+    job = get_job(db, team.id, job_id)
     assert job.state == JobState.QUEUED
     assert (job.attempt, job.max_attempts, job.priority) == (1, MAX_ATTEMPTS, 5)
     assert job.spec == {"epochs": 1, "batch_size": 8}
@@ -108,20 +127,20 @@ def test_teams_cannot_see_each_others_jobs(db: SessionFactory, make_team: MakeTe
     owner, other = make_team(), make_team()
     job_id = new_job(db, owner)
     with expect(NotFound, "NOT_FOUND", "job_id"):
-        store.get_job(db, other.id, job_id)
+        get_job(db, other.id, job_id)
     with expect(NotFound, "NOT_FOUND", "job_id"):
-        store.request_cancel(db, other.id, job_id)
+        request_cancel(db, other.id, job_id)
     with expect(NotFound, "NOT_FOUND", "job_id"):
-        store.list_artifacts(db, other.id, job_id)
-    assert store.list_jobs(db, other.id).jobs == []
-    assert store.get_job(db, owner.id, job_id).state == JobState.QUEUED
+        list_artifacts(db, other.id, job_id)
+    assert list_jobs(db, other.id).jobs == []
+    assert get_job(db, owner.id, job_id).state == JobState.QUEUED
 
 
 def test_missing_job_is_not_found(db: SessionFactory, make_team: MakeTeam) -> None:
     with expect(NotFound, "NOT_FOUND", "job_id"):
-        store.get_job(db, make_team().id, uuid.uuid4())
+        get_job(db, make_team().id, uuid.uuid4())
     with expect(NotFound, "NOT_FOUND", "job_id"):
-        store.load_job(db, uuid.uuid4())
+        load_job(db, uuid.uuid4())
 
 
 @pytest.mark.parametrize(
@@ -146,7 +165,7 @@ def test_queue_quota(db: SessionFactory, make_team: MakeTeam) -> None:
     new_job(db, team)
     with expect(QuotaExceeded, "QUOTA"):
         new_job(db, team)
-    assert store.claim_job(db, first, "w1", LEASE_S)  # running jobs do not count as queued
+    assert claim_job(db, first, "w1", LEASE_S)  # running jobs do not count as queued
     new_job(db, team)
     assert make_team(max_queued=2)  # other teams are unaffected
     new_job(db, make_team(max_queued=1))
@@ -168,7 +187,7 @@ def test_dataset_dedup_isolation_and_use(db: SessionFactory, make_team: MakeTeam
         get_dataset(db, other.id, dataset.id)
 
     job_id = new_job(db, team, data_key=None, data_sha256=None, dataset_id=dataset.id)
-    assert store.get_job(db, team.id, job_id).dataset_id == dataset.id
+    assert get_job(db, team.id, job_id).dataset_id == dataset.id
     with expect(NotFound, "NOT_FOUND", "dataset_id"):
         new_job(db, other, data_key=None, data_sha256=None, dataset_id=dataset.id)
 
@@ -185,7 +204,7 @@ def test_pagination_newest_first(db: SessionFactory, make_team: MakeTeam) -> Non
     sizes = []
     token: str | None = None
     while True:
-        page = store.list_jobs(db, team.id, page_size=10, page_token=token)
+        page = list_jobs(db, team.id, page_size=10, page_token=token)
         sizes.append(len(page.jobs))
         seen += [job.id for job in page.jobs]
         token = page.next_page_token
@@ -199,12 +218,12 @@ def test_pagination_filters_by_state(db: SessionFactory, make_team: MakeTeam) ->
     team = make_team()
     jobs = [new_job(db, team) for _ in range(5)]
     for job_id in jobs[:3]:
-        store.request_cancel(db, team.id, job_id)
-    page = store.list_jobs(db, team.id, state="CANCELLED", page_size=2)
-    rest = store.list_jobs(db, team.id, state="cancelled", page_size=2, page_token=page.next_page_token)
+        request_cancel(db, team.id, job_id)
+    page = list_jobs(db, team.id, state="CANCELLED", page_size=2)
+    rest = list_jobs(db, team.id, state="cancelled", page_size=2, page_token=page.next_page_token)
     assert [j.id for j in page.jobs + rest.jobs] == jobs[:3][::-1]
     assert rest.next_page_token is None
-    assert [j.id for j in store.list_jobs(db, team.id, state="QUEUED").jobs] == jobs[3:][::-1]
+    assert [j.id for j in list_jobs(db, team.id, state="QUEUED").jobs] == jobs[3:][::-1]
 
 
 @pytest.mark.parametrize(
@@ -219,7 +238,7 @@ def test_pagination_filters_by_state(db: SessionFactory, make_team: MakeTeam) ->
 )
 def test_bad_listing_arguments(db: SessionFactory, make_team: MakeTeam, kwargs: dict[str, Any], field: str) -> None:
     with expect(InvalidArgument, "INVALID_ARGUMENT", field):
-        store.list_jobs(db, make_team().id, **kwargs)
+        list_jobs(db, make_team().id, **kwargs)
 
 
 # ------------------------------------------------------------------------ cancellation
@@ -228,37 +247,37 @@ def test_bad_listing_arguments(db: SessionFactory, make_team: MakeTeam, kwargs: 
 def test_cancel_queued_job_is_immediate(db: SessionFactory, make_team: MakeTeam) -> None:
     team = make_team()
     job_id = new_job(db, team)
-    job = store.request_cancel(db, team.id, job_id)
+    job = request_cancel(db, team.id, job_id)
     assert job.state == JobState.CANCELLED and job.finished_at is not None
-    assert not store.claim_job(db, job_id, "w1", LEASE_S)
+    assert not claim_job(db, job_id, "w1", LEASE_S)
     with expect(WrongState, "WRONG_STATE", "state"):
-        store.request_cancel(db, team.id, job_id)
+        request_cancel(db, team.id, job_id)
 
 
 def test_cancel_running_job_waits_for_the_worker(db: SessionFactory, make_team: MakeTeam) -> None:
     team = make_team()
     job_id = running_job(db, team)
-    assert store.request_cancel(db, team.id, job_id).state == JobState.CANCELLING
-    assert store.request_cancel(db, team.id, job_id).state == JobState.CANCELLING  # asking twice is fine
-    assert store.renew_lease(db, job_id, "w1", 1, LEASE_S) == LeaseStatus.CANCEL_REQUESTED
-    store.acknowledge_cancel(db, job_id, "w1", 1)
-    job = store.get_job(db, team.id, job_id)
+    assert request_cancel(db, team.id, job_id).state == JobState.CANCELLING
+    assert request_cancel(db, team.id, job_id).state == JobState.CANCELLING  # asking twice is fine
+    assert renew_lease(db, job_id, "w1", 1, LEASE_S) == LeaseStatus.CANCEL_REQUESTED
+    acknowledge_cancel(db, job_id, "w1", 1)
+    job = get_job(db, team.id, job_id)
     assert job.state == JobState.CANCELLED and job.finished_at is not None
     with expect(WrongState, "WRONG_STATE"):
-        store.request_cancel(db, team.id, job_id)
+        request_cancel(db, team.id, job_id)
 
 
 def test_acknowledge_cancel_needs_a_cancel_request(db: SessionFactory, make_team: MakeTeam) -> None:
     job_id = running_job(db, make_team())
     with expect(LeaseLost, "LEASE_LOST"):
-        store.acknowledge_cancel(db, job_id, "w1", 1)
+        acknowledge_cancel(db, job_id, "w1", 1)
 
 
 # ----------------------------------------------------------------- claiming and leases
 
 
 def claim_as(db: SessionFactory, job_id: uuid.UUID, worker: int) -> bool:
-    return store.claim_job(db, job_id, f"w{worker}", LEASE_S)
+    return claim_job(db, job_id, f"w{worker}", LEASE_S)
 
 
 def test_claim_race_has_exactly_one_winner(db: SessionFactory, make_team: MakeTeam) -> None:
@@ -267,58 +286,58 @@ def test_claim_race_has_exactly_one_winner(db: SessionFactory, make_team: MakeTe
         job_id = new_job(db, team)
         claimed = race(8, partial(claim_as, db, job_id))
         assert claimed.count(True) == 1
-        job = store.load_job(db, job_id)
+        job = load_job(db, job_id)
         assert job.state == JobState.RUNNING and job.lease_owner == f"w{claimed.index(True)}"
 
 
 def test_lease_renewal_and_progress(db: SessionFactory, make_team: MakeTeam) -> None:
     team = make_team()
     job_id = running_job(db, team)
-    claimed = store.load_job(db, job_id)
+    claimed = load_job(db, job_id)
     assert claimed.started_at is not None and claimed.lease_expires_at is not None
-    assert store.renew_lease(db, job_id, "w1", 1, LEASE_S * 10) == LeaseStatus.HELD
-    assert store.load_job(db, job_id).lease_expires_at > claimed.lease_expires_at  # type: ignore[operator]
+    assert renew_lease(db, job_id, "w1", 1, LEASE_S * 10) == LeaseStatus.HELD
+    assert load_job(db, job_id).lease_expires_at > claimed.lease_expires_at  # type: ignore[operator]
 
-    status = store.update_progress(
+    status = update_progress(
         db, job_id, "w1", 1, Phase.TRAINING, Progress(step=3, total=10, epoch=1, loss=0.5, eta_s=7)
     )
     assert status == LeaseStatus.HELD
-    job = store.get_job(db, team.id, job_id)
+    job = get_job(db, team.id, job_id)
     assert job.phase == "training"
     assert job.progress == {"step": 3, "total": 10, "epoch": 1, "loss": 0.5, "eta_s": 7}
 
-    assert store.renew_lease(db, job_id, "intruder", 1, LEASE_S) == LeaseStatus.LOST
-    assert store.update_progress(db, job_id, "w1", 2, Phase.EXPORTING, None) == LeaseStatus.LOST
+    assert renew_lease(db, job_id, "intruder", 1, LEASE_S) == LeaseStatus.LOST
+    assert update_progress(db, job_id, "w1", 2, Phase.EXPORTING, None) == LeaseStatus.LOST
 
 
 def test_reaper_requeues_then_fails_with_worker_lost(db: SessionFactory, make_team: MakeTeam) -> None:
     team = make_team()
     job_id = running_job(db, team)
-    assert store.update_progress(db, job_id, "w1", 1, Phase.TRAINING, Progress(step=1, total=2)) == LeaseStatus.HELD
-    assert store.reap_expired_leases(db).requeued == []  # the lease is still valid
+    assert update_progress(db, job_id, "w1", 1, Phase.TRAINING, Progress(step=1, total=2)) == LeaseStatus.HELD
+    assert reap_expired_leases(db).requeued == []  # the lease is still valid
 
     later = utcnow() + timedelta(seconds=LEASE_S + 1)
-    result = store.reap_expired_leases(db, later)
+    result = reap_expired_leases(db, later)
     assert result.requeued == [job_id] and result.failed == []
-    job = store.get_job(db, team.id, job_id)
+    job = get_job(db, team.id, job_id)
     assert (job.state, job.attempt, job.lease_owner, job.phase, job.progress) == (JobState.QUEUED, 2, None, None, None)
 
     # the lost worker comes back: every write of attempt 1 is fenced off
-    assert store.renew_lease(db, job_id, "w1", 1, LEASE_S) == LeaseStatus.LOST
+    assert renew_lease(db, job_id, "w1", 1, LEASE_S) == LeaseStatus.LOST
     with expect(LeaseLost, "LEASE_LOST", "job_id"):
-        store.finish_job(db, job_id, "w1", 1, {"acc": 1.0}, [])
+        finish_job(db, job_id, "w1", 1, {"acc": 1.0}, [])
     # even when the same worker id claims the next attempt
-    assert store.claim_job(db, job_id, "w1", LEASE_S)
+    assert claim_job(db, job_id, "w1", LEASE_S)
     with expect(LeaseLost, "LEASE_LOST"):
-        store.fail_job(db, job_id, "w1", 1, "X", "stale", user_error=False)
-    assert store.renew_lease(db, job_id, "w1", 2, LEASE_S) == LeaseStatus.HELD
+        fail_job(db, job_id, "w1", 1, "X", "stale", user_error=False)
+    assert renew_lease(db, job_id, "w1", 2, LEASE_S) == LeaseStatus.HELD
 
     later = utcnow() + timedelta(seconds=LEASE_S + 1)
-    assert store.reap_expired_leases(db, later).requeued == [job_id]
-    assert store.claim_job(db, job_id, "w2", LEASE_S)
-    result = store.reap_expired_leases(db, utcnow() + timedelta(seconds=LEASE_S + 1))
+    assert reap_expired_leases(db, later).requeued == [job_id]
+    assert claim_job(db, job_id, "w2", LEASE_S)
+    result = reap_expired_leases(db, utcnow() + timedelta(seconds=LEASE_S + 1))
     assert result.failed == [job_id] and result.requeued == []
-    job = store.get_job(db, team.id, job_id)
+    job = get_job(db, team.id, job_id)
     assert (job.state, job.attempt, job.failure_code, job.user_error) == (JobState.FAILED, 3, "WORKER_LOST", False)
     assert job.failure_message and job.finished_at is not None
 
@@ -326,10 +345,10 @@ def test_reaper_requeues_then_fails_with_worker_lost(db: SessionFactory, make_te
 def test_reaper_finishes_cancellation_of_a_lost_worker(db: SessionFactory, make_team: MakeTeam) -> None:
     team = make_team()
     job_id = running_job(db, team)
-    store.request_cancel(db, team.id, job_id)
-    result = store.reap_expired_leases(db, utcnow() + timedelta(seconds=LEASE_S + 1))
+    request_cancel(db, team.id, job_id)
+    result = reap_expired_leases(db, utcnow() + timedelta(seconds=LEASE_S + 1))
     assert result.cancelled == [job_id]
-    assert store.get_job(db, team.id, job_id).state == JobState.CANCELLED
+    assert get_job(db, team.id, job_id).state == JobState.CANCELLED
 
 
 # ------------------------------------------------------------------------ finishing
@@ -342,20 +361,20 @@ def test_finish_job_records_metrics_and_artifacts(db: SessionFactory, make_team:
         NewArtifact("model.int8.onnx", 1000, sha("onnx"), f"jobs/{job_id}/model.int8.onnx"),
         NewArtifact("report.json", 20, sha("report"), f"jobs/{job_id}/report.json"),
     ]
-    store.finish_job(db, job_id, "w1", 1, {"fp32_acc": 0.9, "int8_acc": 0.89}, artifacts)
+    finish_job(db, job_id, "w1", 1, {"fp32_acc": 0.9, "int8_acc": 0.89}, artifacts)
 
-    job = store.get_job(db, team.id, job_id)
+    job = get_job(db, team.id, job_id)
     assert job.state == JobState.SUCCEEDED and job.finished_at is not None and job.lease_expires_at is None
     assert job.metrics == {"fp32_acc": 0.9, "int8_acc": 0.89}
-    listed = store.list_artifacts(db, team.id, job_id)
+    listed = list_artifacts(db, team.id, job_id)
     assert [(a.name, a.size, a.attempt) for a in listed] == [("model.int8.onnx", 1000, 1), ("report.json", 20, 1)]
-    assert store.get_artifact(db, team.id, job_id, "report.json").sha256 == sha("report")
+    assert get_artifact(db, team.id, job_id, "report.json").sha256 == sha("report")
     with expect(NotFound, "NOT_FOUND", "name"):
-        store.get_artifact(db, team.id, job_id, "missing.bin")
+        get_artifact(db, team.id, job_id, "missing.bin")
     with expect(LeaseLost, "LEASE_LOST"):  # finishing twice
-        store.finish_job(db, job_id, "w1", 1, {}, [])
+        finish_job(db, job_id, "w1", 1, {}, [])
     with expect(WrongState, "WRONG_STATE"):
-        store.request_cancel(db, team.id, job_id)
+        request_cancel(db, team.id, job_id)
 
 
 def test_finish_is_all_or_nothing(db: SessionFactory, make_team: MakeTeam) -> None:
@@ -363,17 +382,17 @@ def test_finish_is_all_or_nothing(db: SessionFactory, make_team: MakeTeam) -> No
     job_id = running_job(db, team)
     twins = [NewArtifact("a.bin", 1, sha("a"), "k/a"), NewArtifact("a.bin", 1, sha("a"), "k/a2")]
     with pytest.raises(IntegrityError):  # the duplicate name violates a unique constraint
-        store.finish_job(db, job_id, "w1", 1, {"acc": 1.0}, twins)
-    job = store.get_job(db, team.id, job_id)
+        finish_job(db, job_id, "w1", 1, {"acc": 1.0}, twins)
+    job = get_job(db, team.id, job_id)
     assert job.state == JobState.RUNNING and job.metrics is None
-    assert store.list_artifacts(db, team.id, job_id) == []
+    assert list_artifacts(db, team.id, job_id) == []
 
 
 def test_fail_job(db: SessionFactory, make_team: MakeTeam) -> None:
     team = make_team()
     job_id = running_job(db, team)
-    store.fail_job(db, job_id, "w1", 1, "BAD_MODEL", "the model has no forward()", user_error=True)
-    job = store.get_job(db, team.id, job_id)
+    fail_job(db, job_id, "w1", 1, "BAD_MODEL", "the model has no forward()", user_error=True)
+    job = get_job(db, team.id, job_id)
     assert (job.state, job.failure_code, job.failure_message, job.user_error) == (
         JobState.FAILED,
         "BAD_MODEL",
@@ -387,12 +406,12 @@ def test_failed_job_keeps_its_log_and_a_stale_worker_records_none(db: SessionFac
     job_id = running_job(db, team)
     log = NewArtifact("log.txt", 5, sha("log"), f"jobs/{job_id}/attempt-1/log.txt")
     with pytest.raises(LeaseLost):
-        store.fail_job(db, job_id, "w2", 1, "BAD_DATA", "no", user_error=True, artifacts=[log])
-    assert store.list_artifacts(db, team.id, job_id) == []
-    store.fail_job(db, job_id, "w1", 1, "BAD_DATA", "x_train is empty", user_error=True, artifacts=[log])
-    [row] = store.list_artifacts(db, team.id, job_id)
+        fail_job(db, job_id, "w2", 1, "BAD_DATA", "no", user_error=True, artifacts=[log])
+    assert list_artifacts(db, team.id, job_id) == []
+    fail_job(db, job_id, "w1", 1, "BAD_DATA", "x_train is empty", user_error=True, artifacts=[log])
+    [row] = list_artifacts(db, team.id, job_id)
     assert (row.name, row.attempt, row.storage_key) == ("log.txt", 1, log.storage_key)
-    assert store.get_job(db, team.id, job_id).state == JobState.FAILED
+    assert get_job(db, team.id, job_id).state == JobState.FAILED
 
 
 # --------------------------------------------------------------------------- idempotency
@@ -400,28 +419,26 @@ def test_failed_job_keeps_its_log_and_a_stale_worker_records_none(db: SessionFac
 
 def test_idempotency_key(db: SessionFactory, make_team: MakeTeam) -> None:
     team, other = make_team(), make_team()
-    fingerprint = store.request_fingerprint({"model": sha("model"), "spec": {"epochs": 1}})
-    assert fingerprint == store.request_fingerprint({"spec": {"epochs": 1}, "model": sha("model")})
+    fingerprint = request_fingerprint({"model": sha("model"), "spec": {"epochs": 1}})
+    assert fingerprint == request_fingerprint({"spec": {"epochs": 1}, "model": sha("model")})
 
-    first, created = store.find_or_create_job(db, team.id, "key-1", fingerprint, inputs(), max_attempts=3)
-    again, created_again = store.find_or_create_job(db, team.id, "key-1", fingerprint, inputs(), max_attempts=3)
+    first, created = find_or_create_job(db, team.id, "key-1", fingerprint, inputs(), max_attempts=3)
+    again, created_again = find_or_create_job(db, team.id, "key-1", fingerprint, inputs(), max_attempts=3)
     assert created and not created_again and again.id == first.id
-    assert len(store.list_jobs(db, team.id).jobs) == 1
+    assert len(list_jobs(db, team.id).jobs) == 1
 
     with expect(IdempotencyMismatch, "IDEMPOTENCY_MISMATCH", "Idempotency-Key"):
-        store.find_or_create_job(db, team.id, "key-1", sha("other request"), inputs(), max_attempts=3)
+        find_or_create_job(db, team.id, "key-1", sha("other request"), inputs(), max_attempts=3)
 
-    theirs, created_theirs = store.find_or_create_job(db, other.id, "key-1", fingerprint, inputs(), max_attempts=3)
+    theirs, created_theirs = find_or_create_job(db, other.id, "key-1", fingerprint, inputs(), max_attempts=3)
     assert created_theirs and theirs.id != first.id
 
     with expect(InvalidArgument, "INVALID_ARGUMENT", "Idempotency-Key"):
-        store.find_or_create_job(db, team.id, "has space", fingerprint, inputs(), max_attempts=3)
+        find_or_create_job(db, team.id, "has space", fingerprint, inputs(), max_attempts=3)
 
 
 def test_concurrent_retries_with_one_key_make_one_job(db: SessionFactory, make_team: MakeTeam) -> None:
     team = make_team()
-    results = race(
-        6, lambda _: store.find_or_create_job(db, team.id, "retry", sha("request"), inputs(), max_attempts=3)
-    )
+    results = race(6, lambda _: find_or_create_job(db, team.id, "retry", sha("request"), inputs(), max_attempts=3))
     assert len({job.id for job, _ in results}) == 1
     assert [created for _, created in results].count(True) == 1

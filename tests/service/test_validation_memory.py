@@ -36,7 +36,7 @@ def _peak_growth(call: str, path: Path) -> int:
     """Bytes the peak RSS of a fresh interpreter grows by while it runs ``call`` on ``path``'s file."""
     code = (
         "from pathlib import Path\n"
-        "from service.validation import check_data\n"
+        "from service.api.validation import check_data\n"
         "from quantlib.data import load_dataset\n"
         "def peak():\n"
         "    status = Path('/proc/self/status').read_text().splitlines()\n"

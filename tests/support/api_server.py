@@ -14,7 +14,7 @@ from typing import Any
 import requests
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from service.services import EXTENSION, Services
+from service.api.services import EXTENSION, Services
 from service.teams import create_team
 
 

@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from service import migrate
-from service.app import create_app
-from service.db import Base, SessionFactory, Team, make_engine, session_factory
+from service.api.app import create_app
+from service.artifacts import ArtifactStore, LocalStore, S3Store
+from service.db import Base, SessionFactory, Team, make_engine, migrate, session_factory
 from service.settings import Settings
-from service.storage import ArtifactStore, LocalStore, S3Store
 from service.teams import authenticate, create_team
 from support.api_server import ApiServer
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service import migrate, store
-from service.db import SessionFactory, make_engine, session_factory
+from service.db import SessionFactory, make_engine, migrate, session_factory
+from service.jobs import JobInputs, claim_job, create_job, fail_job
 from service.teams import authenticate, create_team
 from workers.dispatcher import Dispatcher
 
@@ -30,17 +30,15 @@ def team(db: SessionFactory, max_running: int = 2, weight: int = 1) -> int:
 
 
 def queue(db: SessionFactory, team_id: int, count: int) -> list[uuid.UUID]:
-    inputs = [
-        store.JobInputs(model_key="m", model_sha256=SHA, data_key="d", data_sha256=SHA, spec={}) for _ in range(count)
-    ]
-    return [store.create_job(db, team_id, item, max_attempts=3).id for item in inputs]
+    inputs = [JobInputs(model_key="m", model_sha256=SHA, data_key="d", data_sha256=SHA, spec={}) for _ in range(count)]
+    return [create_job(db, team_id, item, max_attempts=3).id for item in inputs]
 
 
 def run_to_end(db: SessionFactory, job_ids: list[uuid.UUID]) -> None:
     """What a worker does to each sent job, quickly: claim it and end it, freeing its slot."""
     for job_id in job_ids:
-        assert store.claim_job(db, job_id, "w", 60)
-        store.fail_job(db, job_id, "w", 1, "INTERNAL", "x", user_error=False)
+        assert claim_job(db, job_id, "w", 60)
+        fail_job(db, job_id, "w", 1, "INTERNAL", "x", user_error=False)
 
 
 def test_teams_take_turns_and_room_is_the_number_of_slots(db: SessionFactory) -> None:
@@ -51,10 +49,10 @@ def test_teams_take_turns_and_room_is_the_number_of_slots(db: SessionFactory) ->
     dispatcher = Dispatcher(db, sent.append, slots=2)
     assert dispatcher.tick() == [busy_jobs[0], small_job[0]]
     assert dispatcher.tick() == [], "sent but unclaimed jobs hold their slots"
-    assert store.claim_job(db, busy_jobs[0], "w1", 60)
-    assert store.claim_job(db, small_job[0], "w2", 60)
+    assert claim_job(db, busy_jobs[0], "w1", 60)
+    assert claim_job(db, small_job[0], "w2", 60)
     assert dispatcher.tick() == []
-    store.fail_job(db, small_job[0], "w2", 1, "INTERNAL", "x", user_error=False)
+    fail_job(db, small_job[0], "w2", 1, "INTERNAL", "x", user_error=False)
     assert dispatcher.tick() == [busy_jobs[1]]
     assert sent == [busy_jobs[0], small_job[0], busy_jobs[1]]
 

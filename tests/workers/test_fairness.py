@@ -12,8 +12,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from service.artifacts import S3Store
 from service.db import Job, reading
-from service.storage import S3Store
 from support.pool import Pool, finished, running, submit
 
 BACKLOG = 12

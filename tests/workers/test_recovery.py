@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from service import store
 from service.db import Artifact, reading
+from service.jobs import load_job
 from support.pool import Pool, child_pids, finished, running, submit
 
 # Attempt 1 is killed as soon as it is seen training, attempt 2 trains all of it: long
@@ -38,7 +38,7 @@ def test_job_of_a_sigkilled_worker_succeeds_once_on_the_other(digits: tuple[Path
     assert training["state"] == "RUNNING" and training["attempt"] == 1
 
     db = pool.db()
-    owner = store.load_job(db, uuid.UUID(job_id)).lease_owner
+    owner = load_job(db, uuid.UUID(job_id)).lease_owner
     assert owner is not None
     worker_pid = int(owner.rsplit(":", 1)[1])  # worker ids are host:pid
     name = next(name for name, (process, _) in pool.processes.items() if process.pid == worker_pid)
@@ -92,7 +92,7 @@ def test_a_sandbox_killed_from_outside_is_retried_not_blamed_on_the_user(
     job_id = submit(pool, digits, SPEC)
     training = pool.wait_for_job(job_id, lambda job: job["phase"] == "training" or finished(job))
     assert training["state"] == "RUNNING" and training["attempt"] == 1
-    owner = store.load_job(pool.db(), uuid.UUID(job_id)).lease_owner
+    owner = load_job(pool.db(), uuid.UUID(job_id)).lease_owner
     assert owner is not None
     sandboxed = [
         pid

@@ -18,7 +18,7 @@ from service import contract
 from service.contract import JobState, Phase
 from service.db import Artifact, Dataset, Job
 from service.errors import InvalidArgument
-from service.store import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from service.jobs import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 M = TypeVar("M", bound=BaseModel)
 # keys of a submitted spec that steer the service rather than the training run

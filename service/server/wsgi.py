@@ -21,7 +21,7 @@ What this module adds to gevent's server, for hostile or clumsy clients:
   connection is closed rather than reading gigabytes nobody will use.
 
 The process must be monkey-patched before anything else is imported: ``qat serve`` runs
-:mod:`service.serve`, which does that first, then :func:`run`.
+:mod:`service.server.main`, which does that first, then :func:`run`.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class _ErrorResponse(ValueError):
 
 
 def _error_body(code: str, message: str, field: str | None = None) -> bytes:
-    """The API's error format (``service.http_errors``), for answers made below the app."""
+    """The API's error format (``service.api.errors``), for answers made below the app."""
     return json.dumps({"error": {"code": code, "message": message, "field": field}}).encode()
 
 

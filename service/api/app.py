@@ -9,15 +9,21 @@ from __future__ import annotations
 
 from flask import Flask
 
-from service.api import BLUEPRINTS
+from service.api.datasets import bp as datasets_bp
+from service.api.docs import bp as docs_bp
+from service.api.errors import register_error_handlers
+from service.api.health import bp as health_bp
+from service.api.jobs import bp as jobs_bp
+from service.api.metrics import install_metrics
+from service.api.services import EXTENSION, Services
+from service.api.stream_slots import StreamSlots
+from service.artifacts import ArtifactStore, store_from_settings
 from service.db import make_engine, session_factory
-from service.http_errors import register_error_handlers
-from service.metrics import install_metrics
-from service.migrate import require_current_schema
-from service.services import EXTENSION, Services
+from service.db.migrate import require_current_schema
 from service.settings import Settings
-from service.storage import ArtifactStore, store_from_settings
-from service.stream_slots import StreamSlots
+
+# jobs and datasets (authenticated, under /v1), health and docs
+BLUEPRINTS = (jobs_bp, datasets_bp, health_bp, docs_bp)
 
 # non-file multipart fields (spec, config sent as text) are held in memory: keep them small
 FORM_FIELD_OVERHEAD_BYTES = 64 << 10

@@ -29,9 +29,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
 
+from service.artifacts import ArtifactStore
 from service.db import Artifact, Dataset, Job, JobState, SessionFactory, reading, utcnow, writing
 from service.errors import InvalidArgument, NotFound, WrongState
-from service.storage import ArtifactStore
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from service.artifacts.base import ArtifactStore, validate_key
+from service.artifacts.local import LocalStore
+from service.artifacts.s3 import S3Store
 from service.settings import LocalArtifacts, Settings
-from service.storage.base import ArtifactStore, validate_key
-from service.storage.local import LocalStore
-from service.storage.s3 import S3Store
 
 
 def store_from_settings(settings: Settings) -> ArtifactStore:

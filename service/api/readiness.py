@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import text
 
-from service.services import Services
+from service.api.services import Services
 
 log = logging.getLogger(__name__)
 BROKER_CONNECT_TIMEOUT_S = 1.0
@@ -62,4 +62,4 @@ def _broker(svc: Services) -> None:
 
 
 def _storage(svc: Services) -> None:
-    list(svc.store.list(PROBE_PREFIX))
+    list(svc.artifacts.list(PROBE_PREFIX))

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from flask import current_app
 from sqlalchemy import Engine
 
+from service.api.stream_slots import StreamSlots
+from service.artifacts import ArtifactStore
 from service.db import SessionFactory
 from service.settings import Settings
-from service.storage import ArtifactStore
-from service.stream_slots import StreamSlots
 
 EXTENSION = "qat"
 
@@ -24,7 +24,7 @@ class Services:
     settings: Settings
     engine: Engine
     db: SessionFactory
-    store: ArtifactStore
+    artifacts: ArtifactStore
     streams: StreamSlots
 
 

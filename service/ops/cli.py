@@ -18,11 +18,11 @@ import click
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from service import migrate, teams
-from service.db import SessionFactory, make_engine, session_factory
+from service import teams
+from service.db import SessionFactory, make_engine, migrate, session_factory
 from service.errors import BadSetting, DatabaseUnavailable, InvalidArgument, ServiceError
-from service.offload import gevent_patched
 from service.quota import human_size
+from service.server.offload import gevent_patched
 from service.settings import Settings, parse_size
 
 USER_ERROR_EXIT = 2
@@ -216,8 +216,8 @@ def list_teams(as_json: bool) -> None:
 @_json_option
 def gc(older_than: str, dry_run: bool, as_json: bool) -> None:
     """Delete the files of jobs that ended before the period, and orphaned uploads older than it."""
-    from service.retention import collect_garbage, parse_duration
-    from service.storage import store_from_settings
+    from service.artifacts import store_from_settings
+    from service.ops.retention import collect_garbage, parse_duration
 
     period = parse_duration(older_than)
     report = collect_garbage(_database(), store_from_settings(Settings.from_env()), period, dry_run=dry_run)
@@ -250,11 +250,13 @@ def serve(host: str, port: int) -> None:
     settings = Settings.from_env()  # a bad setting is reported here, before the restart below
     if not gevent_patched():
         # gevent must patch the standard library before anything imports socket or ssl:
-        # start again in a fresh interpreter whose first act is that (service/serve.py)
-        os.execv(sys.executable, [sys.executable, "-m", "service.serve", "serve", "--host", host, "--port", str(port)])
+        # start again in a fresh interpreter whose first act is that (service/server/main.py)
+        os.execv(
+            sys.executable, [sys.executable, "-m", "service.server.main", "serve", "--host", host, "--port", str(port)]
+        )
     # imported here so `qat db` and `qat admin` stay quick: they need neither Flask nor gevent
-    from service.app import create_app
-    from service.server import ServerLimits, run
+    from service.api.app import create_app
+    from service.server.wsgi import ServerLimits, run
 
     app = create_app(settings)
     database = make_url(settings.database_url).render_as_string(hide_password=True)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from flask import g, request
 
+from service.api.services import services
 from service.errors import Unauthenticated
-from service.services import services
 from service.teams import authenticate
 
 HOW_TO_GET_A_TOKEN = "an administrator prints one with `qat admin create-token TEAM`"

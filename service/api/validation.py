@@ -21,8 +21,8 @@ from quantlib.config.parse import decode_json, strict_json
 from quantlib.data import DataError, check_structure, check_values
 from quantlib.errors import SpecError
 from quantlib.pt2archive import SAVE_A_MODEL, check_archive
+from service.api.schemas import JobSpec, parse_job_spec
 from service.errors import InvalidArgument, PayloadTooLarge
-from service.schemas import JobSpec, parse_job_spec
 
 # bytes of an array read at a time while its values are checked
 VALUE_CHUNK_BYTES = 8 << 20

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from quantlib.config import QuantConfig
-from service import datasets, store
+from service import datasets
+from service.api.schemas import JobSpec
+from service.api.services import Services
+from service.artifacts import ArtifactStore
 from service.db import Dataset, Job
-from service.schemas import JobSpec
-from service.services import Services
-from service.storage import ArtifactStore
+from service.jobs import JobInputs, create_job, find_or_create_job, request_fingerprint
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,13 @@ class Stored:
 class _Staging:
     """Uploads stored so far for one request; :func:`_staging` deletes them unless kept."""
 
-    store: ArtifactStore
+    artifacts: ArtifactStore
     keys: list[str] = field(default_factory=list)
     keep: bool = False
 
     def put(self, key: str, stream: IO[bytes]) -> Stored:
         self.keys.append(key)
-        size, sha256 = self.store.put_stream(key, stream)
+        size, sha256 = self.artifacts.put_stream(key, stream)
         return Stored(key, size, sha256)
 
 
@@ -73,11 +74,11 @@ def submit_job(svc: Services, team_id: int, submission: Submission, idempotency_
     prefix = f"jobs/{job_id}/inputs"
     config = submission.config.to_file_dict() if submission.config else None
     spec = submission.spec.model_dump(mode="json")
-    with _staging(svc.store) as staging:
+    with _staging(svc.artifacts) as staging:
         model = staging.put(f"{prefix}/model.pt2", submission.model)
         data = staging.put(f"{prefix}/data.npz", submission.data) if submission.data else None
         config_file = staging.put(f"{prefix}/config.json", io.BytesIO(json.dumps(config).encode())) if config else None
-        inputs = store.JobInputs(
+        inputs = JobInputs(
             job_id=job_id,
             model_key=model.key,
             model_sha256=model.sha256,
@@ -90,9 +91,9 @@ def submit_job(svc: Services, team_id: int, submission: Submission, idempotency_
             inputs_bytes=sum(stored.size for stored in (model, data, config_file) if stored),
         )
         if idempotency_key is None:
-            job, created = store.create_job(svc.db, team_id, inputs, max_attempts=svc.settings.max_attempts), True
+            job, created = create_job(svc.db, team_id, inputs, max_attempts=svc.settings.max_attempts), True
         else:
-            fingerprint = store.request_fingerprint(
+            fingerprint = request_fingerprint(
                 {
                     "model": model.sha256,
                     "data": inputs.data_sha256,
@@ -101,7 +102,7 @@ def submit_job(svc: Services, team_id: int, submission: Submission, idempotency_
                     "spec": spec,
                 }
             )
-            job, created = store.find_or_create_job(
+            job, created = find_or_create_job(
                 svc.db, team_id, idempotency_key, fingerprint, inputs, max_attempts=svc.settings.max_attempts
             )
         staging.keep = created
@@ -110,7 +111,7 @@ def submit_job(svc: Services, team_id: int, submission: Submission, idempotency_
 
 def upload_dataset(svc: Services, team_id: int, data: IO[bytes]) -> tuple[Dataset, bool]:
     """Store a validated ``.npz`` once per content; return ``(dataset, created)``."""
-    with _staging(svc.store) as staging:
+    with _staging(svc.artifacts) as staging:
         stored = staging.put(f"datasets/{team_id}/{uuid.uuid4()}.npz", data)
         dataset, created = datasets.register_dataset(svc.db, team_id, stored.sha256, stored.size, stored.key)
         staging.keep = created

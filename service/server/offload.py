@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 
 def gevent_patched() -> bool:
-    """Whether this interpreter runs under gevent's patches (started by :mod:`service.serve`)."""
+    """Whether this interpreter runs under gevent's patches (started by :mod:`service.server.main`)."""
     monkey = sys.modules.get("gevent.monkey")
     return monkey is not None and bool(monkey.is_module_patched("socket"))
 

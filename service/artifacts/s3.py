@@ -19,8 +19,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from service.artifacts.base import CHUNK_SIZE, HashingReader, validate_key, validate_prefix
 from service.errors import NotFound, StorageUnavailable
-from service.storage.base import CHUNK_SIZE, HashingReader, validate_key, validate_prefix
 
 _MISSING = ("404", "NoSuchKey", "NotFound")
 # Multipart above 8 MiB in 8 MiB parts. The reader is not seekable, so boto3 reads it

@@ -4,7 +4,7 @@ Workers write progress only to the job row (at most once a second), so the strea
 that row rather than listening on a channel: the API stays stateless and any API
 process can serve any stream. Each poll is its own short transaction, so an open stream
 holds a greenlet but no database connection between polls; streams are bounded
-(:mod:`service.stream_slots`) and short: each ends at the job's terminal state,
+(:mod:`service.api.stream_slots`) and short: each ends at the job's terminal state,
 after ``max_stream_s`` (a minute) or as soon as its token is revoked, and an
 ``EventSource`` reconnects after the ``retry:`` it was told, sending ``Last-Event-ID`` so
 an unchanged state is not sent again.
@@ -19,8 +19,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from service import store
 from service.db import SessionFactory
+from service.jobs import get_job
 
 POLL_S = 1.0
 MAX_STREAM_S = 60.0
@@ -53,7 +53,7 @@ def job_events(
     last: str | None = last_event_id
     yield f"retry: {RETRY_MS}\n\n"
     while True:
-        job = store.get_job(db, team_id, job_id)
+        job = get_job(db, team_id, job_id)
         snapshot = {"state": job.state.value, "phase": job.phase, "progress": job.progress}
         event_id = hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()[:16]
         now = time.monotonic()

@@ -7,13 +7,6 @@ carrying the API's stable ``code``; a server that cannot be reached becomes
 call is safe to repeat (a submission carries an Idempotency-Key), so a connection error
 or a 502/503/504 is retried, as ``Retry-After`` asks, for up to ``retry_for_s``: a
 database restart during an hours-long ``wait`` is ridden out.
-
-    from service.client import Client
-
-    with Client("http://127.0.0.1:8000", token) as qat:
-        job = qat.submit("model.pt2", data="data.npz", spec={"epochs": 1})
-        job = qat.wait(job.id, on_progress=lambda j: print(j.phase, j.progress))
-        paths = qat.download(job.id, "out/")
 """
 
 from __future__ import annotations
@@ -32,24 +25,9 @@ from urllib.parse import quote
 
 import httpx
 
-from service.contract import Artifact, Dataset, Failure, Job, JobState, Progress
+from service.contract import Artifact, Dataset, Job
 
 # answers that mean "again in a moment": the service or a proxy in front of it is restarting
-__all__ = [
-    "ApiError",
-    "Artifact",
-    "ChecksumMismatch",
-    "Client",
-    "ClientError",
-    "Dataset",
-    "Failure",
-    "Job",
-    "JobState",
-    "Progress",
-    "ServerUnreachable",
-    "WaitTimeout",
-]
-
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 RETRY_FOR_S = 60.0
 _FIRST_DELAY_S, _MAX_DELAY_S = 0.5, 8.0

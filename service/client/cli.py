@@ -1,7 +1,7 @@
 """The ``qat`` client commands: submit, status, list, wait, cancel, download, logs, report.
 
 Thin over :mod:`service.client`, so the shell and Python see the same behaviour. Every
-command takes ``--url``/``--token`` (see :mod:`service.client_config` for the fallbacks)
+command takes ``--url``/``--token`` (see :mod:`service.client.config` for the fallbacks)
 and ``--json``, which prints one JSON document on stdout and nothing else there.
 People get tables and a live progress bar; errors go to stderr as one line,
 ``error [CODE] field: message``. Exit codes, for scripts:
@@ -25,9 +25,10 @@ from typing import Any, NoReturn, TypeVar
 import click
 from rich.console import Console
 
-from service.client import ApiError, Client, ClientError, Job, JobId, JobState
-from service.client_config import ClientConfigError, resolve_connection
-from service.client_view import accuracy_table, job_summary, jobs_table, live_progress, print_files
+from service.client.api import ApiError, Client, ClientError, JobId
+from service.client.config import ClientConfigError, resolve_connection
+from service.client.view import accuracy_table, job_summary, jobs_table, live_progress, print_files
+from service.contract import Job, JobState
 
 # 4: a team quota is full (429 QUOTA, 507 STORAGE_QUOTA): the same command will work later,
 # once jobs end or files are deleted, unlike a usage error

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from service.artifacts.base import ArtifactStore
 from service.errors import StorageUnavailable
-from service.storage.base import ArtifactStore
 
 log = logging.getLogger(__name__)
 RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0)

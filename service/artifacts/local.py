@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+from service.artifacts.base import CHUNK_SIZE, HashingReader, validate_key, validate_prefix
 from service.errors import NotFound, StorageFull
-from service.offload import off_loop
-from service.storage.base import CHUNK_SIZE, HashingReader, validate_key, validate_prefix
+from service.server.offload import off_loop
 
 # A file being written is '.partial-<random>' beside its key: a key of its own that the service
 # never asks for, so the real key appears only once complete, while the partial file of a

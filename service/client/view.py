@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from service.client import Job
+from service.contract import Job
 
 _ACCURACY_ROWS = {
     "fp32": "FP32",

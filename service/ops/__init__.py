@@ -1,0 +1,1 @@
+"""Operating the service: the ``qat admin``/``qat db``/``qat serve`` commands and retention."""
