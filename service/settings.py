@@ -1,10 +1,13 @@
-"""The service's one settings object, read from ``QAT_*`` environment variables.
+"""The service's one settings object, read from ``QAT_*`` environment variables by pydantic-settings.
 
 The API, the workers and the ``qat`` admin commands all call :meth:`Settings.from_env`,
 so one set of variables configures every process. With nothing set, everything lives
 under ``./var`` (SQLite, a filesystem broker, a local artifact directory): the embedded
 default that needs no server. A bad value fails at startup with a :class:`BadSetting`
 naming the variable, never later inside a request.
+
+Each field's ``description`` is the only documentation of its variable: the README's
+table is generated from them (``python -m service.settings``) and a test keeps it equal.
 """
 
 from __future__ import annotations
@@ -14,21 +17,28 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
+from pydantic import AfterValidator, BeforeValidator, ByteSize, Field, PositiveInt, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, EnvSettingsSource, InitSettingsSource, NoDecode, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from service.errors import BadSetting
 
-_SIZE = re.compile(r"^\s*(\d+)\s*(?:([KMGT])(?:i?B)?|B)?\s*$", re.IGNORECASE)
-_UNITS = {None: 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 # AWS's rules for new buckets; S3-compatible servers accept a superset.
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_SUPPORTED_DATABASES = ("sqlite", "postgresql")
-_DATABASE_ALIASES = {"postgres": "postgresql"}
-# how a job's child is isolated; the first is the default
-SANDBOXES = ("bwrap", "none")
-_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_DATABASES = ("sqlite", "postgresql", "postgres")  # SQLAlchemy's backend names; service.db maps postgres
+# The embedded defaults, files under ``var`` in the working directory.
+_UNDER_VAR = {
+    "database_url": "sqlite:///{var}/qat.db",
+    "broker_url": "filesystem://{var}/broker",
+    "artifacts": "{var}/artifacts",
+}
+# pydantic's words for a bad size say what is wrong, not what to write instead
+_SIZE_EXAMPLE = "use bytes or a unit, e.g. 524288000, 500MiB or 2GiB"
 
 
 @dataclass(frozen=True)
@@ -46,92 +56,137 @@ class S3Artifacts:
     prefix: str
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything the service reads from its environment, parsed and checked once.
+def _database_url(raw: str) -> str:
+    try:
+        backend = make_url(raw).get_backend_name()
+    except ArgumentError:
+        raise ValueError(
+            f"not a database URL: {raw!r}; use sqlite:////abs/path/qat.db or postgresql://user@host/db"
+        ) from None
+    if backend not in _DATABASES:
+        raise ValueError(f"database {backend!r} is not supported; use sqlite or postgresql")
+    return raw
 
-    Attributes:
-        database_url: ``QAT_DATABASE_URL``, a SQLAlchemy URL for SQLite or PostgreSQL
-            (``postgresql://user@host/db``); default ``sqlite:///<cwd>/var/qat.db``.
-        broker_url: ``QAT_BROKER_URL``, the Celery broker that carries job ids
-            (``redis://host:6379/0``); default ``filesystem://<cwd>/var/broker``, kombu's
-            server-less filesystem transport.
-        broker_folder: the folder of a ``filesystem://`` broker, ``None`` for any other.
-        artifacts: ``QAT_ARTIFACTS``, a local directory (default ``<cwd>/var/artifacts``)
-            or ``s3://bucket/prefix``.
-        s3_endpoint_url: ``QAT_S3_ENDPOINT_URL``, an S3-compatible server (MinIO, Ceph,
-            ...); unset means AWS S3. Credentials come from the usual ``AWS_*`` variables.
-        max_model_bytes / max_data_bytes / max_config_bytes: ``QAT_MAX_MODEL_BYTES``,
-            ``QAT_MAX_DATA_BYTES``, ``QAT_MAX_CONFIG_BYTES``, upload limits; plain bytes
-            or with a unit (``512MiB``, ``2G``).
-        lease_seconds: ``QAT_LEASE_SECONDS``, how long a worker's claim on a job lasts
-            without a heartbeat before the reaper re-queues the job.
-        max_attempts: ``QAT_MAX_ATTEMPTS``, how many times a job may be started before a
-            lost worker fails it for good (``WORKER_LOST``).
-        s3_public_endpoint_url: ``QAT_S3_PUBLIC_ENDPOINT_URL``, the address of that server as
-            clients reach it, when it differs from the API's (a compose or cluster-internal
-            name): presigned download URLs are signed for it. Default: the same endpoint.
-        download_redirect: ``QAT_DOWNLOAD_REDIRECT`` (default ``true``), answer artifact
-            downloads with a 302 to a presigned URL where the store has them (S3), so the
-            bytes bypass the API process; ``false`` streams them through the API.
-        download_url_expiry_s: ``QAT_DOWNLOAD_URL_EXPIRY_S``, how long those URLs stay valid.
-        child_memory_bytes: ``QAT_CHILD_MEMORY_BYTES``, the most data memory a job's pipeline
-            process may allocate (``RLIMIT_DATA``; ``8GiB``); unset means no limit. An
-            allocation over it fails the job with ``OUT_OF_MEMORY`` instead of letting one
-            job push the worker's host into the OOM killer.
-        child_cpu_seconds: ``QAT_CHILD_CPU_SECONDS``, the most CPU time (all threads
-            together, ``RLIMIT_CPU``) a job's pipeline process may use; unset means a job
-            with ``spec.max_runtime_s`` gets that many seconds times the worker's CPUs and
-            one without gets no limit. Over it the job fails with ``TIMEOUT``.
-        child_max_processes: ``QAT_CHILD_MAX_PROCESSES``, the most processes and threads a
-            job's pipeline may run at once (``RLIMIT_NPROC`` inside its sandbox; default 512):
-            a fork bomb fails there instead of filling the host's process table.
-        child_log_bytes: ``QAT_CHILD_LOG_BYTES``, the most of a job's output its ``log.txt``
-            keeps (default ``8MiB``): the first and the last half; the worker holds no more.
-        max_streams / max_streams_per_team: ``QAT_MAX_STREAMS`` (default 1000) and
-            ``QAT_MAX_STREAMS_PER_TEAM`` (default 250), the event streams one API process keeps
-            open at once; each is a greenlet and a database query a second. One more is
-            answered 503 with ``Retry-After``.
-        http_max_connections: ``QAT_HTTP_MAX_CONNECTIONS`` (default 2000), connections one API
-            process serves at once; more wait in the listen backlog.
-        http_idle_timeout_s: ``QAT_HTTP_IDLE_TIMEOUT_S`` (default 60), a connection that
-            neither sends nor takes a byte for this long is closed (keep-alive, stalled
-            uploads, a client that stopped reading a download).
-        http_head_timeout_s: ``QAT_HTTP_HEAD_TIMEOUT_S`` (default 10), the time a request's line
-            and headers have to arrive once its first byte has: a slow-header client gets a 408.
-        sandbox: ``QAT_SANDBOX``, how a job's pipeline is isolated: ``bwrap`` (default:
-            bubblewrap namespaces, no network, its own pid space and filesystem view) or
-            ``none``, only for a trusted single-user host; a worker refuses to start when
-            ``bwrap`` is asked for and cannot run.
-        sandbox_uid: ``QAT_SANDBOX_UID``, the unprivileged user a job runs as when the worker
-            is root (default 65534, ``nobody``); give each worker on a host its own, since
-            the process limit counts per user.
-    """
 
-    database_url: str
-    broker_url: str
-    broker_folder: Path | None
-    artifacts: LocalArtifacts | S3Artifacts
-    s3_endpoint_url: str | None
-    s3_public_endpoint_url: str | None
-    max_model_bytes: int
-    max_data_bytes: int
-    max_config_bytes: int
-    lease_seconds: int
-    max_attempts: int
-    download_redirect: bool = True
-    download_url_expiry_s: int = 3600
-    child_memory_bytes: int | None = None
-    child_cpu_seconds: int | None = None
-    child_max_processes: int = 512
-    child_log_bytes: int = 8 << 20
-    sandbox: str = "bwrap"
-    sandbox_uid: int = 65534
-    max_streams: int = 1000
-    max_streams_per_team: int = 250
-    http_max_connections: int = 2000
-    http_idle_timeout_s: int = 60
-    http_head_timeout_s: int = 10
+def _broker_url(raw: str) -> str:
+    scheme, sep, rest = raw.partition("://")
+    if not sep or not scheme:
+        raise ValueError(f"not a broker URL: {raw!r}; use redis://host:6379/0 or filesystem:///abs/folder")
+    if scheme == "filesystem" and not rest.startswith("/"):
+        raise ValueError(
+            f"a filesystem broker needs an absolute folder, e.g. filesystem:///srv/qat/broker; got {raw!r}"
+        )
+    return raw
+
+
+def _artifacts(raw: str) -> LocalArtifacts | S3Artifacts:
+    """The store ``QAT_ARTIFACTS`` names; a relative directory is made absolute by :meth:`Settings.from_env`."""
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        return LocalArtifacts(Path(raw).expanduser())
+    if scheme != "s3":
+        raise ValueError(f"unsupported artifact store {raw!r}; use a directory or s3://bucket/prefix")
+    bucket, _, prefix = rest.partition("/")
+    if not _BUCKET.fullmatch(bucket):
+        raise ValueError(f"{bucket!r} is not a valid bucket name: 3-63 characters of a-z, 0-9, '.' and '-'")
+    return S3Artifacts(bucket=bucket, prefix=prefix.strip("/"))
+
+
+Size = Annotated[ByteSize, Field(gt=0)]
+Endpoint = Annotated[str, Field(pattern=r"^https?://")]
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment, parsed and checked once; build it with :meth:`from_env`."""
+
+    model_config = SettingsConfigDict(env_prefix="QAT_", frozen=True)
+
+    database_url: Annotated[str, AfterValidator(_database_url)] = Field(
+        description="job store: SQLite or PostgreSQL (`postgresql://user@host/db`; `postgres://` works too)"
+    )
+    broker_url: Annotated[str, AfterValidator(_broker_url)] = Field(
+        description="Celery broker that carries job ids, e.g. `redis://host:6379/0`; "
+        "the default is kombu's server-less filesystem transport (an absolute folder)"
+    )
+    artifacts: Annotated[LocalArtifacts | S3Artifacts, NoDecode, BeforeValidator(_artifacts)] = Field(
+        description="where inputs and results are kept: a directory (relative ones start at the working directory) "
+        "or `s3://bucket/prefix`"
+    )
+    s3_endpoint_url: Endpoint | None = Field(
+        None, description="an S3-compatible server (MinIO, Ceph); unset means AWS S3. Credentials come from `AWS_*`"
+    )
+    s3_public_endpoint_url: Endpoint | None = Field(
+        None,
+        description="that server's address as clients reach it, when the API reaches it by an internal name "
+        "(compose, cluster): presigned URLs are signed for it; unset means the same endpoint",
+    )
+    max_model_bytes: Size = Field(ByteSize(512 << 20), description="upload limit of a model")
+    max_data_bytes: Size = Field(ByteSize(2 << 30), description="upload limit of a job's or a dataset's data")
+    max_config_bytes: Size = Field(ByteSize(1 << 20), description="upload limit of a job's spec and its config")
+    lease_seconds: PositiveInt = Field(
+        60, description="how long a worker's claim on a job lasts without a heartbeat before the job is re-queued"
+    )
+    max_attempts: PositiveInt = Field(
+        3, description="how many times a job may be started before a lost worker fails it for good (`WORKER_LOST`)"
+    )
+    download_redirect: bool = Field(
+        True,
+        description="with S3, answer artifact downloads with a 302 to a presigned URL, so the bytes bypass the API "
+        "process; `false` streams them through the API",
+    )
+    download_url_expiry_s: PositiveInt = Field(3600, description="seconds those presigned download URLs stay valid")
+    child_memory_bytes: Size | None = Field(
+        None,
+        description="data memory (`RLIMIT_DATA`) a job's pipeline process may allocate, e.g. `8GiB`; over it the job "
+        "fails `OUT_OF_MEMORY` instead of pushing the host into the OOM killer. Unset: no limit",
+    )
+    child_cpu_seconds: PositiveInt | None = Field(
+        None,
+        description="CPU time, all threads together (`RLIMIT_CPU`), a job's pipeline process may use; over it the "
+        "job fails `TIMEOUT`. Unset: `spec.max_runtime_s` x the worker's CPUs, else no limit",
+    )
+    child_max_processes: PositiveInt = Field(
+        512,
+        description="processes and threads a job's pipeline may run at once (`RLIMIT_NPROC` in its sandbox): "
+        "a fork bomb stops there instead of filling the host's process table",
+    )
+    child_log_bytes: Size = Field(
+        ByteSize(8 << 20), description="the most of a job's output its `log.txt` keeps: the first and the last half"
+    )
+    sandbox: Literal["bwrap", "none"] = Field(
+        "bwrap",
+        description="`bwrap`: each job's pipeline runs in a bubblewrap sandbox (no network, its own pids and "
+        "filesystem view); `none`: unconfined, only for a trusted single-user host. "
+        "A worker refuses to start (exit 2) when `bwrap` cannot run",
+    )
+    sandbox_uid: PositiveInt = Field(
+        65534,
+        description="the uid a job runs as when the worker is root (`nobody`); give each worker on a host its own "
+        "(the process limit counts per uid)",
+    )
+    max_streams: PositiveInt = Field(
+        1000,
+        description="event streams one API process keeps open at once, each a greenlet and a database query a "
+        "second; one more gets 503 `TOO_MANY_STREAMS` with `Retry-After`",
+    )
+    max_streams_per_team: PositiveInt = Field(250, description="the same bound for one team's streams")
+    http_max_connections: PositiveInt = Field(
+        2000, description="connections one API process serves at once; more wait in the listen backlog"
+    )
+    http_idle_timeout_s: PositiveInt = Field(
+        60,
+        description="a connection silent that long (idle keep-alive, stalled upload or download, a download read "
+        "slower than 1 MiB per timeout) is closed",
+    )
+    http_head_timeout_s: PositiveInt = Field(
+        10, description="seconds a request's line and headers have to arrive once its first byte has (else 408)"
+    )
+
+    @property
+    def broker_folder(self) -> Path | None:
+        """The folder of a ``filesystem://`` broker, ``None`` for any other."""
+        scheme, _, rest = self.broker_url.partition("://")
+        return Path(rest) if scheme == "filesystem" else None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> Settings:
@@ -140,136 +195,70 @@ class Settings:
         Relative paths, and the ``./var`` defaults, are resolved against ``cwd``
         (default: the current directory) so every later use sees absolute paths.
         """
-        env = {k: v for k, v in (os.environ if environ is None else environ).items() if v.strip()}
-        var = (cwd or Path.cwd()).resolve() / "var"
-        broker_url = env.get("QAT_BROKER_URL", f"filesystem://{var / 'broker'}")
-        return cls(
-            database_url=_database_url(env.get("QAT_DATABASE_URL", f"sqlite:///{var / 'qat.db'}")),
-            broker_url=broker_url,
-            broker_folder=_broker_folder(broker_url),
-            artifacts=_artifacts(env.get("QAT_ARTIFACTS", str(var / "artifacts")), cwd),
-            s3_endpoint_url=_endpoint(env, "QAT_S3_ENDPOINT_URL"),
-            s3_public_endpoint_url=_endpoint(env, "QAT_S3_PUBLIC_ENDPOINT_URL"),
-            max_model_bytes=_size(env, "QAT_MAX_MODEL_BYTES", 512 << 20),
-            max_data_bytes=_size(env, "QAT_MAX_DATA_BYTES", 2 << 30),
-            max_config_bytes=_size(env, "QAT_MAX_CONFIG_BYTES", 1 << 20),
-            lease_seconds=_positive_int(env, "QAT_LEASE_SECONDS", 60),
-            max_attempts=_positive_int(env, "QAT_MAX_ATTEMPTS", 3),
-            download_redirect=_flag(env, "QAT_DOWNLOAD_REDIRECT", default=True),
-            download_url_expiry_s=_positive_int(env, "QAT_DOWNLOAD_URL_EXPIRY_S", 3600),
-            child_memory_bytes=_optional_size(env, "QAT_CHILD_MEMORY_BYTES"),
-            child_cpu_seconds=_positive_int(env, "QAT_CHILD_CPU_SECONDS", 0) or None,
-            child_max_processes=_positive_int(env, "QAT_CHILD_MAX_PROCESSES", 512),
-            child_log_bytes=_size(env, "QAT_CHILD_LOG_BYTES", 8 << 20),
-            sandbox=_choice(env, "QAT_SANDBOX", SANDBOXES),
-            sandbox_uid=_positive_int(env, "QAT_SANDBOX_UID", 65534),
-            max_streams=_positive_int(env, "QAT_MAX_STREAMS", 1000),
-            max_streams_per_team=_positive_int(env, "QAT_MAX_STREAMS_PER_TEAM", 250),
-            http_max_connections=_positive_int(env, "QAT_HTTP_MAX_CONNECTIONS", 2000),
-            http_idle_timeout_s=_positive_int(env, "QAT_HTTP_IDLE_TIMEOUT_S", 60),
-            http_head_timeout_s=_positive_int(env, "QAT_HTTP_HEAD_TIMEOUT_S", 10),
-        )
+        base = (cwd or Path.cwd()).resolve()
+        under_var = {name: form.format(var=base / "var") for name, form in _UNDER_VAR.items()}
+        # highest priority first: the variables, then the ./var defaults, then the fields' own
+        sources = (_Environ(cls, os.environ if environ is None else environ), InitSettingsSource(cls, under_var))
+        try:
+            # mypy reads the fields' __init__ (pydantic's dataclass_transform), not BaseSettings' own
+            settings = cls(_build_sources=(sources, {}))  # type: ignore[call-arg]
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            raise _bad_setting(error, _variable(str(error["loc"][0]))) from None
+        if isinstance(settings.artifacts, LocalArtifacts):
+            return settings.model_copy(update={"artifacts": LocalArtifacts(base / settings.artifacts.root)})
+        return settings
 
 
-def _database_url(raw: str) -> str:
-    try:
-        backend = make_url(raw).get_backend_name()
-        backend = _DATABASE_ALIASES.get(backend, backend)
-    except ArgumentError:
-        raise BadSetting(
-            f"not a database URL: {raw!r}; use sqlite:////abs/path/qat.db or postgresql://user@host/db",
-            field="QAT_DATABASE_URL",
-        ) from None
-    if backend not in _SUPPORTED_DATABASES:
-        raise BadSetting(
-            f"database {backend!r} is not supported; use one of {', '.join(_SUPPORTED_DATABASES)}",
-            field="QAT_DATABASE_URL",
-        )
-    return raw
+def _variable(field: str) -> str:
+    """The environment variable of a :class:`Settings` field (``lease_seconds`` -> ``QAT_LEASE_SECONDS``)."""
+    return f"{Settings.model_config['env_prefix']}{field.upper()}"
 
 
-def _broker_folder(url: str) -> Path | None:
-    scheme, sep, rest = url.partition("://")
-    if not sep or not scheme:
-        raise BadSetting(
-            f"not a broker URL: {url!r}; use redis://host:6379/0 or filesystem:///abs/folder", field="QAT_BROKER_URL"
-        )
-    if scheme != "filesystem":
-        return None
-    if not rest.startswith("/"):
-        raise BadSetting(
-            f"a filesystem broker needs an absolute folder, e.g. filesystem:///srv/qat/broker; got {url!r}",
-            field="QAT_BROKER_URL",
-        )
-    return Path(rest)
+class _Environ(EnvSettingsSource):
+    """pydantic-settings' environment source reading a given mapping, not always ``os.environ`` (tests pass theirs)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = {name: value for name, value in environ.items() if value.strip()}
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
 
 
-def _artifacts(raw: str, cwd: Path | None) -> LocalArtifacts | S3Artifacts:
-    scheme, sep, rest = raw.partition("://")
-    if not sep:
-        return LocalArtifacts((cwd or Path.cwd()).resolve() / Path(raw).expanduser())
-    if scheme != "s3":
-        raise BadSetting(
-            f"unsupported artifact store {raw!r}; use a directory or s3://bucket/prefix", field="QAT_ARTIFACTS"
-        )
-    bucket, _, prefix = rest.partition("/")
-    if not _BUCKET.match(bucket):
-        raise BadSetting(
-            f"{bucket!r} is not a valid bucket name: 3-63 characters of a-z, 0-9, '.' and '-'",
-            field="QAT_ARTIFACTS",
-        )
-    return S3Artifacts(bucket=bucket, prefix=prefix.strip("/"))
-
-
-def _endpoint(env: Mapping[str, str], name: str) -> str | None:
-    raw = env.get(name)
-    if raw is not None and not raw.startswith(("http://", "https://")):
-        raise BadSetting(f"expected an http:// or https:// URL, got {raw!r}", field=name)
-    return raw
-
-
-def _size(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    return default if raw is None else parse_size(raw, name)
+def _bad_setting(error: ErrorDetails, field: str) -> BadSetting:
+    """pydantic's error as the service's: our validators' own words, else pydantic's, the value and an example."""
+    if error["type"] == "value_error":
+        return BadSetting(str(error["ctx"]["error"]), field=field)
+    example = f"; {_SIZE_EXAMPLE}" if error["type"].startswith("byte_size") else ""
+    return BadSetting(f"{error['msg']}, got {error['input']!r}{example}", field=field)
 
 
 def parse_size(raw: str, field: str) -> int:
-    """A positive size, plain bytes or with a unit (``524288000``, ``500MiB``, ``2G``, ``1TiB``)."""
-    match = _SIZE.match(raw)
-    if not match or int(match[1]) == 0:
-        raise BadSetting(f"expected a positive size such as 524288000 or 500MiB, got {raw!r}", field=field)
-    unit = match[2].upper() if match[2] else None
-    return int(match[1]) * _UNITS[unit]
-
-
-def _optional_size(env: Mapping[str, str], name: str) -> int | None:
-    """A size setting with no default: ``None`` when unset."""
-    return _size(env, name, 0) if name in env else None
-
-
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None:
-        return default
+    """A positive size as the settings read one, for command options (``--max-storage 500GiB``)."""
     try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise BadSetting(f"expected a positive whole number, got {raw!r}", field=name)
-    return value
+        return TypeAdapter(Size).validate_python(raw)
+    except ValidationError as exc:
+        raise _bad_setting(exc.errors()[0], field) from None
 
 
-def _flag(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
-    raw = env.get(name, str(default)).strip().lower()
-    if raw not in _FLAGS:
-        raise BadSetting(f"expected true or false (1/0, yes/no), got {raw!r}", field=name)
-    return _FLAGS[raw]
+def markdown_table() -> str:
+    """The README's table of variables, from the fields' descriptions and defaults."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        rows.append(f"| `{_variable(name)}` | {_shown(name, field.default)} | {field.description} |")
+    return "\n".join(rows) + "\n"
 
 
-def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
-    """One of ``choices`` (the first when unset)."""
-    raw = env.get(name, choices[0]).strip().lower()
-    if raw not in choices:
-        raise BadSetting(f"expected one of {', '.join(choices)}, got {raw!r}", field=name)
-    return raw
+def _shown(name: str, default: Any) -> str:
+    if name in _UNDER_VAR:
+        return f"`{_UNDER_VAR[name].format(var='./var')}`"
+    if default is None:
+        return "unset"
+    if isinstance(default, ByteSize):  # "512.0MiB" -> "512MiB": the defaults are whole units
+        return f"`{default.human_readable().replace('.0', '')}`"
+    return f"`{str(default).lower() if isinstance(default, bool) else default}`"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

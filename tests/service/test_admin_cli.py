@@ -126,7 +126,8 @@ def test_team_lifecycle(env: dict[str, str]) -> None:
         ),
         (
             ("admin", "set-team", "dup", "--max-storage", "lots"),
-            "error [INVALID_ARGUMENT] --max-storage: expected a positive size such as 524288000 or 500MiB, got 'lots'",
+            "error [INVALID_ARGUMENT] --max-storage: could not parse value and unit from byte string, got 'lots'; "
+            "use bytes or a unit, e.g. 524288000, 500MiB or 2GiB",
         ),
         (
             ("admin", "create-team", "big", "--max-storage", "2000TiB"),

@@ -79,7 +79,7 @@ def test_worker_refuses_to_start_where_the_sandbox_cannot_be_built(tmp_path: Pat
 def test_a_bad_sandbox_setting_is_one_line(tmp_path: Path) -> None:
     run = _worker(tmp_path, QAT_SANDBOX="docker")
     assert run.returncode == 2
-    assert run.stderr.strip() == "error [BAD_SETTING] QAT_SANDBOX: expected one of bwrap, none, got 'docker'"
+    assert run.stderr.strip() == "error [BAD_SETTING] QAT_SANDBOX: Input should be 'bwrap' or 'none', got 'docker'"
 
 
 def test_child_files_are_read_only_when_they_are_regular_files(tmp_path: Path) -> None:
