@@ -34,8 +34,8 @@ from bench.models import AutoEncoder, Conv1dNet, MnistCNN, MobileNetish, TinyTra
 from quantlib.data import validate_arrays
 from quantlib.examples.digits import DigitsNet, digits_dataset
 from quantlib.metrics import sqnr_db, top1_accuracy, top1_agreement
+from quantlib.run import run_qat
 from quantlib.spec import QATSpec
-from quantlib.train import run_qat
 
 CALIBRATION_IMAGES = 50
 FP32 = "FP32"

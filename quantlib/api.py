@@ -1,8 +1,12 @@
-"""The four AMCT-compatible entry points. A team switches from AMCT by changing the import."""
+"""The four AMCT-compatible entry points. A team switches from AMCT by changing the import.
+
+Each is a thin adapter over the library (:mod:`quantlib.prepare`, :mod:`quantlib.config`,
+:mod:`quantlib.export`) that keeps AMCT's file-based signatures; quantlib's own pipeline
+(:mod:`quantlib.run`) calls the library directly and passes configs as objects.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,11 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from quantlib.config import build_config, load_config, load_simple_config
+from quantlib.config import load_config
 from quantlib.export.modules import deployed_layers
 from quantlib.export.onnx_export import DynamicAxes, export_onnx, write_models
 from quantlib.export.record import write_record
-from quantlib.prepare import ModelLike, as_inputs, as_module, layer_types, prepare
+from quantlib.prepare import ModelLike, as_inputs, default_config, prepare
 
 PathLike = str | os.PathLike[str]
 
@@ -32,12 +36,7 @@ def create_quant_retrain_config(
     list comes from the module tree.
     """
     as_inputs(input_data)
-    module, _ = as_module(model)
-    simple = load_simple_config(config_defination) if config_defination is not None else None
-    config = build_config(layer_types(module), simple)
-    path = Path(config_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config.to_file_dict(), indent=4) + "\n", encoding="utf-8")
+    default_config(model, config_defination).write(config_file)
 
 
 def create_quant_retrain_model(
@@ -93,4 +92,6 @@ def save_quant_retrain_model(
     fake_quant = export_onnx(
         model, inputs, input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes
     )
-    return write_models(fake_quant, save_path)
+    fake_path, deploy_path = Path(f"{save_path}_fake_quant_model.onnx"), Path(f"{save_path}_deploy_model.onnx")
+    write_models(fake_quant, fake_path, deploy_path)
+    return fake_path, deploy_path

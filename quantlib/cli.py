@@ -196,7 +196,7 @@ def quantize(
         _precheck_config(config_file, config_defination, spec)
         dataset = load_dataset(data)
         _quiet_libraries()
-        from quantlib.train import run_qat
+        from quantlib.run import run_qat
 
         program = load_exported_program(model)
         with _progress(stderr, disable=as_json or not stderr.is_terminal) as progress:

@@ -1,7 +1,7 @@
 """The numeric steps of a QAT run: calibration, fine-tuning and batched prediction.
 
 Shared by one plain run and by each trial of the tuner, which repeats them with other
-configs; the pipeline around them (files, phases, report) is :mod:`quantlib.train`.
+configs; the pipeline around them (phases, files, report) is :mod:`quantlib.train`, run by :mod:`quantlib.run`.
 """
 
 from __future__ import annotations

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-from quantlib.config import QuantConfig, check_layers
+from quantlib.config import QuantConfig, build_config, check_layers, load_simple_config
 from quantlib.graph import GraphFacts, analyze_exported, analyze_module, trainable_module
 from quantlib.layers import QuantLayer
 
@@ -22,7 +23,28 @@ def as_module(model: ModelLike) -> tuple[nn.Module, GraphFacts | None]:
         return trainable_module(copy.deepcopy(model)), analyze_exported(model)
     if isinstance(model, nn.Module):
         return copy.deepcopy(model), None
-    raise TypeError(f"model must be a torch.nn.Module or torch.export.ExportedProgram, got {type(model).__name__}")
+    raise _not_a_model(model)
+
+
+def model_layer_types(model: ModelLike) -> dict[str, str]:
+    """:func:`layer_types` of the module :func:`as_module` makes of ``model``, without copying its weights."""
+    if isinstance(model, torch.export.ExportedProgram):
+        return layer_types(trainable_module(model))  # shares the program's tensors, only to read the names
+    if isinstance(model, nn.Module):
+        return layer_types(model)
+    raise _not_a_model(model)
+
+
+def _not_a_model(model: object) -> TypeError:
+    return TypeError(f"model must be a torch.nn.Module or torch.export.ExportedProgram, got {type(model).__name__}")
+
+
+def default_config(model: ModelLike, config_defination: str | os.PathLike[str] | None = None) -> QuantConfig:
+    """The default config for ``model``: every quantizable layer, ULQ + ARQ, INT8, with the
+    skips and overrides of ``config_defination`` (a simplified JSON/YAML config) applied."""
+    types = model_layer_types(model)
+    simple = load_simple_config(config_defination) if config_defination is not None else None
+    return build_config(types, simple)
 
 
 def layer_types(model: nn.Module) -> dict[str, str]:
@@ -38,9 +60,12 @@ def as_inputs(input_data: object) -> tuple[torch.Tensor, ...]:
     raise TypeError("input_data must be a tuple of example input tensors, e.g. (torch.randn(1, 3, 224, 224),)")
 
 
-def quantize_layers(model: nn.Module, config: QuantConfig, facts: GraphFacts) -> nn.Module:
-    """Swap every enabled layer in place; ``fixed_min`` absent from the config comes from the graph."""
+def quantize_layers(model: nn.Module, config: QuantConfig, facts: GraphFacts | None, input_data: object) -> nn.Module:
+    """Swap every enabled layer of ``model``, a private copy, in place; ``fixed_min`` absent
+    from the config comes from the graph, traced once on ``input_data`` when ``facts`` is None."""
     check_layers(config, layer_types(model))
+    if facts is None:
+        facts = analyze_module(model, as_inputs(input_data))
     for name, entry in config.enabled_layers().items():
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -57,9 +82,7 @@ def quantize_layers(model: nn.Module, config: QuantConfig, facts: GraphFacts) ->
 def prepare(model: ModelLike, config: QuantConfig, input_data: object) -> nn.Module:
     """The QAT model for ``model``: a copy, with the config's layers quantized."""
     module, facts = as_module(model)
-    if facts is None:
-        facts = analyze_module(module, as_inputs(input_data))
-    return quantize_layers(module, config, facts)
+    return quantize_layers(module, config, facts, input_data)
 
 
 def quant_layers(model: nn.Module) -> Iterator[tuple[str, QuantLayer]]:

@@ -1,17 +1,17 @@
-"""The QAT pipeline: config, calibration, fine-tuning, evaluation, export and a report.
+"""The two halves of a QAT run: :func:`train` (calibration and fine-tuning) and
+:func:`finish` (export, evaluation, the report).
 
-One function, :func:`run_qat`, used by ``qat quantize`` and by the service's workers;
-:func:`train` and :func:`finish` are its two halves, which the tuner repeats.
-It reports its phase through a callback (the CLI draws a progress bar, a worker writes
-the job row) and leaves everything a user needs in ``out_dir``: the ONNX models, the
-record, the config that was used and ``report.json``.
+:func:`quantlib.run.run_qat` runs them once, the tuner (:mod:`quantlib.tune`) repeats
+``train`` with the configs it proposes; this module knows neither. Both take the
+config as an object, parsed once by the caller, and call the library directly, not
+through the AMCT file facade (:mod:`quantlib.api`). ``finish`` writes the files under
+their published names (:data:`quantlib.outputs.OUTPUT_FILES`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,20 +20,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from quantlib.api import create_quant_retrain_config, create_quant_retrain_model, save_quant_retrain_model
-from quantlib.config import ConfigError, QuantConfig, check_calibration, load_config
+from quantlib.config import QuantConfig, check_calibration, check_layers
 from quantlib.data import DataError, Dataset, check_labels
 from quantlib.errors import SpecError, is_out_of_memory
 from quantlib.export.fold import can_fold
+from quantlib.export.modules import deployed_layers
+from quantlib.export.onnx_export import export_onnx, write_models
+from quantlib.export.record import write_record
 from quantlib.loop import calibrate, fine_tune, predict, predict_onnx, steps_per_epoch
 from quantlib.metrics import sqnr_db, top1_accuracy, top1_agreement
 from quantlib.modelfile import ModelError
+from quantlib.outputs import OUTPUT_FILES
 from quantlib.phases import Phase, Phases, ProgressFn
-from quantlib.prepare import ModelLike, as_module, quant_layers
-from quantlib.report import REPORT_HTML, write_report_html
+from quantlib.prepare import ModelLike, as_module, layer_types, quant_layers, quantize_layers
+from quantlib.report import write_report_html
 from quantlib.spec import QATSpec
 
-__all__ = ["LayerReport", "ProgressFn", "QATSpec", "Report", "Scores", "Trained", "run_qat"]
+__all__ = ["LayerReport", "ProgressFn", "QATSpec", "Report", "Scores", "Trained", "finish", "train"]
 
 
 @dataclass(frozen=True)
@@ -119,12 +122,13 @@ def _json_safe(value: Any) -> Any:
 class Trained:
     """A calibrated and fine-tuned QAT model before export: what one tuning trial costs.
 
-    ``reference`` is the FP32 model the outputs are compared with, on the same device.
+    ``fp32`` holds the FP32 model's outputs on the eval split, the reference every score
+    compares with; they are computed before the layers are quantized, on the same copy.
     """
 
-    reference: nn.Module
     qat: nn.Module
     config: QuantConfig
+    fp32: np.ndarray
     loss_kind: str
     epoch_losses: list[float]
     example: tuple[torch.Tensor, ...]
@@ -133,75 +137,16 @@ class Trained:
 
 def output_files(out: Path) -> dict[str, Path]:
     """Where a run leaves each result, by the key ``report.json`` lists it under."""
-    return {
-        "config": out / "config.json",
-        "deploy_model": out / "model_deploy_model.onnx",
-        "fake_quant_model": out / "model_fake_quant_model.onnx",
-        "record": out / "record.txt",
-        "record_json": out / "record.json",
-        "report": out / "report.json",
-        "report_html": out / REPORT_HTML,
-    }
+    return {key: out / name for key, name in OUTPUT_FILES.items()}
 
 
-def run_qat(
-    model: ModelLike,
-    dataset: Dataset,
-    out_dir: str | Path,
-    *,
-    config_file: str | Path | None = None,
-    config_defination: str | Path | None = None,
-    spec: QATSpec | None = None,
-    on_progress: ProgressFn | None = None,
-) -> Report:
-    """Quantize ``model`` with QAT on ``dataset`` and write the results into ``out_dir``.
+def train(model: ModelLike, dataset: Dataset, config: QuantConfig, spec: QATSpec, phases: Phases) -> Trained:
+    """Calibrate and fine-tune a QAT copy of ``model`` quantized as ``config`` says.
 
-    Without ``config_file`` the default config (optionally shaped by
-    ``config_defination``) is generated. With ``spec.accuracy`` the config is tuned
-    until the accuracy target is met (:mod:`quantlib.tune`). Bad inputs raise
-    ConfigError, DataError or ModelError before any training starts.
+    ``model`` is copied once: the copy first gives the FP32 outputs (the distillation
+    targets and the eval reference), then its layers are quantized in place, so no FP32
+    model is held beside the QAT one.
     """
-    spec = spec or QATSpec()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if spec.accuracy is not None:
-        from quantlib.tune import run_tuned  # here: the tuner is built on this module's train and finish
-
-        return run_tuned(
-            model,
-            dataset,
-            out,
-            config_file=config_file,
-            config_defination=config_defination,
-            spec=spec,
-            on_progress=on_progress,
-        )
-    phases = Phases(on_progress)
-    trained = train(
-        model,
-        dataset,
-        out / "config.json",
-        config_file=config_file,
-        config_defination=config_defination,
-        spec=spec,
-        phases=phases,
-    )
-    report = finish(trained, dataset, out, spec, phases)
-    write_report(report)
-    return report
-
-
-def train(
-    model: ModelLike,
-    dataset: Dataset,
-    config_path: Path,
-    *,
-    config_file: str | Path | None,
-    config_defination: str | Path | None,
-    spec: QATSpec,
-    phases: Phases,
-) -> Trained:
-    """Load, calibrate and fine-tune; the run's config is written to ``config_path``."""
     device = _device(spec.device)
     torch.manual_seed(spec.seed)
     loss_kind = spec.resolved_loss(dataset.has_labels)
@@ -209,12 +154,14 @@ def train(
     example = (x_train[:1],)
 
     with phases.phase(Phase.LOADING, 1):
-        reference = as_module(model)[0].eval().to(device)
-        _probe(reference, dataset, device)
-        config = _write_config(config_path, model, example, config_file, config_defination)
+        module, facts = as_module(model)
+        check_layers(config, layer_types(module))  # before any forward pass is spent on a config that cannot apply
+        module.eval().to(device)
+        _probe(module, dataset, device)
         check_calibration(config.batch_num, spec.batch_size)
-        qat = create_quant_retrain_model(config_path, model, config_path.parent / "record.txt", example).to(device)
-        teacher = predict(reference, dataset.x_train, device) if loss_kind != "ce" else None
+        teacher = predict(module, dataset.x_train, device) if loss_kind != "ce" else None
+        fp32 = predict(module, dataset.eval_split()[0], device)
+        qat = quantize_layers(module, config, facts, (example[0].to(device),)).to(device)
 
     with phases.phase(Phase.CALIBRATING, config.batch_num):
         calibrate(qat, x_train, config.batch_num, spec.batch_size, device, phases)
@@ -222,20 +169,22 @@ def train(
     targets = torch.from_numpy(dataset.y_train) if loss_kind == "ce" else torch.from_numpy(teacher)
     with phases.phase(Phase.TRAINING, steps_per_epoch(len(x_train), spec.batch_size) * spec.epochs):
         epoch_losses = fine_tune(qat, x_train, targets, loss_kind, spec, device, phases)
-    return Trained(reference, qat, config, loss_kind, epoch_losses, example, device)
+    return Trained(qat, config, fp32, loss_kind, epoch_losses, example, device)
 
 
 def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases: Phases) -> Report:
-    """Export ``trained`` into ``out`` (whose config.json it was trained with) and score it."""
+    """Export ``trained`` into ``out`` and score it; ``out/config.json`` is the caller's to write."""
     files = output_files(out)
     qat, device = trained.qat, trained.device
     with phases.phase(Phase.EXPORTING, 1):  # on the CPU, where the example input lives
-        save_quant_retrain_model(files["config"], qat.eval().cpu(), files["record"], out / "model", trained.example)
+        qat.eval().cpu()
+        write_record(files["record"], deployed_layers(qat))
+        write_models(export_onnx(qat, trained.example), files["fake_quant_model"], files["deploy_model"])
     qat.to(device)
 
     x_eval, y_eval, eval_source = dataset.eval_split()
-    with phases.phase(Phase.EVALUATING, 3):
-        fp32 = predict(trained.reference, x_eval, device)
+    fp32 = trained.fp32
+    with phases.phase(Phase.EVALUATING, 2):
         simulated = predict(qat, x_eval, device)
         deployed = predict_onnx(files["deploy_model"], x_eval)
         accuracy = {
@@ -297,25 +246,6 @@ def _probe(reference: nn.Module, dataset: Dataset, device: torch.device) -> None
         raise ModelError(f"the model's output must be N x outputs (2+ dimensions), got shape {tuple(out.shape)}")
     if dataset.has_labels:
         check_labels(dataset, out.shape[1])
-
-
-def _write_config(
-    path: Path,
-    model: ModelLike,
-    example: tuple[torch.Tensor, ...],
-    config_file: str | Path | None,
-    config_defination: str | Path | None,
-) -> QuantConfig:
-    """The run's config at ``path``: the user's (validated, copied) or a generated default."""
-    if config_file is not None and config_defination is not None:
-        raise ConfigError("give either a config file or a config_defination, not both", field="config_defination")
-    if config_file is None:
-        create_quant_retrain_config(path, model, example, config_defination)
-        return load_config(path)
-    config = load_config(config_file)
-    if not (path.exists() and path.samefile(config_file)):
-        shutil.copyfile(config_file, path)
-    return config
 
 
 def scores(reference: np.ndarray, outputs: np.ndarray, labels: np.ndarray | None) -> Scores:

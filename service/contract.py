@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from quantlib.outputs import OUTPUT_FILES  # the files a succeeded job publishes, by report.json's keys
 from quantlib.phases import Phase
 
 __all__ = [
@@ -33,17 +34,6 @@ __all__ = [
     "Progress",
 ]
 
-# The files a succeeded job publishes, by the key run_qat's report gives each: what the
-# API lists and the client downloads (``qat quantize`` keeps AMCT's own names).
-OUTPUT_FILES: dict[str, str] = {
-    "deploy_model": "model_int8.onnx",
-    "fake_quant_model": "model_fake_quant.onnx",
-    "record": "record.txt",
-    "record_json": "record.json",
-    "config": "config.json",
-    "report": "report.json",
-    "report_html": "report.html",
-}
 # every attempt's log, published whether it succeeded or not
 LOG_FILE = "log.txt"
 

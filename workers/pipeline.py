@@ -14,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from service.contract import OUTPUT_FILES, FailureCode
+from service.contract import FailureCode
 from workers.protocol import (
     EXIT_REPORTED_ERROR,
     OUT_DIR,
@@ -28,13 +28,11 @@ REPORTING_RESERVE_BYTES = 8 << 20
 
 
 def run(workdir: Path) -> None:
-    """Load the model and data, run QAT, and leave the results under their published names."""
-    import json
-
+    """Load the model and data and run QAT, which leaves the results under their published names."""
     from quantlib.data import load_dataset
     from quantlib.modelfile import load_exported_program
+    from quantlib.run import run_qat
     from quantlib.spec import parse_spec
-    from quantlib.train import run_qat
 
     job = PipelineJob.read(workdir)
     out = workdir / OUT_DIR
@@ -47,7 +45,7 @@ def run(workdir: Path) -> None:
         spec = parse_spec(job.spec)
         program = load_exported_program(workdir / job.model)
         dataset = load_dataset(workdir / job.data)
-        report = run_qat(
+        run_qat(
             program,
             dataset,
             out,
@@ -55,11 +53,6 @@ def run(workdir: Path) -> None:
             spec=spec,
             on_progress=on_progress,
         )
-    for key, path in report.files.items():
-        path.rename(out / OUTPUT_FILES[key])
-    summary = report.to_dict()
-    summary["files"] = {key: OUTPUT_FILES[key] for key in summary["files"]}
-    (out / OUTPUT_FILES["report"]).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
 def classify(exc: BaseException) -> PipelineError:

@@ -6,6 +6,9 @@ messages users read are written by :mod:`quantlib.config.parse`, not by pydantic
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -74,3 +77,9 @@ class QuantConfig(_Strict):
         for name, layer in self.layers.items():
             out[name] = layer.model_dump(exclude_none=True)
         return out
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """Save as a config file, the layout :func:`quantlib.config.load_config` reads back."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(self.to_file_dict(), indent=4) + "\n", encoding="utf-8")

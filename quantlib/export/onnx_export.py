@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -94,13 +93,11 @@ def export_onnx(
     return _without_trace_metadata(program.model_proto)
 
 
-def write_models(fake_quant: onnx.ModelProto, save_path: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """``{save_path}_fake_quant_model.onnx`` and ``{save_path}_deploy_model.onnx`` (integer weights)."""
-    fake_path = Path(f"{save_path}_fake_quant_model.onnx")
-    deploy_path = Path(f"{save_path}_deploy_model.onnx")
-    fake_path.parent.mkdir(parents=True, exist_ok=True)
+def write_models(fake_quant: onnx.ModelProto, fake_path: Path, deploy_path: Path) -> None:
+    """The fake-quant model at ``fake_path`` and, with integer weights, the deploy model at ``deploy_path``."""
+    for path in (fake_path, deploy_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(fake_quant, str(fake_path))
     deploy = onnx.ModelProto()
     deploy.CopyFrom(fake_quant)
     onnx.save(store_weights_as_integers(deploy), str(deploy_path))
-    return fake_path, deploy_path

@@ -12,6 +12,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from quantlib.outputs import OUTPUT_FILES
 from quantlib.report.sections import (
     accuracy_section,
     config_section,
@@ -21,7 +22,7 @@ from quantlib.report.sections import (
     tuning_section,
 )
 
-REPORT_HTML = "report.html"
+REPORT_HTML = OUTPUT_FILES["report_html"]
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2933;margin:0;background:#f5f7fa}
@@ -87,12 +88,12 @@ def render_report(report: Mapping[str, Any], config_text: str | None = None) -> 
 def write_report_html(report: Mapping[str, Any], out_dir: str | Path) -> Path:
     """Write ``report.html`` into ``out_dir``, beside report.json and the config it names.
 
-    Called by run_qat and again by whoever rewrites report.json (the tuner), so the page
-    always shows the final report.
+    Called wherever report.json is written (:func:`quantlib.train.write_report`), so the
+    page always shows what report.json says.
     """
     out = Path(out_dir)
     files = report.get("files", {})
-    config = out / str(files.get("config", "config.json"))
+    config = out / str(files.get("config", OUTPUT_FILES["config"]))
     config_text = config.read_text(encoding="utf-8") if config.is_file() else None
     path = out / str(files.get("report_html", REPORT_HTML))
     path.write_text(render_report(report, config_text), encoding="utf-8")

@@ -2,14 +2,12 @@
 ``max_trials`` runs; the best run is exported and reported as if it were the only one.
 
 Trials are trained and scored in simulation only; export (the slow part on small
-models) runs once, for the config that is kept.
+models) runs once, for the config that is kept. Each proposed config reaches
+:func:`quantlib.train.train` as an object: no trial writes or reads a file.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import cast
@@ -22,6 +20,7 @@ from quantlib.config import QuantConfig
 from quantlib.data import Dataset
 from quantlib.layers import QuantLayer
 from quantlib.loop import predict
+from quantlib.outputs import OUTPUT_FILES
 from quantlib.phases import Phase, Phases, ProgressFn
 from quantlib.prepare import ModelLike
 from quantlib.spec import AccuracyTarget, QATSpec
@@ -40,61 +39,43 @@ def run_tuned(
     model: ModelLike,
     dataset: Dataset,
     out: Path,
+    config: QuantConfig,
     *,
-    config_file: str | Path | None,
-    config_defination: str | Path | None,
+    origin: str,
     spec: QATSpec,
     on_progress: ProgressFn | None,
 ) -> Report:
-    """:func:`quantlib.train.run_qat` with ``spec.accuracy``: the same files in ``out``,
-    from the best config found, and ``report.tuning`` saying how it was found."""
-    scratch = Path(tempfile.mkdtemp(prefix=".tuning-", dir=out))
-    try:
-        return _Tuning(model, dataset, out, scratch, spec, on_progress).run(config_file, config_defination)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    """:func:`quantlib.run.run_qat` with ``spec.accuracy``: ``config`` (``origin`` says where
+    it came from; ``out/config.json`` holds it) is the first trial; the same files in
+    ``out``, from the best config found, and ``report.tuning`` saying how it was found."""
+    return _Tuning(model, dataset, out, spec, on_progress).run(config, origin)
 
 
 class _Tuning:
     def __init__(
-        self,
-        model: ModelLike,
-        dataset: Dataset,
-        out: Path,
-        scratch: Path,
-        spec: QATSpec,
-        on_progress: ProgressFn | None,
+        self, model: ModelLike, dataset: Dataset, out: Path, spec: QATSpec, on_progress: ProgressFn | None
     ) -> None:
-        self.model, self.dataset, self.out, self.scratch, self.spec = model, dataset, out, scratch, spec
+        self.model, self.dataset, self.out, self.spec = model, dataset, out, spec
         self.target: AccuracyTarget = spec.accuracy or AccuracyTarget()
         self.on_progress = on_progress
         self.x_eval, self.y_eval, _ = dataset.eval_split()
         self.trials: list[Trial] = []
-        self.kept: dict[int, tuple[Trained, Path, dict[str, float]]] = {}
+        self.kept: dict[int, tuple[Trained, dict[str, float]]] = {}
 
-    def run(self, config_file: str | Path | None, config_defination: str | Path | None) -> Report:
-        path = self.scratch / "config-0.json"
+    def run(self, config: QuantConfig, origin: str) -> Report:
         phases = Phases(self.on_progress)
-        trained = self._train(path, config_file, config_defination, phases)
+        trained = train(self.model, self.dataset, config, self.spec, phases)
         started = time.perf_counter()
-        self.objective = Objective(
-            self.target.metric, predict(trained.reference, self.x_eval, trained.device), self.y_eval
-        )
+        self.objective = Objective(self.target.metric, trained.fp32, self.y_eval)
         self.params = _layer_params(trained.qat, trained.config)
-        base = (
-            "the given config"
-            if config_file
-            else "the config_defination"
-            if config_defination
-            else "the default config"
-        )
-        self._record(0, [f"QAT with {base}"], trained, path, phases.timings)
+        self._record(0, [f"QAT with {origin}"], trained, phases.timings)
         sensitivity: list[Sensitivity] = []
         if not self.trials[0].meets(self.target) and self.target.max_trials > 1:
             sensitivity = self._search(trained)
         best = best_trial(self.trials, self.target)
-        trained, path, timings = self.kept[best.index]
-        shutil.copyfile(path, self.out / "config.json")
+        trained, timings = self.kept[best.index]
+        if best.index:  # trial 0's is there already: run_qat wrote it
+            trained.config.write(self.out / OUTPUT_FILES["config"])
         final = Phases(self.on_progress)
         final.timings.update(timings)
         final.timings[Phase.TUNING] = round(time.perf_counter() - started, 3)
@@ -122,33 +103,18 @@ class _Tuning:
             proposal = planner.next(probe)
             if proposal is None:
                 break
-            path = self.scratch / f"config-{index}.json"
-            path.write_text(json.dumps(proposal.config.to_file_dict(), indent=4) + "\n", encoding="utf-8")
             phases = Phases(_as_trial(self.on_progress, index, self.target.max_trials))
-            trained = self._train(path, path, None, phases)
-            self._record(index, proposal.changes, trained, path, phases.timings)
+            trained = train(self.model, self.dataset, proposal.config, self.spec, phases)
+            self._record(index, proposal.changes, trained, phases.timings)
             if self.trials[-1].meets(self.target):
                 break
             probe = self._probe(trained)
         return sensitivity
 
-    def _train(
-        self, path: Path, config_file: str | Path | None, config_defination: str | Path | None, phases: Phases
-    ) -> Trained:
-        return train(
-            self.model,
-            self.dataset,
-            path,
-            config_file=config_file,
-            config_defination=config_defination,
-            spec=self.spec,
-            phases=phases,
-        )
-
     def _probe(self, trained: Trained) -> Probe:
         return Probe(trained.qat, self.x_eval[:PROBE_SAMPLES], trained.device, self.objective.subset(PROBE_SAMPLES))
 
-    def _record(self, index: int, changes: list[str], trained: Trained, path: Path, timings: dict[str, float]) -> None:
+    def _record(self, index: int, changes: list[str], trained: Trained, timings: dict[str, float]) -> None:
         """Score the trial on all eval samples; keep its model only while it is the best."""
         outputs: np.ndarray = predict(trained.qat, self.x_eval, trained.device)
         config = trained.config
@@ -163,7 +129,7 @@ class _Tuning:
                 avg_weight_bits=round(avg_weight_bits(config, self.params), 4),
             )
         )
-        self.kept[index] = (trained, path, dict(timings))
+        self.kept[index] = (trained, dict(timings))
         best = best_trial(self.trials, self.target).index
         self.kept = {i: run for i, run in self.kept.items() if i == best}
 

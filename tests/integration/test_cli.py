@@ -11,17 +11,9 @@ import numpy as np
 import pytest
 
 from quantlib.examples.digits import write_example
+from quantlib.outputs import OUTPUT_FILES
 
 QAT = Path(sys.executable).parent / "qat"
-OUTPUTS = (
-    "model_deploy_model.onnx",
-    "model_fake_quant_model.onnx",
-    "record.txt",
-    "record.json",
-    "config.json",
-    "report.json",
-    "report.html",
-)
 
 
 def qat(*args: object) -> subprocess.CompletedProcess[str]:
@@ -39,10 +31,9 @@ def test_quantize_writes_every_output_and_prints_the_table(example, tmp_path: Pa
     out = tmp_path / "out"
     run = qat("quantize", model, "--data", data, "--out", out, "--epochs", 1)
     assert run.returncode == 0, run.stderr
-    for name in OUTPUTS:
-        assert (out / name).is_file(), name
+    assert {path.name for path in out.iterdir()} == set(OUTPUT_FILES.values()), "the names the service publishes"
     assert "FP32 vs INT8" in run.stdout and "onnxruntime" in run.stdout
-    assert str(out / "model_deploy_model.onnx") in run.stdout
+    assert str(out / "model_int8.onnx") in run.stdout
     assert str(out / "report.html") in run.stdout
     report = json.loads((out / "report.json").read_text())
     assert report["spec"]["epochs"] == 1 and report["accuracy"]["int8_onnxruntime"]["top1"] > 0.5
@@ -54,7 +45,7 @@ def test_quantize_writes_every_output_and_prints_the_table(example, tmp_path: Pa
     )
     assert run.returncode == 0, run.stderr
     printed = json.loads(run.stdout)
-    assert printed["files"]["deploy_model"] == str(again / "model_deploy_model.onnx")
+    assert printed["files"]["deploy_model"] == str(again / "model_int8.onnx")
     assert printed["loss"]["epoch_means"] == []
     assert (again / "config.json").read_text() == (out / "config.json").read_text()
 

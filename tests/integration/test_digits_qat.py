@@ -14,8 +14,8 @@ import torch
 
 from quantlib.data import Dataset, validate_arrays
 from quantlib.examples.digits import DigitsNet, digits_dataset, export_program, train_fp32
+from quantlib.run import run_qat
 from quantlib.spec import QATSpec
-from quantlib.train import run_qat
 
 SEED = 0
 MAX_DROP = 0.005  # half a point of top-1

@@ -24,8 +24,9 @@ from torch import nn
 from quantlib.config import load_config
 from quantlib.data import Dataset, validate_arrays
 from quantlib.examples.digits import digits_dataset
+from quantlib.outputs import OUTPUT_FILES
+from quantlib.run import run_qat
 from quantlib.spec import AccuracyTarget, QATSpec
-from quantlib.train import run_qat
 
 SEED = 0
 OUTLIER = 1000.0
@@ -101,7 +102,7 @@ def test_tuning_fixes_the_outlier_layer_by_itself(outlier_model, tmp_path: Path)
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["tuning"] == json.loads(json.dumps(tuning)) and saved["spec"]["accuracy"]["max_drop"] == 0.01
     assert "target met" in (tmp_path / "report.html").read_text()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tuning")], "trial scratch is removed"
+    assert {p.name for p in tmp_path.iterdir()} == set(OUTPUT_FILES.values()), "no trial leaves a file behind"
     assert ("tuning", 1, 4) in progress
 
     # The config left behind is the best trial's, and a plain run with it keeps the accuracy.

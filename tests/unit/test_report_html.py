@@ -15,8 +15,8 @@ import torch
 from quantlib.data import validate_arrays
 from quantlib.examples.digits import DigitsNet, digits_dataset, export_program, train_fp32
 from quantlib.report import render_report, write_report_html
+from quantlib.run import run_qat
 from quantlib.spec import QATSpec
-from quantlib.train import run_qat
 from support.headless import WINDOW, blank_screenshot, dump_dom, png_size, screenshot
 
 HOSTILE = "<script>alert('layer')</script>"

@@ -1,0 +1,79 @@
+"""The QAT pipeline as one call, :func:`run_qat`, used by ``qat quantize`` and by the service's workers.
+
+It reads the config once (the user's file, or the default generated for the model),
+writes it into ``out_dir`` once, and then either trains and exports it
+(:mod:`quantlib.train`) or hands it to the tuner (:mod:`quantlib.tune`), which repeats
+the training with the configs it proposes: ``run -> tune -> train``, never back.
+It reports its phase through a callback (the CLI draws a progress bar, a worker writes
+the job row) and leaves everything a user needs in ``out_dir`` under the published
+names (:data:`quantlib.outputs.OUTPUT_FILES`): the ONNX models, the record, the config
+that was used, ``report.json`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from quantlib.config import ConfigError, QuantConfig, load_config
+from quantlib.data import Dataset
+from quantlib.outputs import OUTPUT_FILES
+from quantlib.phases import Phases, ProgressFn
+from quantlib.prepare import ModelLike, default_config
+from quantlib.spec import QATSpec
+from quantlib.train import Report, finish, train, write_report
+from quantlib.tune import run_tuned
+
+__all__ = ["Report", "run_qat"]
+
+
+def run_qat(
+    model: ModelLike,
+    dataset: Dataset,
+    out_dir: str | Path,
+    *,
+    config_file: str | Path | None = None,
+    config_defination: str | Path | None = None,
+    spec: QATSpec | None = None,
+    on_progress: ProgressFn | None = None,
+) -> Report:
+    """Quantize ``model`` with QAT on ``dataset`` and write the results into ``out_dir``.
+
+    Without ``config_file`` the default config (optionally shaped by
+    ``config_defination``) is generated. With ``spec.accuracy`` the config is tuned
+    until the accuracy target is met (:mod:`quantlib.tune`). Bad inputs raise
+    ConfigError, DataError or ModelError before any training starts.
+    """
+    spec = spec or QATSpec()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = _run_config(out / OUTPUT_FILES["config"], model, config_file, config_defination)
+    if spec.accuracy is not None:
+        origin = (
+            "the given config"
+            if config_file
+            else "the config_defination"
+            if config_defination
+            else "the default config"
+        )
+        return run_tuned(model, dataset, out, config, origin=origin, spec=spec, on_progress=on_progress)
+    phases = Phases(on_progress)
+    report = finish(train(model, dataset, config, spec, phases), dataset, out, spec, phases)
+    write_report(report)
+    return report
+
+
+def _run_config(
+    path: Path, model: ModelLike, config_file: str | Path | None, config_defination: str | Path | None
+) -> QuantConfig:
+    """The run's config, also left at ``path``: the user's (validated, copied as written) or a generated default."""
+    if config_file is not None and config_defination is not None:
+        raise ConfigError("give either a config file or a config_defination, not both", field="config_defination")
+    if config_file is None:
+        config = default_config(model, config_defination)
+        config.write(path)
+        return config
+    config = load_config(config_file)
+    if not (path.exists() and path.samefile(config_file)):
+        shutil.copyfile(config_file, path)
+    return config

@@ -1,0 +1,130 @@
+"""quantlib's pipeline in memory: which module calls which, what a run reads and writes.
+
+``run -> tune -> train``, never back, and none of them goes through the AMCT file
+facade (``quantlib.api``); the config is read once and travels as an object, so a tuned
+run writes no config for a trial to read back; the files a run leaves carry the names
+the service publishes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from quantlib import api
+from quantlib.data import Dataset, validate_arrays
+from quantlib.outputs import OUTPUT_FILES
+from quantlib.run import run_qat
+from quantlib.spec import QATSpec
+
+AMCT_CALLS = {
+    "create_quant_retrain_config",
+    "create_quant_retrain_model",
+    "restore_quant_retrain_model",
+    "save_quant_retrain_model",
+}
+
+
+def _python(code: str, *args: object) -> str:
+    run = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def _tiny() -> tuple[nn.Module, Dataset]:
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 16)).astype(np.float32)
+    return model, validate_arrays({"x_train": x, "y_train": rng.integers(0, 4, 64)})
+
+
+def test_train_imports_neither_the_tuner_nor_run_nor_the_amct_facade() -> None:
+    loaded = json.loads(
+        _python(
+            """
+            import json, sys
+            import quantlib.train
+            after_train = sorted(sys.modules)
+            import quantlib.run
+            print(json.dumps({"train": after_train, "run": sorted(sys.modules)}))
+            """
+        )
+    )
+    assert not [m for m in loaded["train"] if m.startswith(("quantlib.tune", "quantlib.run", "quantlib.api"))]
+    assert "quantlib.tune" in loaded["run"] and "quantlib.api" not in loaded["run"]
+
+
+def test_the_amct_module_holds_only_the_four_calls() -> None:
+    own = {name for name, value in vars(api).items() if inspect.isfunction(value) and value.__module__ == api.__name__}
+    assert own == AMCT_CALLS
+
+
+def test_a_run_leaves_the_published_file_names(tmp_path: Path) -> None:
+    model, dataset = _tiny()
+    report = run_qat(model, dataset, tmp_path, spec=QATSpec(epochs=0))
+    assert {key: path.name for key, path in report.files.items()} == OUTPUT_FILES
+    assert {path.name for path in tmp_path.iterdir()} == set(OUTPUT_FILES.values())
+    assert json.loads((tmp_path / OUTPUT_FILES["report"]).read_text())["files"] == OUTPUT_FILES
+
+
+def test_a_tuned_run_reads_the_config_once_and_writes_no_trial_config(tmp_path: Path) -> None:
+    """Every file opened under ``tmp_path`` during a tuned run of two trials, seen by an audit hook
+    (in a child process: a hook cannot be removed)."""
+    model, dataset = _tiny()
+    torch.save(model, tmp_path / "model.pt")
+    np.savez(tmp_path / "data.npz", x_train=dataset.x_train, y_train=dataset.y_train)
+    config = tmp_path / "given.json"
+    config.write_text(json.dumps({"version": 1, "0": {}, "2": {}}, indent=1))
+    out = tmp_path / "out"
+    opened = json.loads(
+        _python(
+            """
+            import json, os, sys
+            from pathlib import Path
+            import numpy as np, torch
+            from quantlib.data import validate_arrays
+            from quantlib.run import run_qat
+            from quantlib.spec import AccuracyTarget, QATSpec
+
+            root, out, config = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+            model = torch.load(root / "model.pt", weights_only=False)
+            dataset = validate_arrays(dict(np.load(root / "data.npz")))
+            opened = []
+
+            def audit(event, args):
+                if event == "open" and isinstance(args[0], (str, os.PathLike)):
+                    path, mode, flags = os.fspath(args[0]), args[1], args[2]
+                    if path.startswith(str(root)):
+                        writes = any(c in mode for c in "wax+") if mode else flags & (os.O_WRONLY | os.O_RDWR)
+                        opened.append([path, bool(writes)])
+
+            sys.addaudithook(audit)
+            target = AccuracyTarget(metric="sqnr", max_drop=0.0, max_trials=2)
+            report = run_qat(model, dataset, out, config_file=config, spec=QATSpec(epochs=1, accuracy=target))
+            print(json.dumps({"opened": opened, "trials": len(report.tuning["trials"])}))
+            """,
+            tmp_path,
+            out,
+            config,
+        )
+    )
+    assert opened["trials"] == 2, "the second trial must run, or the test proves nothing"
+    written = {Path(path) for path, writes in opened["opened"] if writes}
+    assert written <= {out / name for name in OUTPUT_FILES.values()}, "only the published files, no trial configs"
+    json_reads = sorted(path for path, writes in opened["opened"] if not writes and path.endswith(".json"))
+    # the given config: parsed once, then copied as written; config.json: only the page, which embeds it
+    assert json_reads == sorted([str(config), str(config), str(out / OUTPUT_FILES["config"])])
