@@ -10,7 +10,7 @@ what the document lists, from the same classes that make the answers.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -39,6 +39,7 @@ class Operation:
     """One route's contract: its answers, the errors it raises, what it reads besides the path.
 
     ``public`` routes take no token (probes); every other one adds the authentication errors.
+    ``path`` narrows a path variable's schema beyond what its URL converter says.
     """
 
     summary: str
@@ -48,6 +49,7 @@ class Operation:
     query: type[BaseModel] | None = None
     headers: tuple[Mapping[str, Any], ...] = ()
     form: Mapping[str, Any] | None = None
+    path: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     public: bool = False
 
     @property
