@@ -10,16 +10,18 @@ the server stack (``tests/service/test_imports.py``).
 from __future__ import annotations
 
 import enum
+import math
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
 
 from quantlib.outputs import OUTPUT_FILES  # the files a succeeded job publishes, by report.json's keys
 from quantlib.phases import Phase
 
 __all__ = [
+    "Accuracy",
     "Artifact",
     "ArtifactList",
     "Dataset",
@@ -29,6 +31,8 @@ __all__ = [
     "JobPage",
     "JobState",
     "LOG_FILE",
+    "Loss",
+    "Metrics",
     "OUTPUT_FILES",
     "Phase",
     "Progress",
@@ -91,6 +95,47 @@ class Failure(BaseModel):
     user_error: bool | None = Field(description="true: the inputs were at fault; false: the service")
 
 
+def _number_or_text(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
+
+
+# JSON has no infinity: an SQNR of identical outputs travels as "inf" (report.json writes it so too)
+Decibels = Annotated[
+    float,
+    PlainSerializer(_number_or_text, return_type=float | str, when_used="json"),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "number"}, {"type": "string", "enum": ["inf", "-inf", "nan"]}],
+            "description": "dB; the strings stand for the float values JSON lacks (inf: identical outputs)",
+        }
+    ),
+]
+
+
+class Accuracy(BaseModel):
+    """One row of the accuracy table: a model's outputs on the eval data against a reference's."""
+
+    top1: float | None = Field(description="top-1 accuracy, a fraction; null without labels")
+    agreement: float = Field(description="fraction of samples where both pick the same class")
+    sqnr_db: Decibels
+
+
+class Loss(BaseModel):
+    kind: str = Field(description="the fine-tuning loss: ce with labels, mse or kl distillation without")
+    epoch_means: list[float]
+
+
+class Metrics(BaseModel):
+    """A succeeded job's numbers, as its ``report.json`` gives them, plus the worker's timings."""
+
+    accuracy: dict[str, Accuracy] = Field(
+        description="fp32, int8_simulated (PyTorch) and int8_onnxruntime (the deploy model), each against FP32"
+    )
+    deploy_vs_simulated: Accuracy = Field(description="the deploy model against the PyTorch QAT model; top1 null")
+    loss: Loss
+    timings_s: dict[str, float] = Field(description="wall seconds of every phase, queue wait to upload")
+
+
 class Job(BaseModel):
     """A job as the API shows it."""
 
@@ -103,7 +148,7 @@ class Job(BaseModel):
     max_attempts: int
     cancel_requested: bool
     spec: dict[str, Any]
-    metrics: dict[str, Any] | None
+    metrics: Metrics | None
     failure: Failure | None
     model_sha256: str
     data_sha256: str | None

@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import quota
-from service.contract import FailureCode, Phase, Progress
+from service.contract import FailureCode, Metrics, Phase, Progress
 from service.db import Artifact, Dataset, IdempotencyKey, Job, JobState, SessionFactory, Team, reading, utcnow, writing
 from service.errors import (
     IdempotencyMismatch,
@@ -278,7 +278,7 @@ def finish_job(
     job_id: uuid.UUID,
     worker_id: str,
     attempt: int,
-    metrics: dict[str, Any],
+    metrics: Metrics,
     artifacts: Sequence[NewArtifact],
 ) -> None:
     """Mark the job SUCCEEDED with its metrics and artifact rows, all or nothing.
@@ -287,8 +287,9 @@ def finish_job(
     for ``attempt``. A job being cancelled that finishes anyway counts as succeeded:
     the results exist and the user may as well have them.
     """
+    recorded = metrics.model_dump(mode="json")  # a JSON column holds the wire form: an infinite SQNR as "inf"
     with writing(db) as session:
-        _end(session, job_id, worker_id, attempt, _ACTIVE, state=JobState.SUCCEEDED, metrics=metrics)
+        _end(session, job_id, worker_id, attempt, _ACTIVE, state=JobState.SUCCEEDED, metrics=recorded)
         session.add_all(Artifact(job_id=job_id, attempt=attempt, **asdict(artifact)) for artifact in artifacts)
 
 

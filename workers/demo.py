@@ -22,6 +22,7 @@ from rich.console import Console
 
 from service.client import Client, ClientError, Job
 from service.client.view import accuracy_table, job_summary, live_progress, print_files
+from service.contract import OUTPUT_FILES
 from workers.local_deployment import (
     OPTIONAL_SETTINGS,
     SERVICE_SETTINGS,
@@ -107,7 +108,7 @@ def _run(
     if table is not None:
         console.print(table)
     print_files(console, files)
-    console.print(f"INT8 model: [bold]{root / 'results' / 'model_int8.onnx'}[/bold]")
+    console.print(f"INT8 model: [bold]{root / 'results' / OUTPUT_FILES['deploy_model']}[/bold]")
     return job
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from service.api.schemas import JOB_OPTION_KEYS
 from service.artifacts import ArtifactStore
 from service.artifacts.retry import store_file
-from service.contract import FailureCode, Phase
+from service.contract import FailureCode, Metrics, Phase
 from service.datasets import get_dataset
 from service.db import Job, SessionFactory
 from service.errors import LeaseLost, StorageFull, StorageUnavailable
@@ -229,14 +229,10 @@ def _discard(artifacts: ArtifactStore, uploaded: Sequence[NewArtifact]) -> None:
             log.warning("could not delete unpublished %s: %s", artifact.storage_key, exc)
 
 
-def _metrics(report: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
-    """The job row's metrics: the accuracy table and the wall time of every phase, queue to upload."""
-    return {
-        "accuracy": report["accuracy"],
-        "deploy_vs_simulated": report["deploy_vs_simulated"],
-        "loss": report["loss"],
-        "timings_s": {**timings, **report["timings_s"]},
-    }
+def _metrics(report: dict[str, Any], timings: dict[str, float]) -> Metrics:
+    """The job row's metrics: report.json's accuracy table and loss (its other keys are
+    left out), and the wall time of every phase, queue to upload."""
+    return Metrics.model_validate({**report, "timings_s": {**timings, **report["timings_s"]}})
 
 
 def _end_unsuccessful(

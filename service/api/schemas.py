@@ -77,7 +77,7 @@ def job_out(job: Job) -> contract.Job:
         max_attempts=job.max_attempts,
         cancel_requested=job.cancel_requested,
         spec=job.spec,
-        metrics=job.metrics,
+        metrics=contract.Metrics.model_validate(job.metrics) if job.metrics is not None else None,
         failure=failure,
         model_sha256=job.model_sha256,
         data_sha256=job.data_sha256,

@@ -6,7 +6,6 @@ same live progress bar; scripts use ``--json`` instead and never see any of this
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -17,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from service.contract import Job
+from service.contract import Job, Metrics
 
 _ACCURACY_ROWS = {
     "fp32": "FP32",
@@ -32,10 +31,9 @@ def state_text(state: str) -> str:
     return f"[{style}]{state}[/{style}]"
 
 
-def accuracy_table(metrics: dict[str, Any] | None) -> Table | None:
+def accuracy_table(metrics: Metrics | None) -> Table | None:
     """The FP32 vs INT8 table from a finished job's metrics; ``None`` before there is one."""
-    accuracy = (metrics or {}).get("accuracy")
-    if not accuracy:
+    if metrics is None or not metrics.accuracy:
         return None
     table = Table(title="FP32 vs INT8 (evaluation data)")
     table.add_column("model")
@@ -43,9 +41,9 @@ def accuracy_table(metrics: dict[str, Any] | None) -> Table | None:
     table.add_column("agrees with FP32 %", justify="right")
     table.add_column("output SQNR dB", justify="right")
     for key, label in _ACCURACY_ROWS.items():
-        row = accuracy.get(key)
+        row = metrics.accuracy.get(key)
         if row is not None:
-            table.add_row(label, _pct(row.get("top1")), _pct(row.get("agreement")), _db(row.get("sqnr_db")))
+            table.add_row(label, _pct(row.top1), _pct(row.agreement), _db(row.sqnr_db))
     return table
 
 
@@ -138,11 +136,8 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
-def _db(value: float | str | None) -> str:
-    if value is None:
-        return "-"
-    number = float(value)  # JSON has no infinity: the API writes an exact match as "inf"
-    return "inf" if math.isinf(number) else f"{number:.1f}"
+def _db(value: float) -> str:
+    return f"{value:.1f}"  # an exact match, "inf" on the wire, is parsed to inf and prints so
 
 
 def _duration(seconds: float) -> str:

@@ -35,6 +35,7 @@ from service.jobs import (
 )
 from service.ops.retention import collect_garbage, parse_duration
 from service.teams import authenticate, create_team
+from support.metrics import METRICS
 
 AHEAD = timedelta(days=30)
 KEEP = timedelta(days=7)
@@ -72,7 +73,7 @@ class Jobs:
             assert claim_job(self.db, job_id, "w2", 60)
             attempt = 2
         files = [self.put(f"jobs/{job_id}/attempt-{attempt}/{name}") for name in ("model_int8.onnx", "log.txt")]
-        finish_job(self.db, job_id, "w2" if lost_attempt else "w1", attempt, {}, files)
+        finish_job(self.db, job_id, "w2" if lost_attempt else "w1", attempt, METRICS, files)
         return job_id
 
     def finished_recently(self, job_id: uuid.UUID) -> None:

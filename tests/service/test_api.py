@@ -17,6 +17,7 @@ from service.artifacts import S3Store
 from service.jobs import NewArtifact, claim_job, finish_job
 from service.teams import create_team, revoke_token
 from support.layout_only_pt2 import layout_only_pt2
+from support.metrics import METRICS
 
 SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"])
 LOCAL_ONLY = pytest.mark.parametrize("artifact_store", ["local"], indirect=True)
@@ -118,10 +119,11 @@ def test_artifacts_listed_and_downloaded(make_api: Callable[..., Any], submit: S
         key = f"jobs/{job_id}/results/{name}"
         size, sha256 = svc.artifacts.put_stream(key, io.BytesIO(payload))
         artifacts.append(NewArtifact(name=name, size=size, sha256=sha256, storage_key=key))
-    finish_job(svc.db, uuid.UUID(job_id), "worker-1", 1, {"top1": 0.9}, artifacts)
+    finish_job(svc.db, uuid.UUID(job_id), "worker-1", 1, METRICS, artifacts)
 
     job = client.get(f"/v1/jobs/{job_id}").json()
-    assert job["state"] == "SUCCEEDED" and job["metrics"] == {"top1": 0.9}
+    assert job["state"] == "SUCCEEDED" and job["metrics"] == METRICS.model_dump(mode="json")
+    assert job["metrics"]["accuracy"]["fp32"]["sqnr_db"] == "inf", "JSON has no infinity"
     listed = client.get(f"/v1/jobs/{job_id}/artifacts").json()["artifacts"]
     assert [a["name"] for a in listed] == sorted(payloads)
     for item in listed:
@@ -369,7 +371,7 @@ def test_download_redirects_to_presigned_url(
     key = f"jobs/{job_id}/results/model.onnx"
     size, sha256 = svc.artifacts.put_stream(key, io.BytesIO(b"onnx bytes"))
     assert claim_job(svc.db, uuid.UUID(job_id), "w", 60)
-    finish_job(svc.db, uuid.UUID(job_id), "w", 1, {}, [NewArtifact("model.onnx", size, sha256, key)])
+    finish_job(svc.db, uuid.UUID(job_id), "w", 1, METRICS, [NewArtifact("model.onnx", size, sha256, key)])
     redirect = client.get(f"/v1/jobs/{job_id}/artifacts/model.onnx", allow_redirects=False)
     assert redirect.status_code == 302 and "X-Amz-Signature" in redirect.headers["Location"]
     assert redirect.headers["Location"].startswith(f"{public}/")

@@ -16,6 +16,7 @@ from service.artifacts import ArtifactStore, LocalStore
 from service.contract import Phase, Progress
 from service.jobs import JobInputs, NewArtifact, claim_job, create_job, finish_job, request_cancel, update_progress
 from service.teams import PREFIX_LENGTH, authenticate, create_team, revoke_token
+from support.metrics import METRICS
 
 DIGEST = "0" * 64
 
@@ -60,7 +61,7 @@ def test_stream_follows_a_job_to_its_end(api: Any) -> None:
         assert data["progress"]["step"] == 3 and data["progress"]["total"] == 10
 
         artifact = NewArtifact(name="log.txt", size=1, sha256=DIGEST, storage_key="k")
-        finish_job(db, job_id, "w1", 1, {}, [artifact])
+        finish_job(db, job_id, "w1", 1, METRICS, [artifact])
         assert next(events)[1]["state"] == "SUCCEEDED"
         assert next(events) == ("end", {"state": "SUCCEEDED"})
         assert next(events, None) is None, "the stream closes after the end event"

@@ -21,6 +21,7 @@ from service.ops.retention import release_inputs
 from service.quota import storage_used
 from service.teams import authenticate, create_team, list_teams
 from support.layout_only_pt2 import layout_only_pt2
+from support.metrics import METRICS
 
 DIGEST = "0" * 64
 MODEL = layout_only_pt2(64)
@@ -125,7 +126,7 @@ def test_a_finished_jobs_files_can_be_deleted_at_once(api: Any) -> None:
     assert claim_job(svc.db, uuid.UUID(job_id), "w", 60)
     key = f"jobs/{job_id}/attempt-1/model.onnx"
     size, sha256 = svc.artifacts.put_stream(key, io.BytesIO(b"onnx" * 1000))
-    finish_job(svc.db, uuid.UUID(job_id), "w", 1, {}, [NewArtifact("model.onnx", size, sha256, key)])
+    finish_job(svc.db, uuid.UUID(job_id), "w", 1, METRICS, [NewArtifact("model.onnx", size, sha256, key)])
     assert _used(api, team_id) > 4000
 
     deleted = client.delete(f"/v1/jobs/{job_id}")
@@ -156,7 +157,7 @@ def test_failed_and_cancelled_jobs_inputs_are_released_and_results_kept(api: Any
         user_error=True,
         artifacts=[NewArtifact("log.txt", size, sha256, log_key)],
     )
-    finish_job(svc.db, uuid.UUID(succeeded), "w", 1, {}, [])
+    finish_job(svc.db, uuid.UUID(succeeded), "w", 1, METRICS, [])
 
     released = release_inputs(svc.db, svc.artifacts)
     assert sorted(map(str, released)) == sorted([cancelled, failed])

@@ -27,6 +27,7 @@ from service.artifacts import LocalStore
 from service.db import SessionFactory, make_engine, migrate, session_factory
 from service.jobs import NewArtifact, claim_job, finish_job
 from service.teams import create_team
+from support.metrics import METRICS
 
 STREAMS = 200
 SLOW_CONNECTIONS = 300
@@ -126,7 +127,7 @@ def test_downloads_that_stop_reading_neither_starve_others_nor_stay_open(
         key = f"jobs/{job_id}/attempt-1/model.onnx"
         size, sha256 = stored.put_stream(key, io.BytesIO(os.urandom(64 << 20)))
         assert claim_job(db, job_id, "w", 60)
-        finish_job(db, job_id, "w", 1, {}, [NewArtifact("model.onnx", size, sha256, key)])
+        finish_job(db, job_id, "w", 1, METRICS, [NewArtifact("model.onnx", size, sha256, key)])
         request = (
             f"GET /v1/jobs/{job_id}/artifacts/model.onnx HTTP/1.1\r\nHost: x\r\n"
             f"Authorization: Bearer {issued.token}\r\n\r\n"

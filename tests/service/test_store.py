@@ -48,6 +48,7 @@ from service.jobs import (
     request_fingerprint,
     update_progress,
 )
+from support.metrics import METRICS
 
 MakeTeam = Callable[..., Team]
 T = TypeVar("T")
@@ -325,7 +326,7 @@ def test_reaper_requeues_then_fails_with_worker_lost(db: SessionFactory, make_te
     # the lost worker comes back: every write of attempt 1 is fenced off
     assert renew_lease(db, job_id, "w1", 1, LEASE_S) == LeaseStatus.LOST
     with expect(LeaseLost, "LEASE_LOST", "job_id"):
-        finish_job(db, job_id, "w1", 1, {"acc": 1.0}, [])
+        finish_job(db, job_id, "w1", 1, METRICS, [])
     # even when the same worker id claims the next attempt
     assert claim_job(db, job_id, "w1", LEASE_S)
     with expect(LeaseLost, "LEASE_LOST"):
@@ -361,18 +362,18 @@ def test_finish_job_records_metrics_and_artifacts(db: SessionFactory, make_team:
         NewArtifact("model.int8.onnx", 1000, sha("onnx"), f"jobs/{job_id}/model.int8.onnx"),
         NewArtifact("report.json", 20, sha("report"), f"jobs/{job_id}/report.json"),
     ]
-    finish_job(db, job_id, "w1", 1, {"fp32_acc": 0.9, "int8_acc": 0.89}, artifacts)
+    finish_job(db, job_id, "w1", 1, METRICS, artifacts)
 
     job = get_job(db, team.id, job_id)
     assert job.state == JobState.SUCCEEDED and job.finished_at is not None and job.lease_expires_at is None
-    assert job.metrics == {"fp32_acc": 0.9, "int8_acc": 0.89}
+    assert job.metrics == METRICS.model_dump(mode="json")
     listed = list_artifacts(db, team.id, job_id)
     assert [(a.name, a.size, a.attempt) for a in listed] == [("model.int8.onnx", 1000, 1), ("report.json", 20, 1)]
     assert get_artifact(db, team.id, job_id, "report.json").sha256 == sha("report")
     with expect(NotFound, "NOT_FOUND", "name"):
         get_artifact(db, team.id, job_id, "missing.bin")
     with expect(LeaseLost, "LEASE_LOST"):  # finishing twice
-        finish_job(db, job_id, "w1", 1, {}, [])
+        finish_job(db, job_id, "w1", 1, METRICS, [])
     with expect(WrongState, "WRONG_STATE"):
         request_cancel(db, team.id, job_id)
 
@@ -382,7 +383,7 @@ def test_finish_is_all_or_nothing(db: SessionFactory, make_team: MakeTeam) -> No
     job_id = running_job(db, team)
     twins = [NewArtifact("a.bin", 1, sha("a"), "k/a"), NewArtifact("a.bin", 1, sha("a"), "k/a2")]
     with pytest.raises(IntegrityError):  # the duplicate name violates a unique constraint
-        finish_job(db, job_id, "w1", 1, {"acc": 1.0}, twins)
+        finish_job(db, job_id, "w1", 1, METRICS, twins)
     job = get_job(db, team.id, job_id)
     assert job.state == JobState.RUNNING and job.metrics is None
     assert list_artifacts(db, team.id, job_id) == []

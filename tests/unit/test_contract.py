@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ast
 import importlib
+import math
 import re
 from pathlib import Path
 
 from quantlib.config import QUANTIZABLE_TYPES
 from quantlib.errors import QuantlibError
-from service.contract import FailureCode, Job, JobState
+from service.contract import Accuracy, FailureCode, Job, JobState
 
 ROOT = Path(__file__).parents[2]
 # where quantlib defines its input errors
@@ -56,3 +57,13 @@ def test_the_supported_layer_types_are_one_list() -> None:
     assert {layer.__name__ for layer in SUPPORTED} == set(QUANTIZABLE_TYPES)
     # aten's op for each type: Conv2d -> conv2d, ConvTranspose1d -> conv_transpose1d, Linear -> linear
     assert set(LIFTABLE) == {re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() for name in QUANTIZABLE_TYPES}
+
+
+def test_an_infinite_sqnr_travels_as_the_string_report_json_writes() -> None:
+    exact = Accuracy(top1=None, agreement=1.0, sqnr_db=math.inf)
+    assert exact.model_dump(mode="json")["sqnr_db"] == "inf"
+    assert Accuracy.model_validate_json(exact.model_dump_json()) == exact
+    assert Accuracy.model_validate({"top1": 0.5, "agreement": 0.5, "sqnr_db": "-inf"}).sqnr_db == -math.inf
+    assert Accuracy(top1=0.5, agreement=0.5, sqnr_db=31.5).model_dump(mode="json")["sqnr_db"] == 31.5
+    schema = Job.model_json_schema(mode="serialization")["$defs"]["Accuracy"]["properties"]["sqnr_db"]
+    assert {"type": "string", "enum": ["inf", "-inf", "nan"]} in schema["anyOf"]

@@ -24,6 +24,7 @@ from quantlib.data import Dataset, validate_arrays
 from quantlib.outputs import OUTPUT_FILES
 from quantlib.run import run_qat
 from quantlib.spec import QATSpec
+from service.contract import Metrics
 
 AMCT_CALLS = {
     "create_quant_retrain_config",
@@ -78,7 +79,10 @@ def test_a_run_leaves_the_published_file_names(tmp_path: Path) -> None:
     report = run_qat(model, dataset, tmp_path, spec=QATSpec(epochs=0))
     assert {key: path.name for key, path in report.files.items()} == OUTPUT_FILES
     assert {path.name for path in tmp_path.iterdir()} == set(OUTPUT_FILES.values())
-    assert json.loads((tmp_path / OUTPUT_FILES["report"]).read_text())["files"] == OUTPUT_FILES
+    saved = json.loads((tmp_path / OUTPUT_FILES["report"]).read_text())
+    assert saved["files"] == OUTPUT_FILES
+    # the job row's metrics are read from it by the contract's model, "inf" included
+    assert Metrics.model_validate(saved).accuracy["fp32"].sqnr_db == float("inf")
 
 
 def test_a_tuned_run_reads_the_config_once_and_writes_no_trial_config(tmp_path: Path) -> None:
