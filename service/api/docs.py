@@ -88,7 +88,11 @@ def swagger_init() -> Response:
 @bp.get("/docs/assets/<name>")
 @documented(
     Operation(
-        "Swagger UI's files", {200: Answer("the file", media="application/octet-stream")}, (NotFound,), public=True
+        "Swagger UI's files",
+        {200: Answer("the file: CSS, JavaScript or PNG", media="*/*")},
+        (NotFound,),
+        path={"name": {"type": "string", "enum": sorted(SWAGGER_ASSETS)}},
+        public=True,
     )
 )
 def swagger_asset(name: str) -> Response:

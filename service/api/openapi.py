@@ -64,13 +64,13 @@ def openapi_path(rule: Rule) -> str:
     return _VARIABLE.sub(lambda m: "{" + m["name"] + "}", rule.rule)
 
 
-def _path_parameters(rule: Rule) -> list[dict[str, Any]]:
+def _path_parameters(rule: Rule, operation: Operation) -> list[dict[str, Any]]:
     return [
         {
             "name": m["name"],
             "in": "path",
             "required": True,
-            "schema": _CONVERTERS.get(m["converter"], {"type": "string"}),
+            "schema": dict(operation.path.get(m["name"], _CONVERTERS.get(m["converter"], {"type": "string"}))),
         }
         for m in _VARIABLE.finditer(rule.rule)
     ]
@@ -84,7 +84,7 @@ def _operation(rule: Rule, operation: Operation) -> dict[str, Any]:
             schema = ref(answer.model) if answer.model is not None else {"type": "string"}
             entry["content"] = {answer.media: {"schema": schema}}
         answers[str(status)] = entry
-    parameters = _path_parameters(rule) + [dict(header) for header in operation.headers]
+    parameters = _path_parameters(rule, operation) + [dict(header) for header in operation.headers]
     if operation.query is not None:
         parameters += _query_parameters(operation.query)
     out: dict[str, Any] = {"summary": operation.summary, "responses": {**answers, **_errors(operation.all_errors)}}

@@ -30,6 +30,7 @@ from service.jobs import NewArtifact, claim_job, finish_job
 from service.settings import Settings
 from support.api_server import ApiServer
 from support.layout_only_pt2 import layout_only_pt2
+from support.metrics import METRICS
 
 # one real setup is enough: SQLite, and S3 because only a store with presigned URLs redirects
 ON_SQLITE_AND_S3 = [
@@ -77,7 +78,7 @@ def _finish(api: ApiServer, job_id: str) -> None:
         key = f"jobs/{job_id}/results/{name}"
         size, sha256 = svc.artifacts.put_stream(key, io.BytesIO(payload))
         rows.append(NewArtifact(name=name, size=size, sha256=sha256, storage_key=key))
-    finish_job(svc.db, uuid.UUID(job_id), "worker-1", 1, None, rows)
+    finish_job(svc.db, uuid.UUID(job_id), "worker-1", 1, METRICS, rows)
 
 
 @pytest.fixture
