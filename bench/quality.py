@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -60,6 +60,22 @@ class Budget:
     fp32_lr: float = 3e-3
     fp32_batch_size: int = 32
     qat_lr: float = QATSpec().lr
+
+    @property
+    def fp32(self) -> Schedule:
+        return Schedule(self.fp32_epochs, self.fp32_lr, self.fp32_batch_size)
+
+    @property
+    def qat(self) -> Schedule:
+        return Schedule(self.qat_epochs, self.qat_lr, self.batch_size)
+
+
+class Schedule(NamedTuple):
+    """One training run's length, learning rate and batch size."""
+
+    epochs: int
+    lr: float
+    batch_size: int
 
 
 FULL = Budget(n_train=1600, n_eval=800, fp32_epochs=4, qat_epochs=2, seeds=(0, 1, 2))
@@ -134,15 +150,13 @@ def fit(
     x: torch.Tensor,
     target: torch.Tensor,
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    *,
-    epochs: int,
-    lr: float,
-    batch_size: int,
+    schedule: Schedule,
     seed: int,
     mode: Callable[[nn.Module], None],
 ) -> None:
     """Adam with the lr decaying to 0 (cosine), shuffled batches, short last batch dropped:
     the schedule run_qat fine-tunes with, so the baselines get the same budget."""
+    epochs, lr, batch_size = schedule
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
     steps = max(1, len(x) // batch_size) * epochs
@@ -240,17 +254,7 @@ def _baseline(
         prepared(x[:CALIBRATION_IMAGES])
     seconds["calibrating"] = time.perf_counter() - start
     start = time.perf_counter()
-    fit(
-        prepared,
-        x,
-        target,
-        loss,
-        epochs=budget.qat_epochs,
-        lr=budget.qat_lr,
-        batch_size=budget.batch_size,
-        seed=seed,
-        mode=baseline.train,
-    )
+    fit(prepared, x, target, loss, budget.qat, seed, baseline.train)
     seconds["training"] = time.perf_counter() - start
     start = time.perf_counter()
     converted = baseline.convert(prepared)
@@ -280,17 +284,7 @@ def run_task(
     target = torch.from_numpy(split.y_train) if task.classes else x
     loss = F.cross_entropy if task.classes else F.mse_loss
     start = time.perf_counter()
-    fit(
-        model,
-        x,
-        target,
-        loss,
-        epochs=budget.fp32_epochs,
-        lr=budget.fp32_lr,
-        batch_size=budget.fp32_batch_size,
-        seed=seed,
-        mode=nn.Module.train,
-    )
+    fit(model, x, target, loss, budget.fp32, seed, nn.Module.train)
     model.eval()
     fp32 = predict(model, split.x_eval)
     reference = {"score": _score(task, split, fp32, fp32)["score"], "sqnr_db": None, "agreement": None}

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, request, url_for
 
 from quantlib.data import DataError
+from service import errors
 from service.api.auth import current_team_id, require_team
 from service.api.operations import Answer, Operation, documented
 from service.api.schemas import dataset_out
@@ -17,16 +18,6 @@ from service.api.uploads import dataset_body_limit, limit_body, required_file_pa
 from service.api.validation import check_data
 from service.contract import Dataset
 from service.datasets import delete_dataset, get_dataset
-from service.errors import (
-    InvalidArgument,
-    NotFound,
-    PayloadTooLarge,
-    QuotaExceeded,
-    StorageFull,
-    StorageQuotaExceeded,
-    StorageUnavailable,
-    WrongState,
-)
 from service.quota import refuse_upload_over_quota
 from service.server.offload import off_loop
 
@@ -49,13 +40,13 @@ DATA_FORM: dict[str, Any] = {
             200: Answer("the team's existing dataset with the same bytes", Dataset),
         },
         (
-            InvalidArgument,
+            errors.InvalidArgument,
             DataError,
-            PayloadTooLarge,
-            QuotaExceeded,
-            StorageQuotaExceeded,
-            StorageFull,
-            StorageUnavailable,
+            errors.PayloadTooLarge,
+            errors.QuotaExceeded,
+            errors.StorageQuotaExceeded,
+            errors.StorageFull,
+            errors.StorageUnavailable,
         ),
         form=DATA_FORM,
     )
@@ -73,7 +64,7 @@ def create_dataset() -> tuple[dict[str, object], int, dict[str, str]]:
 
 
 @bp.get("/<uuid:dataset_id>")
-@documented(Operation("One dataset", {200: Answer("the dataset", Dataset)}, (NotFound,)))
+@documented(Operation("One dataset", {200: Answer("the dataset", Dataset)}, (errors.NotFound,)))
 def get_dataset_by_id(dataset_id: uuid.UUID) -> dict[str, object]:
     return dataset_out(get_dataset(services().db, current_team_id(), dataset_id)).model_dump(mode="json")
 
@@ -83,7 +74,7 @@ def get_dataset_by_id(dataset_id: uuid.UUID) -> dict[str, object]:
     Operation(
         "Delete a dataset's file (refused while a queued or running job uses it)",
         {204: Answer("deleted", media=None)},
-        (NotFound, WrongState, StorageUnavailable),
+        (errors.NotFound, errors.WrongState, errors.StorageUnavailable),
     )
 )
 def delete_dataset_by_id(dataset_id: uuid.UUID) -> tuple[str, int]:

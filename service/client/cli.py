@@ -178,9 +178,7 @@ def wait(job_id: str, download: Path | None, url: str | None, token: str | None,
 @client_options
 def cancel(job_id: str, url: str | None, token: str | None, as_json: bool) -> None:
     """Cancel a job: queued ones end at once, running ones stop at the worker's next check."""
-    with connect(url, token) as client:
-        job = client.cancel(job_id)
-    _emit(job.model_dump(mode="json"), lambda: _out.print(f"{job.id} {job.state}"), as_json)
+    _act_on_job(Client.cancel, "", job_id, url, token, as_json)
 
 
 @click.command("delete")
@@ -188,9 +186,16 @@ def cancel(job_id: str, url: str | None, token: str | None, as_json: bool) -> No
 @client_options
 def delete(job_id: str, url: str | None, token: str | None, as_json: bool) -> None:
     """Delete a finished job's inputs and results now, freeing the team's storage (the job stays listed)."""
+    _act_on_job(Client.delete_files, ": files deleted", job_id, url, token, as_json)
+
+
+def _act_on_job(
+    act: Callable[[Client, str], Job], done: str, job_id: str, url: str | None, token: str | None, as_json: bool
+) -> None:
+    """One call that changes a job, then the job as it is now: its JSON, or its id and state."""
     with connect(url, token) as client:
-        job = client.delete_files(job_id)
-    _emit(job.model_dump(mode="json"), lambda: _out.print(f"{job.id} {job.state}: files deleted"), as_json)
+        job = act(client, job_id)
+    _emit(job.model_dump(mode="json"), lambda: _out.print(f"{job.id} {job.state}{done}"), as_json)
 
 
 @click.command("download")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -95,6 +95,32 @@ def admin() -> None:
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
+# a new team's limits; set-team changes only the ones given
+TEAM_DEFAULTS = {"max_running": 2, "max_queued": 100, "weight": 1, "max_storage": "100GiB", "max_datasets": 100}
+_TEAM_LIMITS = {
+    "max_running": ("Jobs running at once.", click.IntRange(min=1)),
+    "max_queued": ("Jobs waiting at once.", click.IntRange(min=1)),
+    "weight": ("Share of the GPU pool.", click.IntRange(min=1)),
+    "max_storage": ("Bytes of inputs, results and datasets kept, e.g. 500GiB.", click.STRING),
+    "max_datasets": ("Datasets kept.", click.IntRange(min=1)),
+}
+
+
+def _team_limits(defaults: dict[str, object] | None) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The team-limit options, with ``defaults`` (create-team) or none (set-team: unset means unchanged)."""
+
+    def apply(command: Callable[..., None]) -> Callable[..., None]:
+        for name, (help_text, kind) in reversed(_TEAM_LIMITS.items()):
+            default = None if defaults is None else defaults[name]
+            flag = "--" + name.replace("_", "-")
+            command = click.option(flag, type=kind, default=default, show_default=defaults is not None, help=help_text)(
+                command
+            )
+        return command
+
+    return apply
+
+
 def _storage_size(value: str) -> int:
     try:
         return parse_size(value, "--max-storage")
@@ -104,67 +130,38 @@ def _storage_size(value: str) -> int:
 
 @admin.command("create-team")
 @click.argument("name")
-@click.option("--max-running", type=click.IntRange(min=1), default=2, show_default=True, help="Jobs running at once.")
-@click.option("--max-queued", type=click.IntRange(min=1), default=100, show_default=True, help="Jobs waiting at once.")
-@click.option("--weight", type=click.IntRange(min=1), default=1, show_default=True, help="Share of the GPU pool.")
-@click.option("--max-storage", default="100GiB", show_default=True, help="Bytes of inputs, results and datasets kept.")
-@click.option("--max-datasets", type=click.IntRange(min=1), default=100, show_default=True, help="Datasets kept.")
+@_team_limits(TEAM_DEFAULTS)
 @_json_option
-def create_team(
-    name: str, max_running: int, max_queued: int, weight: int, max_storage: str, max_datasets: int, as_json: bool
-) -> None:
+def create_team(name: str, as_json: bool, **limits: Any) -> None:
     """Create team NAME and print its first API token (shown only this once)."""
-    issued = teams.create_team(
-        _database(),
-        name,
-        max_running=max_running,
-        max_queued=max_queued,
-        weight=weight,
-        max_storage_bytes=_storage_size(max_storage),
-        max_datasets=max_datasets,
-    )
+    issued = teams.create_team(_database(), name, **_team_arguments(limits))
     if not as_json:
-        click.echo(
-            f"created team {name!r} (max_running={max_running}, max_queued={max_queued}, weight={weight}, "
-            f"max_storage={max_storage}, max_datasets={max_datasets})"
-        )
+        shown = ", ".join(f"{key}={value}" for key, value in limits.items())
+        click.echo(f"created team {name!r} ({shown})")
     _print_token(issued, as_json)
 
 
 @admin.command("set-team")
 @click.argument("name")
-@click.option("--max-running", type=click.IntRange(min=1), default=None, help="Jobs running at once.")
-@click.option("--max-queued", type=click.IntRange(min=1), default=None, help="Jobs waiting at once.")
-@click.option("--weight", type=click.IntRange(min=1), default=None, help="Share of the GPU pool.")
-@click.option("--max-storage", default=None, help="Bytes of inputs, results and datasets kept, e.g. 500GiB.")
-@click.option("--max-datasets", type=click.IntRange(min=1), default=None, help="Datasets kept.")
-def set_team(
-    name: str,
-    max_running: int | None,
-    max_queued: int | None,
-    weight: int | None,
-    max_storage: str | None,
-    max_datasets: int | None,
-) -> None:
+@_team_limits(None)
+def set_team(name: str, **limits: Any) -> None:
     """Change team NAME's limits or weight; the dispatcher applies them on its next tick."""
-    if all(value is None for value in (max_running, max_queued, weight, max_storage, max_datasets)):
-        raise click.UsageError(
-            "give at least one of --max-running, --max-queued, --weight, --max-storage, --max-datasets"
-        )
-    team = teams.update_team(
-        _database(),
-        name,
-        max_running=max_running,
-        max_queued=max_queued,
-        weight=weight,
-        max_storage_bytes=None if max_storage is None else _storage_size(max_storage),
-        max_datasets=max_datasets,
-    )
+    if all(value is None for value in limits.values()):
+        flags = ", ".join("--" + key.replace("_", "-") for key in limits)
+        raise click.UsageError(f"give at least one of {flags}")
+    team = teams.update_team(_database(), name, **_team_arguments(limits))
     click.echo(
         f"team {name!r}: max_running={team.max_running}, max_queued={team.max_queued}, weight={team.weight}, "
         f"storage {human_size(team.storage_bytes)} of {human_size(team.max_storage_bytes)}, "
         f"datasets {team.datasets} of {team.max_datasets}"
     )
+
+
+def _team_arguments(limits: dict[str, Any]) -> dict[str, Any]:
+    """The options as :mod:`service.teams` takes them: the storage size in bytes."""
+    arguments = {key: value for key, value in limits.items() if key != "max_storage"}
+    storage = limits["max_storage"]
+    return {**arguments, "max_storage_bytes": None if storage is None else _storage_size(storage)}
 
 
 @admin.command("create-token")
