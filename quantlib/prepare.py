@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterator
+from typing import cast
 
 import torch
 from torch import nn
 
 from quantlib.config import QuantConfig, build_config, check_layers, load_simple_config
+from quantlib.export.fold import can_fold, fold_sign
 from quantlib.graph import GraphFacts, analyze_exported, analyze_module, trainable_module
 from quantlib.layers import QuantLayer
 
@@ -75,6 +77,9 @@ def quantize_layers(model: nn.Module, config: QuantConfig, facts: GraphFacts | N
             fixed_min = facts.nonneg_input.get(name, False)
         quant = QuantLayer(original, entry, batch_num=config.batch_num, fixed_min=fixed_min)
         quant.folds_bn = facts.bn_after.get(name)
+        if quant.folds_bn and can_fold(quant):
+            bn = cast(nn.modules.batchnorm._BatchNorm, model.get_submodule(quant.folds_bn))
+            quant.weight_quant.fold_into(fold_sign(bn), quant.layer.weight.dim())
         setattr(parent, child, quant)
     return model
 

@@ -1,9 +1,11 @@
 """From a trained QuantLayer to the numbers that get deployed, BatchNorm folded in.
 
 Folding scales output channel c by k_c = gamma_c / sqrt(var_c + eps). Symmetric
-quantization commutes with that scaling, so the deployed integers are the QAT integers
-(negated where k_c < 0) and only the scales change: the folded model computes what the
-QAT model computes in eval mode, also when weights were quantized per tensor.
+quantization commutes with scaling by |k_c|, so only the scales change; the sign of k_c
+was already quantized in (:meth:`WeightQuantizer.fold_into`), so the deployed integers
+are the QAT integers: the folded model computes what the QAT model computes in eval
+mode, also when weights were quantized per tensor. Only a gamma that changed sign during
+training leaves a channel to negate here, where -(-128) is clamped to 127.
 """
 
 from __future__ import annotations
@@ -58,6 +60,13 @@ def can_fold(layer: QuantLayer) -> bool:
     return layer.weight_quant.axis == 0 or getattr(layer.layer, "groups", 1) == 1
 
 
+def fold_sign(bn: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
+    """The sign of each channel's folding factor k: gamma's (the rsqrt is positive)."""
+    if bn.weight is None:
+        return torch.ones(bn.num_features)
+    return torch.where(bn.weight.detach() < 0, -1.0, 1.0)
+
+
 @torch.no_grad()
 def deploy_layer(layer: QuantLayer, bn: nn.modules.batchnorm._BatchNorm | None) -> DeployedLayer:
     wq = layer.weight_quant
@@ -70,8 +79,10 @@ def deploy_layer(layer: QuantLayer, bn: nn.modules.batchnorm._BatchNorm | None) 
         shape = [1] * weight.dim()
         shape[axis] = -1
         scale = scale.expand_as(k) * k.abs() if scale.numel() == 1 else scale * k.abs()
-        sign = torch.where(k < 0, -1, 1).reshape(shape)
-        q = (q.to(torch.int16) * sign).to(torch.int8)
+        trained = torch.ones_like(k).reshape(shape) if wq.fold_sign is None else wq.fold_sign
+        flip = (torch.where(k < 0, -1.0, 1.0).reshape(shape) * trained).to(torch.int16)
+        grid = IntRange(wq.bits)
+        q = (q.to(torch.int16) * flip).clamp(grid.qmin, grid.qmax).to(torch.int8)
         bias = shift if bias is None else bias * k + shift
     act = layer.act_quant
     clip_max = act.clip_max.detach().clamp_min(CLIP_EPS)

@@ -156,25 +156,32 @@ static PyObject *ulq_backward(PyObject *self, PyObject *args) {
     return Py_BuildValue("ddd", err, above, below);
 }
 
-/* Symmetric per-channel fake quantization of a weight viewed as [outer, channels, inner]:
- * scale_c = max|w| over the channel / qmax (at least FLT_MIN), w -> round(w / scale_c) * scale_c. */
-HOT static void arq_kernel(const float *w, float *out, int64_t outer, int64_t channels, int64_t inner, float qmax) {
+/* Symmetric per-channel fake quantization of a weight viewed as [outer, channels, inner], as AMCT
+ * computes it: scale_c = max(max(w) / qmax, -min(w) / -qmin) over the channel (at least FLT_MIN), so
+ * the whole grid [qmin, qmax] is used, then w -> round(w / scale_c) * scale_c. */
+HOT static void arq_kernel(const float *w, float *out, int64_t outer, int64_t channels, int64_t inner, float qmin,
+                           float qmax) {
     for (int64_t c = 0; c < channels; c++) {
-        float amax = 0.0f;
+        float high = 0.0f, low = 0.0f;
         for (int64_t o = 0; o < outer; o++) {
             const float *row = w + (o * channels + c) * inner;
             for (int64_t i = 0; i < inner; i++) {
-                float v = fabsf(row[i]);
-                amax = v > amax ? v : amax;
+                float v = row[i];
+                high = v > high ? v : high;
+                low = v < low ? v : low;
             }
         }
-        float scale = amax / qmax;
+        float up = high / qmax, down = low / qmin;
+        float scale = up > down ? up : down;
         scale = scale < 1.17549435e-38f ? 1.17549435e-38f : scale;
         for (int64_t o = 0; o < outer; o++) {
             const float *row = w + (o * channels + c) * inner;
             float *dst = out + (o * channels + c) * inner;
-            for (int64_t i = 0; i < inner; i++)
-                dst[i] = nearbyintf(row[i] / scale) * scale;
+            for (int64_t i = 0; i < inner; i++) {
+                float q = nearbyintf(row[i] / scale);
+                q = q > qmax ? qmax : (q < qmin ? qmin : q);
+                dst[i] = q * scale;
+            }
         }
     }
 }
@@ -182,11 +189,11 @@ HOT static void arq_kernel(const float *w, float *out, int64_t outer, int64_t ch
 static PyObject *arq_forward(PyObject *self, PyObject *args) {
     unsigned long long w, out;
     Py_ssize_t outer, channels, inner;
-    float qmax;
-    if (!PyArg_ParseTuple(args, "KKnnnf", &w, &out, &outer, &channels, &inner, &qmax))
+    float qmin, qmax;
+    if (!PyArg_ParseTuple(args, "KKnnnff", &w, &out, &outer, &channels, &inner, &qmin, &qmax))
         return NULL;
     Py_BEGIN_ALLOW_THREADS
-    arq_kernel((const float *)(uintptr_t)w, (float *)(uintptr_t)out, outer, channels, inner, qmax);
+    arq_kernel((const float *)(uintptr_t)w, (float *)(uintptr_t)out, outer, channels, inner, qmin, qmax);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -195,7 +202,7 @@ static PyMethodDef methods[] = {
     {"ulq_forward", ulq_forward, METH_VARARGS, "ulq_forward(x, y, n, scale, lo, hi, threads)"},
     {"ulq_backward", ulq_backward, METH_VARARGS,
      "ulq_backward(g, x, y, grad_x, n, lo, hi, threads) -> (sum_in g*(y-x), sum_above g, sum_below g)"},
-    {"arq_forward", arq_forward, METH_VARARGS, "arq_forward(w, out, outer, channels, inner, qmax)"},
+    {"arq_forward", arq_forward, METH_VARARGS, "arq_forward(w, out, outer, channels, inner, qmin, qmax)"},
     {NULL, NULL, 0, NULL},
 };
 

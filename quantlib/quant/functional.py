@@ -200,7 +200,7 @@ def _clip_grads(
 
 
 class ARQFunction(torch.autograd.Function):
-    """Symmetric weight fake quantization, scale = max|w| / qmax, straight-through backward."""
+    """Symmetric weight fake quantization on the whole grid (AMCT's ARQ), straight-through backward."""
 
     @staticmethod
     def forward(ctx: Any, weight: torch.Tensor, axis: int | None, bits: int) -> torch.Tensor:
@@ -210,12 +210,11 @@ class ARQFunction(torch.autograd.Function):
             shape = weight.shape
             outer = math.prod(shape[:axis]) if axis is not None else 1
             channels = shape[axis] if axis is not None else 1
-            _cpu_kernels.arq_forward(
-                weight.data_ptr(), out.data_ptr(), outer, channels, weight.numel() // (outer * channels), grid.qmax
-            )
+            inner = weight.numel() // (outer * channels)
+            _cpu_kernels.arq_forward(weight.data_ptr(), out.data_ptr(), outer, channels, inner, grid.qmin, grid.qmax)
             return out
         scale = arq_scale(weight, axis, grid).reshape(_scale_shape(weight, axis))
-        return torch.div(weight, scale).round_().mul_(scale)
+        return torch.div(weight, scale).round_().clamp_(grid.qmin, grid.qmax).mul_(scale)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
@@ -230,15 +229,19 @@ def _scale_shape(weight: torch.Tensor, axis: int | None) -> list[int]:
 
 
 def arq_scale(weight: torch.Tensor, axis: int | None, grid: IntRange) -> torch.Tensor:
-    """Per-tensor (axis None) or per-channel scales; a zero channel gets a tiny positive scale."""
+    """Per-tensor (axis None) or per-channel scales, as AMCT computes them: ``max(max(w) / qmax,
+    -min(w) / -qmin)``, so a channel whose largest magnitude is negative uses the grid's -128.
+    A zero channel gets a tiny positive scale."""
     w = weight.detach().float()
     dims = [d for d in range(w.dim()) if d != axis]
-    return w.abs().amax(dim=dims).div_(grid.qmax).clamp_min_(torch.finfo(torch.float32).tiny)
+    high = w.amax(dim=dims).clamp_min_(0.0).div_(grid.qmax)
+    low = w.amin(dim=dims).clamp_max_(0.0).div_(grid.qmin)
+    return torch.maximum(high, low).clamp_min_(torch.finfo(torch.float32).tiny)
 
 
 def arq_quantize(weight: torch.Tensor, axis: int | None, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer weights and their scales, as deployed: ``weight ~= q * scale``."""
     grid = IntRange(bits)
     scale = arq_scale(weight, axis, grid)
-    q = torch.round(weight.detach() / scale.reshape(_scale_shape(weight, axis))).clamp(-grid.qmax, grid.qmax)
+    q = torch.round(weight.detach() / scale.reshape(_scale_shape(weight, axis))).clamp(grid.qmin, grid.qmax)
     return q.to(torch.int8), scale

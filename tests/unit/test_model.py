@@ -237,7 +237,7 @@ def test_int4_round_trip(kind: str, pipeline: Callable[[str, str], Exported]) ->
     for name, init in zip(names, stored, strict=True):
         assert init.data_type == TensorProto.INT4, name
         values = onnx.numpy_helper.to_array(init).astype(np.int32)
-        assert values.min() >= -7 and values.max() <= 7
+        assert values.min() >= -8 and values.max() <= 7  # the whole int4 grid, as AMCT
         q, _ = case.qat.get_submodule(name).weight_quant.quantize(case.qat.get_submodule(name).layer.weight)
         np.testing.assert_array_equal(values, q.numpy())
     # activations are quantized to int4 too: every QuantizeLinear has an int4 zero point
@@ -348,8 +348,9 @@ def test_record_text_has_amct_format_and_json_agrees(conv_bn: Exported) -> None:
 
 
 def test_record_numbers_are_the_qat_model_numbers(conv_bn: Exported) -> None:
-    """scale_d/offset_d follow from the learned clips; scale_w is max|w|/127, times |k|
-    of the folded BN (k = gamma / sqrt(var + eps))."""
+    """scale_d/offset_d follow from the learned clips; scale_w is AMCT's ARQ scale,
+    max(max(w) / 127, -min(w) / 128), of the weight with the sign of the folded BN's k
+    (k = gamma / sqrt(var + eps)) already in, times |k|."""
     records = json.loads(conv_bn.record.with_suffix(".json").read_text())
     qat = conv_bn.qat
     for name in ("conv1", "conv2", "fc"):
@@ -363,14 +364,17 @@ def test_record_numbers_are_the_qat_model_numbers(conv_bn: Exported) -> None:
     def bn_k(bn: nn.BatchNorm2d) -> np.ndarray:
         return (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().double().numpy()
 
-    w1 = qat.conv1.layer.weight.detach().double().numpy()
-    expect1 = np.abs(w1).reshape(8, -1).max(1) / 127 * np.abs(bn_k(qat.bn1))
-    np.testing.assert_allclose(records["conv1"]["scale_w"], expect1, rtol=1e-5)
-    w2 = qat.conv2.layer.weight.detach().double().numpy()
-    expect2 = np.abs(w2).max() / 127 * np.abs(bn_k(qat.bn2))  # per tensor, then per channel by BN
-    np.testing.assert_allclose(records["conv2"]["scale_w"], expect2, rtol=1e-5)
+    def arq(w: np.ndarray, per_channel: bool) -> np.ndarray:
+        dims = tuple(range(1, w.ndim)) if per_channel else None
+        return np.maximum(w.max(axis=dims) / 127, w.min(axis=dims) / -128)
+
+    for name, bn, per_channel in (("conv1", qat.bn1, True), ("conv2", qat.bn2, False)):
+        k = bn_k(bn)
+        w = qat.get_submodule(name).layer.weight.detach().double().numpy() * np.sign(k).reshape(-1, 1, 1, 1)
+        np.testing.assert_allclose(records[name]["scale_w"], arq(w, per_channel) * np.abs(k), rtol=1e-5)
     wf = qat.fc.layer.weight.detach().double().numpy()
-    np.testing.assert_allclose(records["fc"]["scale_w"], np.abs(wf).max(1) / 127, rtol=1e-5)
+    np.testing.assert_allclose(records["fc"]["scale_w"], arq(wf, True), rtol=1e-5)
+    assert qat.conv2.weight_quant.fold_sign is not None, "bn2 has negative gammas: their sign is quantized in"
 
 
 # --------------------------------------------------------- fixed_min from the graph

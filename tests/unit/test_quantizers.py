@@ -373,32 +373,38 @@ def test_ulq_grad_not_needed_for_fixed_clips() -> None:
 @pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize(("shape", "axis"), [((6, 3, 3, 3), 0), ((10, 7), 0), ((3, 5, 2, 2), 1), ((4, 2, 3), None)])
 def test_arq_scales_and_grid(bits: int, shape: tuple[int, ...], axis: int | None) -> None:
-    """scale = max|w| / qmax (127 or 7) per output channel or per tensor; values on its grid."""
-    qmax = 2 ** (bits - 1) - 1
+    """AMCT's scale, max(max(w) / qmax, -min(w) / -qmin), per output channel or per tensor; the whole grid."""
+    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     w = torch.randn(*shape)
     y = ARQFunction.apply(w, axis, bits)
     wd = w.double().numpy()
-    if axis is None:
-        scale = np.full([1] * w.dim(), np.abs(wd).max() / qmax)
-    else:
-        dims = tuple(d for d in range(w.dim()) if d != axis)
-        scale = np.abs(wd).max(axis=dims, keepdims=True) / qmax
+    dims = tuple(d for d in range(w.dim()) if d != axis)
+    scale = np.maximum(wd.max(axis=dims, keepdims=True) / qmax, wd.min(axis=dims, keepdims=True) / qmin)
     q = y.double().numpy() / scale
     np.testing.assert_allclose(q, np.round(q), atol=1e-4)  # on the grid
-    assert np.abs(np.round(q)).max() == qmax  # the largest weight maps to +-qmax
     np.testing.assert_allclose(y.double().numpy(), np.round(wd / scale) * scale, rtol=1e-5, atol=1e-7)
+    q = np.round(q)
+    reached = (q.max(axis=dims) == qmax) | (q.min(axis=dims) == qmin)
+    assert reached.all(), "each channel's larger side reaches its end of the grid"
 
     q_int, scales = arq_quantize(w, axis, bits)
-    assert q_int.dtype == torch.int8
-    assert int(q_int.abs().max()) == qmax
+    assert q_int.dtype == torch.int8 and qmin <= int(q_int.min()) and int(q_int.max()) <= qmax
     np.testing.assert_allclose(scales.double().numpy().ravel(), scale.ravel(), rtol=1e-6)
     shaped = scales.reshape(scale.shape) if axis is not None else scales.reshape(())
     torch.testing.assert_close(q_int.float() * shaped, y, rtol=1e-6, atol=1e-7)
 
 
-def test_arq_is_symmetric() -> None:
-    w = torch.randn(4, 9)
-    torch.testing.assert_close(ARQFunction.apply(-w, 0, 8), -ARQFunction.apply(w, 0, 8))
+def test_arq_by_hand_uses_minus_128() -> None:
+    """Hand-computed, as AMCT's ARQ: channel 0's larger side is negative, so -1.28 / -128 = 0.01 is its
+    scale (max|w| / 127 would give 0.010079) and -1.28 lands on -128; channel 1's is positive."""
+    w = torch.tensor([[-1.28, 0.5, 1.0], [1.27, -0.3, 0.0]])
+    q, scale = arq_quantize(w, 0, 8)
+    torch.testing.assert_close(scale, torch.tensor([0.01, 0.01]), rtol=1e-6, atol=0)
+    assert q.tolist() == [[-128, 50, 100], [127, -30, 0]]
+    torch.testing.assert_close(ARQFunction.apply(w, 0, 8), q.float() * 0.01, rtol=1e-6, atol=1e-7)
+    q4, scale4 = arq_quantize(torch.tensor([[-0.8, 0.35, 0.7]]), 0, 4)  # INT4: -0.8 / -8 = 0.1
+    torch.testing.assert_close(scale4, torch.tensor([0.1]), rtol=1e-6, atol=0)
+    assert q4.tolist() == [[-8, 4, 7]]
 
 
 def test_arq_gradient_is_straight_through() -> None:
