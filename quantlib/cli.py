@@ -23,6 +23,7 @@ from rich.table import Table
 from quantlib.config import check_calibration, load_config, load_simple_config
 from quantlib.data import load_dataset
 from quantlib.errors import QuantlibError, is_out_of_memory
+from quantlib.figures import speed_summary
 from quantlib.modelfile import load_exported_program
 from quantlib.spec import AccuracyTarget, QATSpec, parse_spec
 
@@ -224,6 +225,10 @@ def quantize(
         click.echo(json.dumps({**report.to_dict(), "files": files}, indent=2))
         return
     stdout.print(_summary(report))
+    if report.speed is not None:
+        speed = report.speed
+        line = speed_summary(speed.batch_sizes, speed.latency_ratio, speed.size_ratio, speed.threads)
+        stdout.print(line, highlight=False, soft_wrap=True)
     phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report.timings_s.items())
     stdout.print(f"took {sum(report.timings_s.values()):.1f} s ({phases})", highlight=False, soft_wrap=True)
     for line in _tuning_lines(report.tuning) if report.tuning else []:

@@ -27,6 +27,7 @@ from quantlib.export.fold import can_fold
 from quantlib.export.modules import deployed_layers
 from quantlib.export.onnx_export import export_onnx, write_models
 from quantlib.export.record import write_record
+from quantlib.export.speed import Speed, measure_speed
 from quantlib.loop import calibrate, fine_tune, predict, predict_onnx, steps_per_epoch
 from quantlib.metrics import sqnr_db, top1_accuracy, top1_agreement
 from quantlib.modelfile import ModelError
@@ -37,6 +38,8 @@ from quantlib.report import write_report_html
 from quantlib.spec import QATSpec
 
 __all__ = ["LayerReport", "ProgressFn", "QATSpec", "Report", "Scores", "Trained", "finish", "train"]
+# the "typical batch" of the speed figure: the training batch, at most this
+SPEED_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,8 @@ class Report:
     ``deploy_vs_simulated`` compares the exported ONNX model with the PyTorch QAT model
     (top1 is None there): the evidence that what ships computes what was evaluated.
     ``tuning`` is the tuner's account (target, sensitivity, trials, verdict) when
-    ``spec.accuracy`` asked for one.
+    ``spec.accuracy`` asked for one. ``speed`` is the deploy model's latency and size
+    against the same network in FP32 (:mod:`quantlib.export.speed`).
     """
 
     out_dir: Path
@@ -87,10 +91,12 @@ class Report:
     dataset: dict[str, Any]
     spec: QATSpec
     batch_num: int
+    speed: Speed | None = None
     tuning: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         tuning = {} if self.tuning is None else {"tuning": self.tuning}
+        speed = {} if self.speed is None else {"speed": self.speed.to_dict()}
         return _json_safe(
             {
                 "files": {key: path.name for key, path in self.files.items()},
@@ -102,6 +108,7 @@ class Report:
                 "dataset": self.dataset,
                 "spec": self.spec.model_dump(),
                 "batch_num": self.batch_num,
+                **speed,
                 **tuning,
             }
         )
@@ -184,14 +191,18 @@ def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases:
 
     x_eval, y_eval, eval_source = dataset.eval_split()
     fp32 = trained.fp32
-    with phases.phase(Phase.EVALUATING, 2):
+    with phases.phase(Phase.EVALUATING, 3):
         simulated = predict(qat, x_eval, device)
+        phases.step(1, 3)
         deployed = predict_onnx(files["deploy_model"], x_eval)
         accuracy = {
             "fp32": scores(fp32, fp32, y_eval),
             "int8_simulated": scores(fp32, simulated, y_eval),
             "int8_onnxruntime": scores(fp32, deployed, y_eval),
         }
+        phases.step(2, 3)
+        batches = sorted({1, min(spec.batch_size, SPEED_BATCH)})
+        speed = measure_speed(files["fake_quant_model"], files["deploy_model"], x_eval[: max(batches)], batches)
 
     return Report(
         out_dir=out,
@@ -211,6 +222,7 @@ def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases:
         },
         spec=spec,
         batch_num=trained.config.batch_num,
+        speed=speed,
     )
 
 

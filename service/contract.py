@@ -31,6 +31,7 @@ __all__ = [
     "JobPage",
     "JobState",
     "LOG_FILE",
+    "DeploySpeed",
     "Loss",
     "Metrics",
     "OUTPUT_FILES",
@@ -125,6 +126,19 @@ class Loss(BaseModel):
     epoch_means: list[float]
 
 
+class DeploySpeed(BaseModel):
+    """The deploy model against the same network in FP32: onnxruntime on the worker's CPU."""
+
+    batch_sizes: list[int]
+    fp32_ms: list[float] = Field(description="median latency of the FP32 network per batch size, ms")
+    int8_ms: list[float] = Field(description="median latency of the deploy model per batch size, ms")
+    latency_ratio: list[float] = Field(description="int8_ms / fp32_ms per batch size: below 1 is faster")
+    fp32_bytes: int
+    int8_bytes: int
+    size_ratio: float = Field(description="int8_bytes / fp32_bytes")
+    threads: int = Field(description="onnxruntime intra-op threads of the measurement")
+
+
 class Metrics(BaseModel):
     """A succeeded job's numbers, as its ``report.json`` gives them, plus the worker's timings."""
 
@@ -134,6 +148,7 @@ class Metrics(BaseModel):
     deploy_vs_simulated: Accuracy = Field(description="the deploy model against the PyTorch QAT model; top1 null")
     loss: Loss
     timings_s: dict[str, float] = Field(description="wall seconds of every phase, queue wait to upload")
+    speed: DeploySpeed | None = Field(default=None, description="null for jobs run before it was measured")
 
 
 class Job(BaseModel):

@@ -19,6 +19,7 @@ from quantlib.report.sections import (
     headline,
     layers_section,
     run_section,
+    speed_section,
     tuning_section,
 )
 
@@ -58,6 +59,7 @@ def render_report(report: Mapping[str, Any], config_text: str | None = None) -> 
     sections = [
         headline(report),
         accuracy_section(report),
+        speed_section(report),
         tuning_section(tuning) if tuning else "",
         layers_section(report),
         config_section(config_text),
@@ -65,6 +67,7 @@ def render_report(report: Mapping[str, Any], config_text: str | None = None) -> 
     ]
     anchors = [
         ("accuracy", "Accuracy"),
+        *([("speed", "Speed")] if report.get("speed") else []),
         *([("tuning", "Tuning")] if tuning else []),
         ("layers", "Layers"),
         ("config", "Config"),

@@ -52,6 +52,11 @@ def headline(report: Report) -> str:
     else:
         cards = [("INT8 agrees with FP32", f"{pct(deployed.get('agreement'))} %")]
     cards.append(("output SQNR", f"{db(deployed.get('sqnr_db'))} dB"))
+    speed = report.get("speed")
+    if speed:
+        batch, ratio = speed["batch_sizes"][-1], speed["latency_ratio"][-1]
+        cards.append((f"INT8 latency, batch {batch}", f"{ratio:.2f}x FP32"))
+        cards.append(("INT8 size", f"{speed['size_ratio']:.2f}x FP32"))
     html = "".join(
         f'<div class="card"><div class="k">{escape(k)}</div><div class="v">{escape(v)}</div></div>' for k, v in cards
     )
@@ -80,6 +85,30 @@ def accuracy_section(report: Report) -> str:
     source = str(report.get("dataset", {}).get("eval_source", "x_eval")).replace("x_", "")
     parts.append(f'<p class="note">Scored on the {escape(source)} data; SQNR compares outputs with FP32\'s.</p>')
     return section("accuracy", "Accuracy: FP32 vs INT8", *parts)
+
+
+def speed_section(report: Report) -> str:
+    """Latency and size of the deploy model against the same network in FP32, on the machine that ran the job."""
+    speed = report.get("speed")
+    if not speed:
+        return ""
+    rows = [
+        [str(batch), general(fp32), general(int8), f"{ratio:.2f}x"]
+        for batch, fp32, int8, ratio in zip(
+            speed["batch_sizes"], speed["fp32_ms"], speed["int8_ms"], speed["latency_ratio"], strict=True
+        )
+    ]
+    sizes = (
+        f'<p class="note">Size: {speed["int8_bytes"]:,} bytes against {speed["fp32_bytes"]:,} in FP32 '
+        f"({speed['size_ratio']:.2f}x). Measured with onnxruntime on the CPU that ran the job, "
+        f"{speed['threads']} thread, medians of interleaved runs; below 1x is faster.</p>"
+    )
+    return section(
+        "speed",
+        "Speed: INT8 deploy vs FP32",
+        table(["batch", "FP32 ms", "INT8 ms", "INT8 / FP32"], rows, css="num"),
+        sizes,
+    )
 
 
 def layers_section(report: Report) -> str:

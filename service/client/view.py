@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from quantlib.figures import speed_summary
 from service.contract import Job, Metrics
 
 _ACCURACY_ROWS = {
@@ -44,6 +45,9 @@ def accuracy_table(metrics: Metrics | None) -> Table | None:
         row = metrics.accuracy.get(key)
         if row is not None:
             table.add_row(label, _pct(row.top1), _pct(row.agreement), _db(row.sqnr_db))
+    if metrics.speed is not None:
+        speed = metrics.speed
+        table.caption = speed_summary(speed.batch_sizes, speed.latency_ratio, speed.size_ratio, speed.threads)
     return table
 
 

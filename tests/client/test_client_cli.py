@@ -41,6 +41,9 @@ def test_status_list_and_wait_show_the_finished_job(service: Service, finished: 
     human = service.cli("status", job_id)
     assert human.returncode == 0
     assert "SUCCEEDED" in human.stdout and "FP32 vs INT8" in human.stdout and "INT8 deploy" in human.stdout
+    speed = json.loads(status.stdout)["metrics"]["speed"]
+    assert speed["batch_sizes"][0] == 1 and len(speed["latency_ratio"]) == len(speed["batch_sizes"])
+    assert "FP32 latency (batch 1)" in " ".join(human.stdout.split()), "the speed line under the table"
 
     listed = service.cli("list", "--json", "--state", "succeeded")
     assert listed.returncode == 0

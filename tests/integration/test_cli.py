@@ -33,6 +33,7 @@ def test_quantize_writes_every_output_and_prints_the_table(example, tmp_path: Pa
     assert run.returncode == 0, run.stderr
     assert {path.name for path in out.iterdir()} == set(OUTPUT_FILES.values()), "the names the service publishes"
     assert "FP32 vs INT8" in run.stdout and "onnxruntime" in run.stdout
+    assert "FP32 latency (batch 1)" in run.stdout and "x size" in run.stdout
     assert str(out / "model_int8.onnx") in run.stdout
     assert str(out / "report.html") in run.stdout
     report = json.loads((out / "report.json").read_text())

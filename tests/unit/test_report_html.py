@@ -212,9 +212,10 @@ def test_real_report_renders_in_headless_chromium(digits_run: Path, tmp_path: Pa
     page = digits_run / "report.html"
 
     dom = dump_dom(page)
-    assert section_ids(dom) == ["accuracy", "layers", "config", "run"]
+    assert section_ids(dom) == ["accuracy", "speed", "layers", "config", "run"]
     assert dom.count("<svg") == 2 and dom.count("<rect") >= 2 * len(report["layers"])
-    assert dom.count("<table") == 5  # accuracy, layers, and the run's dataset, spec, time
+    assert dom.count("<table") == 6  # accuracy, speed, layers, and the run's dataset, spec, time
+    assert f"{report['speed']['size_ratio']:.2f}x FP32" in dom  # the headline card
     for name in report["layers"]:
         assert f"<code>{name}</code>" in dom
     assert "INT8 deploy (onnxruntime)" in dom and "retrain_weight_config" in dom

@@ -1,0 +1,18 @@
+"""A run's speed figure in words, the same in ``qat quantize``, ``qat status`` and the demo.
+
+Standard library only: the torch-free client imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def speed_summary(batch_sizes: Sequence[int], latency_ratio: Sequence[float], size_ratio: float, threads: int) -> str:
+    """``INT8: 0.31x FP32 latency (batch 1), 0.28x (batch 32); 0.25x size (...)``; below 1x is faster."""
+    latency = ", ".join(
+        f"{ratio:.2f}x{' FP32 latency' if i == 0 else ''} (batch {batch})"
+        for i, (ratio, batch) in enumerate(zip(latency_ratio, batch_sizes, strict=True))
+    )
+    plural = "s" if threads != 1 else ""
+    return f"INT8: {latency}; {size_ratio:.2f}x size (onnxruntime on this run's CPU, {threads} thread{plural})"
