@@ -9,11 +9,20 @@ from pathlib import Path
 
 import torch
 
-from bench import api_under_load, datasets, quality, report, sandbox_startup, service_throughput, step_time
+from bench import (
+    api_under_load,
+    datasets,
+    deploy_speed,
+    quality,
+    report,
+    sandbox_startup,
+    service_throughput,
+    step_time,
+)
 from bench.models import ZOO
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("quality", "step_time", "service", "sandbox")
+PARTS = ("quality", "step_time", "deploy", "service", "sandbox")
 
 
 def main() -> None:
@@ -47,6 +56,9 @@ def main() -> None:
             print(
                 f"step time {spec.name}: {row['ratio_to_fp32']} saved MiB {row['saved_for_backward_mib']}", flush=True
             )
+        report.write(results, args.out)
+    if "deploy" in parts:
+        results["deploy_speed"] = deploy_speed.measure(args.quick, log=lambda line: print(line, flush=True))
         report.write(results, args.out)
     if "service" in parts:
         results["service"] = service_throughput.measure(

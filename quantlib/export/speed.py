@@ -10,6 +10,7 @@ interleaved, one thread, for a bounded time.
 
 from __future__ import annotations
 
+import collections
 import statistics
 import tempfile
 import time
@@ -116,6 +117,17 @@ def measure_speed(fake_quant: Path, deploy: Path, sample: np.ndarray, batch_size
         fp32_ms.append(statistics.median(times[0]))
         int8_ms.append(statistics.median(times[1]))
     return Speed(batch_sizes, fp32_ms, int8_ms, fp32_bytes, deploy.stat().st_size, threads=1)
+
+
+def optimized_ops(path: Path) -> collections.Counter[str]:
+    """The op types onnxruntime runs for ``path`` once its graph optimizations (fusions) are done."""
+    with tempfile.TemporaryDirectory() as scratch:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # its warning that the saved graph is tuned to this CPU is the point
+        options.optimized_model_filepath = str(Path(scratch) / "optimized.onnx")
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath).graph
+    return collections.Counter(node.op_type for node in graph.node)
 
 
 def _session(path: Path) -> ort.InferenceSession:
