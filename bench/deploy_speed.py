@@ -1,7 +1,7 @@
 """Deployed INT8 against FP32 on onnxruntime's CPU, ours next to onnxruntime's own ``quantize_static``.
 
 For each model of :data:`bench.deploy_models.DEPLOY_ZOO`: the FP32 ONNX export, our deploy
-model (calibration only: QAT changes the numbers, not the graph), and ``quantize_static``
+model per target (calibration only: QAT changes the numbers, not the graph), and ``quantize_static``
 in its QDQ and QOperator formats (per-channel int8 weights, uint8 activations), all
 calibrated on the same 50 inputs. Each is timed on one thread, batch 1 and 32, interleaved
 medians; scored against FP32 on other inputs (SQNR, top-1 agreement); and the optimized
@@ -26,6 +26,7 @@ from bench.deploy_models import DEPLOY_ZOO, DeployModel
 from quantlib import create_quant_retrain_config, create_quant_retrain_model, save_quant_retrain_model
 from quantlib.export.speed import optimized_ops
 from quantlib.metrics import sqnr_db, top1_agreement
+from quantlib.spec import Target
 
 BATCHES = (1, 32)
 CALIBRATION = 50
@@ -33,7 +34,7 @@ EVAL = 64
 # what counts as running in the integer domain, by onnxruntime op type
 INTEGER_OPS = ("QLinear", "MatMulInteger", "ConvInteger", "QGemm", "QAttention", "DynamicQuantize")
 FLOAT_COMPUTE = ("Conv", "FusedConv", "NchwcConv", "MatMul", "FusedMatMul", "Gemm", "FusedGemm")
-VARIANTS = ("FP32", "ours", "quantize_static QDQ", "quantize_static QOperator")
+VARIANTS = ("FP32", "ours onnxruntime-cpu", "ours generic-qdq", "quantize_static QDQ", "quantize_static QOperator")
 
 
 class _Reader(CalibrationDataReader):
@@ -52,13 +53,13 @@ def _fp32_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> Non
     program.save(str(path))
 
 
-def _ours(model: torch.nn.Module, calibration: torch.Tensor, folder: Path) -> Path:
+def _ours(model: torch.nn.Module, calibration: torch.Tensor, folder: Path, target: Target) -> Path:
     config, record = folder / "config.json", folder / "record.txt"
     create_quant_retrain_config(config, model, (calibration[:2],))
-    qat = create_quant_retrain_model(config, model, record, (calibration[:2],))
+    qat = create_quant_retrain_model(config, model, record, (calibration[:2],), target=target)
     with torch.no_grad():
         qat(calibration)  # batch_num 1: this forward calibrates
-    _, deploy = save_quant_retrain_model(config, qat.eval(), record, folder / "ours", (calibration[:2],))
+    _, deploy = save_quant_retrain_model(config, qat.eval(), record, folder / target, (calibration[:2],))
     return deploy
 
 
@@ -115,7 +116,8 @@ def measure_model(spec: DeployModel, repeats: int) -> list[dict[str, Any]]:
         _fp32_onnx(model, calibration[:2], fp32)
         paths = {
             "FP32": fp32,
-            "ours": _ours(model, calibration, folder),
+            "ours onnxruntime-cpu": _ours(model, calibration, folder, "onnxruntime-cpu"),
+            "ours generic-qdq": _ours(model, calibration, folder, "generic-qdq"),
             "quantize_static QDQ": _ort(fp32, calibration.numpy(), folder / "qdq.onnx", QuantFormat.QDQ),
             "quantize_static QOperator": _ort(fp32, calibration.numpy(), folder / "qop.onnx", QuantFormat.QOperator),
         }

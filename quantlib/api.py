@@ -19,6 +19,7 @@ from quantlib.export.modules import deployed_layers
 from quantlib.export.onnx_export import DynamicAxes, export_onnx, write_models
 from quantlib.export.record import write_record
 from quantlib.prepare import ModelLike, as_inputs, default_config, prepare
+from quantlib.spec import Target
 
 PathLike = str | os.PathLike[str]
 
@@ -40,15 +41,22 @@ def create_quant_retrain_config(
 
 
 def create_quant_retrain_model(
-    config_file: PathLike, model: ModelLike, record_file: PathLike, input_data: object
+    config_file: PathLike,
+    model: ModelLike,
+    record_file: PathLike,
+    input_data: object,
+    *,
+    target: Target = "generic-qdq",
 ) -> nn.Module:
     """The QAT model: train it with any loop; its first ``batch_num`` forwards calibrate.
 
     ``model`` is not modified: a copy is quantized. ``record_file`` is where
     :func:`save_quant_retrain_model` writes the record (AMCT's signature keeps it here).
+    ``target`` (not AMCT's) shapes the export for a runtime, e.g. ``"onnxruntime-cpu"``
+    for its integer kernels; AMCT's form, ``"generic-qdq"``, is the default.
     """
     del record_file
-    return prepare(model, load_config(config_file), input_data)
+    return prepare(model, load_config(config_file), input_data, target)
 
 
 def restore_quant_retrain_model(
@@ -58,13 +66,15 @@ def restore_quant_retrain_model(
     input_data: object,
     pth_file: PathLike,
     state_dict_name: str | None = None,
+    *,
+    target: Target = "generic-qdq",
 ) -> nn.Module:
     """Rebuild the QAT model and load a checkpoint of it, learned clips included.
 
     Unlike AMCT, calibration does not run again after a restore: the checkpoint's
     clips are the ones that training learned, and they are kept.
     """
-    qat = create_quant_retrain_model(config_file, model, record_file, input_data)
+    qat = create_quant_retrain_model(config_file, model, record_file, input_data, target=target)
     checkpoint = torch.load(pth_file, map_location="cpu", weights_only=True)
     state = checkpoint[state_dict_name] if state_dict_name else checkpoint
     qat.load_state_dict(state)

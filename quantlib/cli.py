@@ -13,7 +13,7 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import click
 from rich.console import Console
@@ -25,7 +25,7 @@ from quantlib.data import load_dataset
 from quantlib.errors import QuantlibError, is_out_of_memory
 from quantlib.figures import speed_summary
 from quantlib.modelfile import load_exported_program
-from quantlib.spec import AccuracyTarget, QATSpec, parse_spec
+from quantlib.spec import AccuracyTarget, QATSpec, Target, parse_spec
 
 if TYPE_CHECKING:
     from quantlib.train import Report
@@ -166,6 +166,11 @@ def _default(name: str) -> Any:
     "--freeze-bn/--update-bn", default=None, help="keep BatchNorm statistics fixed while fine-tuning [default: freeze]"
 )
 @click.option("--device", type=str, help="cpu, cuda or cuda:N [default: cpu]")
+@click.option(
+    "--target",
+    type=click.Choice(list(get_args(Target))),
+    help=f"the runtime the INT8 model is for: its Q/DQ form, simulated by QAT [default: {_default('target')}]",
+)
 @click.option(
     "--max-drop",
     type=float,

@@ -11,33 +11,36 @@ from torch import nn
 
 from quantlib.config import BITS, LayerConfig
 from quantlib.quant import ActivationQuantizer, WeightQuantizer
+from quantlib.quant.folding import accumulator_grid, bias_steps, bn_factors, fold_sign, round_to_grid
+
+Bias = torch.Tensor | None
+# how to run a supported layer with a given weight and bias
+Runner = Callable[[nn.Module, torch.Tensor, torch.Tensor, Bias], torch.Tensor]
 
 
-def _conv(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _conv(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: Bias) -> torch.Tensor:
     conv = cast(nn.modules.conv._ConvNd, layer)  # SUPPORTED maps only Conv1d/2d/3d here
-    return conv._conv_forward(x, weight, conv.bias)
+    return conv._conv_forward(x, weight, bias)
 
 
-def _conv_transpose(
-    functional: Callable[..., torch.Tensor],
-) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
-    def run(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _conv_transpose(functional: Callable[..., torch.Tensor]) -> Runner:
+    def run(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: Bias) -> torch.Tensor:
         return functional(
-            x, weight, layer.bias, layer.stride, layer.padding, layer.output_padding, layer.groups, layer.dilation
+            x, weight, bias, layer.stride, layer.padding, layer.output_padding, layer.groups, layer.dilation
         )
 
     return run
 
 
-def _linear(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return F.linear(x, weight, cast(nn.Linear, layer).bias)  # SUPPORTED maps only Linear here
+def _linear(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: Bias) -> torch.Tensor:
+    return F.linear(x, weight, bias)
 
 
 # A layer type in SUPPORTED: what QuantLayer.layer holds.
 Wrapped = nn.modules.conv._ConvNd | nn.Linear
 
 # Per supported type: how to run the layer with a given weight, and its output-channel axis.
-SUPPORTED: dict[type[nn.Module], tuple[Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor], int]] = {
+SUPPORTED: dict[type[nn.Module], tuple[Runner, int]] = {
     nn.Conv1d: (_conv, 0),
     nn.Conv2d: (_conv, 0),
     nn.Conv3d: (_conv, 0),
@@ -51,7 +54,12 @@ class QuantLayer(nn.Module):
     """Quantizes the input (ULQ) and the weight (ARQ) of ``layer``, then runs it.
 
     ``folds_bn`` names the BatchNorm module that directly follows the layer, if any;
-    export folds it into the quantized weights.
+    export folds it into the quantized weights (:meth:`fold_with` gives the layer that
+    module). With ``int32_bias`` the bias is rounded as onnxruntime's integer kernels
+    round it: the folded bias onto the accumulator's grid, input scale x folded weight
+    scale (:func:`quantlib.export.fold.accumulator_grid`), straight-through for its
+    gradient. The rounding needs the BatchNorm's running statistics, so it applies when
+    that BatchNorm normalises with them (eval mode, or ``freeze_bn``) and after calibration.
     """
 
     def __init__(self, layer: nn.Module, config: LayerConfig, *, batch_num: int, fixed_min: bool) -> None:
@@ -69,6 +77,41 @@ class QuantLayer(nn.Module):
         self.weight_quant = WeightQuantizer(BITS[weight.dst_type], channel_wise=weight.channel_wise, axis=axis)
         self._run = run
         self.folds_bn: str | None = None
+        self.int32_bias = False
+        self._bn: nn.modules.batchnorm._BatchNorm | None = None
+
+    def fold_with(self, name: str, bn: nn.modules.batchnorm._BatchNorm) -> None:
+        """``bn`` (the module at ``name``) follows this layer and is folded into it at export.
+
+        Held outside the module tree (not a submodule: it stays where the model has it),
+        and ``copy.deepcopy`` of the model keeps the two pointing at each other's copies.
+        """
+        self.folds_bn = name
+        object.__setattr__(self, "_bn", bn)
+        self.weight_quant.fold_into(fold_sign(bn), self.layer.weight.dim())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(self.layer, self.act_quant(x), self.weight_quant(self.layer.weight))
+        rounds = self.int32_bias and self.act_quant.calibrated and (self._bn is None or not self._bn.training)
+        weight = self.weight_quant(self.layer.weight)
+        bias = self._grid_bias() if rounds else self.layer.bias
+        return self._run(self.layer, self.act_quant(x), weight, bias)
+
+    def _grid_bias(self) -> Bias:
+        """The bias whose fold, rounded onto the accumulator grid, is what onnxruntime adds in int32."""
+        layer_bias = self.layer.bias
+        channels = self.layer.weight.shape[self.weight_quant.axis]
+        if self._bn is None and layer_bias is None:
+            return None
+        bias = torch.zeros(channels, device=self.layer.weight.device) if layer_bias is None else layer_bias
+        k, shift = bn_factors(self._bn) if self._bn is not None else (torch.ones_like(bias), torch.zeros_like(bias))
+        weight_scale = self.weight_quant.scales(self.layer.weight).detach()
+        grid = accumulator_grid(self.act_quant.scale().detach(), weight_scale.expand(channels) * k.abs())
+        folded = bias.detach() * k + shift
+        steps = bias_steps(folded, grid)
+        if steps is None:
+            return layer_bias
+        rounded = round_to_grid(steps, grid)
+        # unfolded again: what BatchNorm then turns into the rounded folded bias
+        safe_k = torch.where(k.abs() > 0, k, torch.ones_like(k))
+        unfolded = torch.where(k.abs() > 0, (rounded - shift) / safe_k, bias.detach())
+        return bias + (unfolded - bias).detach()

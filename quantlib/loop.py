@@ -17,6 +17,7 @@ from torch import nn
 
 from quantlib.errors import QuantlibError
 from quantlib.phases import Phases
+from quantlib.quant import ActivationQuantizer
 from quantlib.spec import QATSpec
 
 EVAL_BATCH = 256
@@ -94,6 +95,7 @@ def fine_tune(
             if phases.due():
                 phases.step(step, total, _finite(loss.item(), epoch, spec), epoch)
         epoch_losses.append(_finite(float(running) / len(batches), epoch, spec))
+        _ranges_intact(qat, epoch, spec)
     return epoch_losses
 
 
@@ -102,6 +104,21 @@ class DivergedError(QuantlibError):
 
     code = "DIVERGED"
     default_field = "lr"
+
+
+def _ranges_intact(qat: nn.Module, epoch: int, spec: QATSpec) -> None:
+    """:class:`DivergedError` when a learned activation range turned inside out (clip_min above
+    clip_max): every input then quantizes to one value, and the loss can stay finite while the
+    model computes a constant (a runaway bias can even round to nothing on the int32 grid)."""
+    for name, module in qat.named_modules():
+        if isinstance(module, ActivationQuantizer) and module.calibrated:
+            low, high = module.clip_min.detach().item(), module.clip_max.detach().item()
+            if low > high:
+                layer = name.removesuffix(".act_quant")
+                raise DivergedError(
+                    f"the input range of layer {layer!r} collapsed in epoch {epoch} (clip_min {low:.3g} > clip_max "
+                    f"{high:.3g}): the run diverged; lower spec.lr (it is {spec.lr})"
+                )
 
 
 def _finite(loss: float, epoch: int, spec: QATSpec) -> float:

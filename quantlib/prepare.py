@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from quantlib.config import QuantConfig, build_config, check_layers, load_simple_config
-from quantlib.export.fold import can_fold, fold_sign
+from quantlib.export.fold import can_fold
 from quantlib.graph import GraphFacts, analyze_exported, analyze_module, trainable_module
 from quantlib.layers import QuantLayer
+from quantlib.spec import INT32_BIAS_TARGETS, Target
 
 ModelLike = nn.Module | torch.export.ExportedProgram
 
@@ -62,9 +63,12 @@ def as_inputs(input_data: object) -> tuple[torch.Tensor, ...]:
     raise TypeError("input_data must be a tuple of example input tensors, e.g. (torch.randn(1, 3, 224, 224),)")
 
 
-def quantize_layers(model: nn.Module, config: QuantConfig, facts: GraphFacts | None, input_data: object) -> nn.Module:
+def quantize_layers(
+    model: nn.Module, config: QuantConfig, facts: GraphFacts | None, input_data: object, target: Target
+) -> nn.Module:
     """Swap every enabled layer of ``model``, a private copy, in place; ``fixed_min`` absent
-    from the config comes from the graph, traced once on ``input_data`` when ``facts`` is None."""
+    from the config comes from the graph, traced once on ``input_data`` when ``facts`` is None.
+    ``target`` decides the arithmetic the layers simulate (:data:`quantlib.spec.INT32_BIAS_TARGETS`)."""
     check_layers(config, layer_types(model))
     if facts is None:
         facts = analyze_module(model, as_inputs(input_data))
@@ -76,18 +80,20 @@ def quantize_layers(model: nn.Module, config: QuantConfig, facts: GraphFacts | N
         if fixed_min is None:
             fixed_min = facts.nonneg_input.get(name, False)
         quant = QuantLayer(original, entry, batch_num=config.batch_num, fixed_min=fixed_min)
-        quant.folds_bn = facts.bn_after.get(name)
-        if quant.folds_bn and can_fold(quant):
-            bn = cast(nn.modules.batchnorm._BatchNorm, model.get_submodule(quant.folds_bn))
-            quant.weight_quant.fold_into(fold_sign(bn), quant.layer.weight.dim())
+        quant.int32_bias = target in INT32_BIAS_TARGETS
+        bn_name = facts.bn_after.get(name)
+        if bn_name:
+            quant.folds_bn = bn_name
+            if can_fold(quant):
+                quant.fold_with(bn_name, cast(nn.modules.batchnorm._BatchNorm, model.get_submodule(bn_name)))
         setattr(parent, child, quant)
     return model
 
 
-def prepare(model: ModelLike, config: QuantConfig, input_data: object) -> nn.Module:
-    """The QAT model for ``model``: a copy, with the config's layers quantized."""
+def prepare(model: ModelLike, config: QuantConfig, input_data: object, target: Target = "generic-qdq") -> nn.Module:
+    """The QAT model for ``model``: a copy, with the config's layers quantized for ``target``."""
     module, facts = as_module(model)
-    return quantize_layers(module, config, facts, input_data)
+    return quantize_layers(module, config, facts, input_data, target)
 
 
 def quant_layers(model: nn.Module) -> Iterator[tuple[str, QuantLayer]]:

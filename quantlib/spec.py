@@ -45,6 +45,12 @@ class AccuracyTarget(BaseModel):
     )
 
 
+# the runtimes an export can be shaped for
+Target = Literal["onnxruntime-cpu", "generic-qdq"]
+# those whose integer kernels add the bias in int32 on the accumulator's grid
+INT32_BIAS_TARGETS: frozenset[str] = frozenset({"onnxruntime-cpu"})
+
+
 class QATSpec(BaseModel):
     """How to fine-tune: ``loss='auto'`` is cross-entropy with labels, MSE distillation without.
 
@@ -68,6 +74,12 @@ class QATSpec(BaseModel):
         "should not replace them with noisy small-batch estimates",
     )
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
+    target: Target = Field(
+        default="onnxruntime-cpu",
+        description="the runtime the INT8 model is for; it decides the Q/DQ form and QAT simulates exactly "
+        "that arithmetic. onnxruntime-cpu: biases as int32 inside Conv/Gemm, so onnxruntime fuses integer "
+        "kernels; generic-qdq: Q/DQ on layer inputs and weights, float bias",
+    )
     accuracy: AccuracyTarget | None = Field(
         default=None, description="tune the config until the INT8 model is this close to FP32"
     )

@@ -168,7 +168,7 @@ def train(model: ModelLike, dataset: Dataset, config: QuantConfig, spec: QATSpec
         check_calibration(config.batch_num, spec.batch_size)
         teacher = predict(module, dataset.x_train, device) if loss_kind != "ce" else None
         fp32 = predict(module, dataset.eval_split()[0], device)
-        qat = quantize_layers(module, config, facts, (example[0].to(device),)).to(device)
+        qat = quantize_layers(module, config, facts, (example[0].to(device),), spec.target).to(device)
 
     with phases.phase(Phase.CALIBRATING, config.batch_num):
         calibrate(qat, x_train, config.batch_num, spec.batch_size, device, phases)

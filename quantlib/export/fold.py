@@ -17,6 +17,7 @@ from torch import nn
 
 from quantlib.layers import QuantLayer
 from quantlib.quant import IntRange, ulq_scale_offset
+from quantlib.quant.folding import accumulator_grid, bias_steps, bn_factors
 from quantlib.quant.functional import CLIP_EPS
 
 
@@ -32,6 +33,9 @@ class DeployedLayer:
     act_scale: torch.Tensor
     act_offset: torch.Tensor
     act_bits: int
+    # with QuantLayer.int32_bias: the folded bias as onnxruntime's integer kernels add it
+    bias_int32: torch.Tensor | None = None
+    bias_scale: torch.Tensor | None = None
 
     def grid_weight(self) -> torch.Tensor:
         """The weight as the values on its grid, ``q * scale``: quantizing it again gives ``q`` exactly."""
@@ -41,30 +45,9 @@ class DeployedLayer:
         return self.weight_q.float() * self.weight_scale.reshape(shape)
 
 
-def bn_factors(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
-    """(k, shift) with ``bn(y) == k * y + shift`` per channel in eval mode."""
-    if bn.running_var is None or bn.running_mean is None:
-        # the same TypeError the arithmetic below would raise, with the reason
-        raise TypeError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
-    k = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.weight is not None:
-        k = k * bn.weight
-    shift = -bn.running_mean * k
-    if bn.bias is not None:
-        shift = shift + bn.bias
-    return k.detach(), shift.detach()
-
-
 def can_fold(layer: QuantLayer) -> bool:
     """Grouped ConvTranspose mixes groups on its scale axis, so per-channel factors don't fit."""
     return layer.weight_quant.axis == 0 or getattr(layer.layer, "groups", 1) == 1
-
-
-def fold_sign(bn: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
-    """The sign of each channel's folding factor k: gamma's (the rsqrt is positive)."""
-    if bn.weight is None:
-        return torch.ones(bn.num_features)
-    return torch.where(bn.weight.detach() < 0, -1.0, 1.0)
 
 
 @torch.no_grad()
@@ -88,6 +71,13 @@ def deploy_layer(layer: QuantLayer, bn: nn.modules.batchnorm._BatchNorm | None) 
     clip_max = act.clip_max.detach().clamp_min(CLIP_EPS)
     clip_min = act.clip_min.detach().clamp_max(0.0)
     act_scale, act_offset = ulq_scale_offset(clip_max, clip_min, IntRange(act.bits))
+    bias_int32 = bias_scale = None
+    if layer.int32_bias and bias is not None:
+        channels = weight.shape[axis]
+        accumulator = accumulator_grid(act_scale, scale.expand(channels) if scale.numel() == 1 else scale)
+        steps = bias_steps(bias, accumulator)
+        if steps is not None:
+            bias_int32, bias_scale = steps.to(torch.int32), accumulator
     return DeployedLayer(
         weight_q=q,
         weight_scale=scale.float(),
@@ -97,4 +87,6 @@ def deploy_layer(layer: QuantLayer, bn: nn.modules.batchnorm._BatchNorm | None) 
         act_scale=act_scale.float(),
         act_offset=act_offset,
         act_bits=act.bits,
+        bias_int32=bias_int32,
+        bias_scale=bias_scale,
     )

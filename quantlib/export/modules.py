@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from quantlib.export.fold import DeployedLayer, can_fold, deploy_layer
-from quantlib.export.ops import quant_dequant
+from quantlib.export.ops import dequantize_int32, quant_dequant
 from quantlib.layers import QuantLayer
 from quantlib.prepare import quant_layers
 from quantlib.quant import IntRange
@@ -18,18 +18,21 @@ from quantlib.quant import IntRange
 class QDQLayer(nn.Module):
     """A quantized layer as exported: QDQ on the input and on the (grid-valued) weight.
 
-    The bias is added after the layer, as its own float ``Add``: a Conv/Gemm whose inputs
-    come from DequantizeLinear and whose bias is a float initializer is read by ONNX
-    Runtime as having an int32 bias on the ``scale_in x scale_w`` grid (its
-    WeightBiasQuantization pass), which the QAT model does not compute; with INT4 that
-    rounding is large enough to change predictions.
+    The bias takes one of two forms. With ``int32_bias`` (the onnxruntime-cpu target) it
+    is an int32 tensor behind a DequantizeLinear on the accumulator's grid, inside the
+    Conv/Gemm: the form onnxruntime fuses into QLinearConv/QGemm, and what the QAT model
+    simulated. Otherwise it is added after the layer as its own float ``Add``: a Conv/Gemm
+    whose inputs come from DequantizeLinear and whose bias is a float initializer is read
+    by onnxruntime as having an int32 bias on the ``scale_in x scale_w`` grid (its
+    WeightBiasQuantization pass), which a QAT model that kept the bias in float does not
+    compute; with INT4 that rounding is large enough to change predictions.
     """
 
     def __init__(self, source: QuantLayer, deployed: DeployedLayer) -> None:
         super().__init__()
         self.layer = copy.deepcopy(source.layer)
         self.layer.bias = None
-        self.bias = None if deployed.bias is None else nn.Parameter(deployed.bias)
+        self.bias = None if deployed.bias is None or deployed.bias_int32 is not None else nn.Parameter(deployed.bias)
         self._run = source._run
         self.act_grid = IntRange(deployed.act_bits)
         self.weight_grid = IntRange(deployed.weight_bits)
@@ -38,13 +41,17 @@ class QDQLayer(nn.Module):
         self.register_buffer("act_zero_point", deployed.act_offset.to(torch.int32).reshape(()))
         self.register_buffer("weight_scale", deployed.weight_scale)
         self.register_buffer("weight_zero_point", torch.zeros_like(deployed.weight_scale, dtype=torch.int32))
+        self.register_buffer("bias_int32", deployed.bias_int32)
+        self.register_buffer("bias_scale", deployed.bias_scale)
         self.layer.weight = nn.Parameter(deployed.grid_weight())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, w = self.act_grid, self.weight_grid
         x = quant_dequant(x, self.act_scale, self.act_zero_point, 1, a.qmin, a.qmax)
         weight = quant_dequant(self.layer.weight, self.weight_scale, self.weight_zero_point, self.axis, w.qmin, w.qmax)
-        y = self._run(self.layer, x, weight)
+        if self.bias_int32 is not None and self.bias_scale is not None:
+            return self._run(self.layer, x, weight, dequantize_int32(self.bias_int32, self.bias_scale))
+        y = self._run(self.layer, x, weight, None)
         if self.bias is None:
             return y
         if isinstance(self.layer, nn.Linear):

@@ -47,6 +47,17 @@ def _(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int,
     return torch.empty_like(x)
 
 
+@torch.library.custom_op("quantlib::dequantize_int32", mutates_args=())
+def dequantize_int32(values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """An int32 bias on a per-channel grid as float: ``values * scale`` (DequantizeLinear in ONNX)."""
+    return values.float() * scale
+
+
+@dequantize_int32.register_fake
+def _(values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return torch.empty(values.shape, dtype=torch.float32, device=values.device)
+
+
 def translation_table(opset: int) -> dict[Callable[..., object], Callable[..., object]]:
     """The ONNX translation of the op for the exporter's ``custom_translation_table``."""
     # Any: onnxscript types an op's output by a type variable that only the op's inputs bind, so no chain of ops checks.
@@ -63,9 +74,13 @@ def translation_table(opset: int) -> dict[Callable[..., object], Callable[..., o
         zp = op.Cast(shifted, to=storage)
         return op.DequantizeLinear(op.QuantizeLinear(x, scale, zp, axis=axis), scale, zp, axis=axis)
 
+    def onnx_dequantize_int32(values, scale):  # type: ignore[no-untyped-def]  # hints as above
+        return op.DequantizeLinear(values, scale, axis=0)
+
     return {
         torch.ops.quantlib.quant_dequant.default: onnx_quant_dequant,
+        torch.ops.quantlib.dequantize_int32.default: onnx_dequantize_int32,
     }
 
 
-__all__ = ["quant_dequant", "translation_table"]
+__all__ = ["dequantize_int32", "quant_dequant", "translation_table"]

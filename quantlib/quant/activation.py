@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from quantlib.quant.functional import ULQFunction
+from quantlib.quant.functional import CLIP_EPS, IntRange, ULQFunction, ulq_scale_offset
 from quantlib.quant.ifmr import ifmr_search
 
 # Calibration keeps at most this many values per layer (a strided subsample beyond it),
@@ -93,6 +93,12 @@ class ActivationQuantizer(nn.Module):
         )
         self.clip_max.fill_(found.clip_max)
         self.clip_min.fill_(found.clip_min)
+
+    def scale(self) -> torch.Tensor:
+        """The step of the current clips' grid, as export writes it (clips clamped to contain 0)."""
+        clip_max = self.clip_max.detach().clamp_min(CLIP_EPS)
+        clip_min = self.clip_min.detach().clamp_max(0.0)
+        return ulq_scale_offset(clip_max, clip_min, IntRange(self.bits))[0]
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, batch_num={self.batch_num}, fixed_min={self.fixed_min}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from quantlib.quant.functional import ARQFunction, arq_quantize
+from quantlib.quant.functional import ARQFunction, IntRange, arq_quantize, arq_scale
 
 
 class WeightQuantizer(nn.Module):
@@ -50,6 +50,11 @@ class WeightQuantizer(nn.Module):
         if self.fold_sign is None:
             return arq_quantize(weight, self.scale_axis, self.bits)
         return arq_quantize(weight * self.fold_sign, self.scale_axis, self.bits)
+
+    def scales(self, weight: torch.Tensor) -> torch.Tensor:
+        """The scales :meth:`quantize` would give (one, or one per output channel), without the integers."""
+        signed = weight if self.fold_sign is None else weight * self.fold_sign
+        return arq_scale(signed, self.scale_axis, IntRange(self.bits))
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, channel_wise={self.channel_wise}, axis={self.axis}"

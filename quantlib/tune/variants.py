@@ -35,13 +35,15 @@ class Variant:
 
 @contextmanager
 def _in_float(layer: QuantLayer) -> Iterator[None]:
-    act, weight = layer.act_quant, layer.weight_quant
-    # Identity stands in for the quantizers only inside this context; QuantLayer.forward just calls them.
+    act, weight, int32_bias = layer.act_quant, layer.weight_quant, layer.int32_bias
+    # Identity stands in for the quantizers only inside this context (QuantLayer.forward just calls
+    # them), and a float layer's bias stays float
     layer.act_quant, layer.weight_quant = nn.Identity(), nn.Identity()  # type: ignore[assignment]
+    layer.int32_bias = False
     try:
         yield
     finally:
-        layer.act_quant, layer.weight_quant = act, weight
+        layer.act_quant, layer.weight_quant, layer.int32_bias = act, weight, int32_bias
 
 
 @contextmanager
