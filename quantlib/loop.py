@@ -17,7 +17,6 @@ from torch import nn
 
 from quantlib.errors import QuantlibError
 from quantlib.phases import Phases
-from quantlib.quant import ActivationQuantizer
 from quantlib.spec import QATSpec
 
 EVAL_BATCH = 256
@@ -77,15 +76,17 @@ def fine_tune(
     total = steps_per_epoch(len(x), spec.batch_size) * spec.epochs
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
     step = 0
+    varied_at_start = False
     epoch_losses: list[float] = []
     _train_mode(qat, freeze_bn=spec.freeze_bn)
     for epoch in range(1, spec.epochs + 1):
         batches = _batches(len(x), spec.batch_size, generator)
         running = torch.zeros((), device=device)
         for idx in batches:
-            loss = _loss(
-                loss_kind, qat(x[idx].to(device, non_blocking=True)), targets[idx].to(device, non_blocking=True)
-            )
+            outputs, wanted = qat(x[idx].to(device, non_blocking=True)), targets[idx].to(device, non_blocking=True)
+            if step == 0:
+                varied_at_start = not _constant(outputs.detach(), wanted)
+            loss = _loss(loss_kind, outputs, wanted)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -95,7 +96,8 @@ def fine_tune(
             if phases.due():
                 phases.step(step, total, _finite(loss.item(), epoch, spec), epoch)
         epoch_losses.append(_finite(float(running) / len(batches), epoch, spec))
-        _ranges_intact(qat, epoch, spec)
+        if varied_at_start and _constant(outputs.detach(), wanted):
+            raise _collapsed(epoch, spec)
     return epoch_losses
 
 
@@ -106,19 +108,20 @@ class DivergedError(QuantlibError):
     default_field = "lr"
 
 
-def _ranges_intact(qat: nn.Module, epoch: int, spec: QATSpec) -> None:
-    """:class:`DivergedError` when a learned activation range turned inside out (clip_min above
-    clip_max): every input then quantizes to one value, and the loss can stay finite while the
-    model computes a constant (a runaway bias can even round to nothing on the int32 grid)."""
-    for name, module in qat.named_modules():
-        if isinstance(module, ActivationQuantizer) and module.calibrated:
-            low, high = module.clip_min.detach().item(), module.clip_max.detach().item()
-            if low > high:
-                layer = name.removesuffix(".act_quant")
-                raise DivergedError(
-                    f"the input range of layer {layer!r} collapsed in epoch {epoch} (clip_min {low:.3g} > clip_max "
-                    f"{high:.3g}): the run diverged; lower spec.lr (it is {spec.lr})"
-                )
+def _constant(outputs: torch.Tensor, targets: torch.Tensor) -> bool:
+    """Every sample gave exactly the same output while the targets differ."""
+    return len(outputs) > 1 and bool((outputs == outputs[:1]).all()) and not bool((targets == targets[:1]).all())
+
+
+def _collapsed(epoch: int, spec: QATSpec) -> DivergedError:
+    """The run blew the quantization ranges or weights so far that every input rounds to one
+    value: the loss can stay finite there (a runaway bias may even round to nothing on the int32
+    grid), so the loss check alone would call such a model trained. A model that was constant
+    from its first step (a layer quantized to nothing) is the tuner's to fix, not this."""
+    return DivergedError(
+        f"in epoch {epoch} the model's outputs stopped depending on its input (every sample gives the same "
+        f"output, where they differed when training began): the run diverged; lower spec.lr (it is {spec.lr})"
+    )
 
 
 def _finite(loss: float, epoch: int, spec: QATSpec) -> float:

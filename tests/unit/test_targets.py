@@ -19,7 +19,7 @@ from quantlib import create_quant_retrain_config, create_quant_retrain_model, sa
 from quantlib.export.speed import optimized_ops
 from quantlib.layers import QuantLayer
 from quantlib.metrics import sqnr_db, top1_agreement
-from quantlib.spec import QATSpec, parse_spec
+from quantlib.spec import QATSpec, Target, parse_spec
 
 
 def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -54,10 +54,10 @@ def model() -> nn.Module:
     return net.eval()
 
 
-def export(model: nn.Module, target: str, folder: Path) -> tuple[nn.Module, Path]:
+def export(model: nn.Module, target: Target, folder: Path) -> tuple[nn.Module, Path]:
     x = torch.randn(50, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     create_quant_retrain_config(folder / "config.json", model, (x[:2],))
-    qat = create_quant_retrain_model(folder / "config.json", model, folder / "record.txt", (x[:2],), target=target)  # type: ignore[arg-type]
+    qat = create_quant_retrain_model(folder / "config.json", model, folder / "record.txt", (x[:2],), target=target)
     with torch.no_grad():
         qat(x)  # calibrates
     _, deploy = save_quant_retrain_model(
