@@ -32,11 +32,14 @@ from support.api_server import ApiServer
 from support.layout_only_pt2 import layout_only_pt2
 from support.metrics import METRICS
 
-# one real setup is enough: SQLite, and S3 because only a store with presigned URLs redirects
-ON_SQLITE_AND_S3 = [
-    pytest.mark.parametrize("backend", ["sqlite"]),
-    pytest.mark.parametrize("artifact_store", ["s3"], indirect=True),
-]
+
+def on_sqlite_and_s3(test: Callable[..., None]) -> Callable[..., None]:
+    """One real setup is enough: SQLite, and S3 because only a store with presigned URLs redirects."""
+    return pytest.mark.parametrize("backend", ["sqlite"])(
+        pytest.mark.parametrize("artifact_store", ["s3"], indirect=True)(test)
+    )
+
+
 MODEL = layout_only_pt2()
 SPEC = json.dumps({"epochs": 1, "batch_size": 8})
 
@@ -197,8 +200,7 @@ def documented(document: dict[str, Any]) -> set[tuple[str, str, int]]:
     }
 
 
-@ON_SQLITE_AND_S3[0]
-@ON_SQLITE_AND_S3[1]
+@on_sqlite_and_s3
 def test_every_documented_status_is_one_the_route_answers(world: World, new_pg_database: Callable[[], str]) -> None:
     document = world.team.get("/v1/openapi.json").json()
     wanted = documented(document)
@@ -244,8 +246,7 @@ def test_a_route_without_a_declared_operation_cannot_reach_the_document() -> Non
         openapi_document(app)
 
 
-@ON_SQLITE_AND_S3[0]
-@ON_SQLITE_AND_S3[1]
+@on_sqlite_and_s3
 def test_paths_come_from_the_url_map(world: World) -> None:
     app = world.api.app
     routes = {(openapi_path(rule), method) for rule, method, _ in documented_routes(app)}
