@@ -34,7 +34,14 @@ EVAL = 64
 # what counts as running in the integer domain, by onnxruntime op type
 INTEGER_OPS = ("QLinear", "MatMulInteger", "ConvInteger", "QGemm", "QAttention", "DynamicQuantize")
 FLOAT_COMPUTE = ("Conv", "FusedConv", "NchwcConv", "MatMul", "FusedMatMul", "Gemm", "FusedGemm")
-VARIANTS = ("FP32", "ours onnxruntime-cpu", "ours generic-qdq", "quantize_static QDQ", "quantize_static QOperator")
+VARIANTS = (
+    "FP32",
+    "ours onnxruntime-cpu",
+    "ours tensorrt",
+    "ours generic-qdq",
+    "quantize_static QDQ",
+    "quantize_static QOperator",
+)
 
 
 class _Reader(CalibrationDataReader):
@@ -105,10 +112,24 @@ def _integer_share(ops: dict[str, int]) -> tuple[int, int]:
     return integer, sum(n for op, n in ops.items() if op in FLOAT_COMPUTE)
 
 
+@torch.no_grad()
+def _settle_batch_norms(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
+    """BatchNorm statistics of ``x``, as a trained model has them for its data: with the
+    default ones (mean 0, variance 1) a random-init deep net's activations vanish layer by
+    layer (EfficientNet's reach 1e-10), and every output is the same."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average over the passes below
+    model.train()
+    model(x)
+    return model.eval()
+
+
 def measure_model(spec: DeployModel, repeats: int) -> list[dict[str, Any]]:
     torch.manual_seed(0)
-    model = spec.build().eval()
     calibration = torch.randn(CALIBRATION, *spec.sample_shape)
+    model = _settle_batch_norms(spec.build(), calibration)
     x_eval = torch.randn(EVAL, *spec.sample_shape, generator=torch.Generator().manual_seed(1)).numpy()
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
@@ -117,6 +138,7 @@ def measure_model(spec: DeployModel, repeats: int) -> list[dict[str, Any]]:
         paths = {
             "FP32": fp32,
             "ours onnxruntime-cpu": _ours(model, calibration, folder, "onnxruntime-cpu"),
+            "ours tensorrt": _ours(model, calibration, folder, "tensorrt"),
             "ours generic-qdq": _ours(model, calibration, folder, "generic-qdq"),
             "quantize_static QDQ": _ort(fp32, calibration.numpy(), folder / "qdq.onnx", QuantFormat.QDQ),
             "quantize_static QOperator": _ort(fp32, calibration.numpy(), folder / "qop.onnx", QuantFormat.QOperator),

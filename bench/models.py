@@ -10,11 +10,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
+def conv_bn_relu(
+    cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, activation: type[nn.Module] = nn.ReLU
+) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False),
         nn.BatchNorm2d(cout),
-        nn.ReLU(),
+        activation(),
     )
 
 
@@ -49,7 +51,7 @@ class TinyTransformer(nn.Module):
     def __init__(self, features: int = 16, dim: int = 128, heads: int = 4, depth: int = 2, classes: int = 10) -> None:
         super().__init__()
         self.embed = nn.Linear(features, dim)
-        self.blocks = nn.ModuleList(_Block(dim, heads) for _ in range(depth))
+        self.blocks = nn.ModuleList(EncoderBlock(dim, heads) for _ in range(depth))
         self.head = nn.Linear(dim, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +61,9 @@ class TinyTransformer(nn.Module):
         return self.head(h.mean(dim=1))
 
 
-class _Block(nn.Module):
+class EncoderBlock(nn.Module):
+    """A pre-norm transformer encoder block: attention and an MLP, each with a residual add."""
+
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         self.heads = heads

@@ -35,15 +35,15 @@ from quantlib.data import validate_arrays
 from quantlib.examples.digits import DigitsNet, digits_dataset
 from quantlib.metrics import sqnr_db, top1_accuracy, top1_agreement
 from quantlib.run import run_qat
-from quantlib.spec import QATSpec
+from quantlib.spec import QATSpec, Target
 
 CALIBRATION_IMAGES = 50
 FP32 = "FP32"
-# variant -> (simplified config, trains?)
-OURS: dict[str, tuple[dict[str, Any], bool]] = {
-    "ours QAT W8A8": ({}, True),
-    "ours QAT W4A8": ({"defaults": {"weight_dst_type": "INT4"}}, True),
-    "ours calibration only W8A8": ({}, False),
+# variant -> (simplified config, trains?, deploy target: INT4 weights deploy only with generic-qdq)
+OURS: dict[str, tuple[dict[str, Any], bool, Target]] = {
+    "ours QAT W8A8": ({}, True, "onnxruntime-cpu"),
+    "ours QAT W4A8": ({"defaults": {"weight_dst_type": "INT4"}}, True, "generic-qdq"),
+    "ours calibration only W8A8": ({}, False, "onnxruntime-cpu"),
 }
 
 
@@ -217,12 +217,16 @@ def _ours(
         arrays.update(y_train=split.y_train, y_eval=split.y_eval)
     dataset = validate_arrays(arrays)
     results = {}
-    for name, (simple, trains) in OURS.items():
+    for name, (simple, trains, target) in OURS.items():
         with tempfile.TemporaryDirectory() as tmp:
             config = Path(tmp) / "simple.yaml"
             config.write_text(yaml.safe_dump({"batch_num": CALIBRATION_IMAGES // budget.batch_size, **simple}))
             spec = QATSpec(
-                epochs=budget.qat_epochs if trains else 0, batch_size=budget.batch_size, lr=budget.qat_lr, seed=seed
+                epochs=budget.qat_epochs if trains else 0,
+                batch_size=budget.batch_size,
+                lr=budget.qat_lr,
+                seed=seed,
+                target=target,
             )
             report = run_qat(program, dataset, Path(tmp) / "out", config_defination=config, spec=spec)
             session = ort.InferenceSession(str(report.files["deploy_model"]), providers=["CPUExecutionProvider"])

@@ -62,7 +62,9 @@ class QuantLayer(nn.Module):
     that BatchNorm normalises with them (eval mode, or ``freeze_bn``) and after calibration.
     """
 
-    def __init__(self, layer: nn.Module, config: LayerConfig, *, batch_num: int, fixed_min: bool) -> None:
+    def __init__(
+        self, layer: nn.Module, config: LayerConfig, *, batch_num: int, fixed_min: bool, symmetric: bool = False
+    ) -> None:
         super().__init__()
         run, axis = SUPPORTED[type(layer)]
         data, weight = config.retrain_data_config, config.retrain_weight_config
@@ -73,11 +75,16 @@ class QuantLayer(nn.Module):
             fixed_min=fixed_min,
             clip_max=data.clip_max,
             clip_min=data.clip_min,
+            symmetric=symmetric,
         )
         self.weight_quant = WeightQuantizer(BITS[weight.dst_type], channel_wise=weight.channel_wise, axis=axis)
         self._run = run
         self.folds_bn: str | None = None
         self.int32_bias = False
+        # export stores the weight as int8 rather than uint8 shifted by 128 (same values)
+        self.signed_weights = False
+        # the graph quantizes the input before this layer, with act_quant shared (quantlib.between)
+        self.input_quantized = False
         self._bn: nn.modules.batchnorm._BatchNorm | None = None
 
     def fold_with(self, name: str, bn: nn.modules.batchnorm._BatchNorm) -> None:
@@ -94,7 +101,7 @@ class QuantLayer(nn.Module):
         rounds = self.int32_bias and self.act_quant.calibrated and (self._bn is None or not self._bn.training)
         weight = self.weight_quant(self.layer.weight)
         bias = self._grid_bias() if rounds else self.layer.bias
-        return self._run(self.layer, self.act_quant(x), weight, bias)
+        return self._run(self.layer, x if self.input_quantized else self.act_quant(x), weight, bias)
 
     def _grid_bias(self) -> Bias:
         """The bias whose fold, rounded onto the accumulator grid, is what onnxruntime adds in int32."""

@@ -3,30 +3,70 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Iterator
 from typing import cast
 
 import torch
-from torch import nn
+from torch import fx, nn
 
-from quantlib.config import QuantConfig, build_config, check_layers, load_simple_config
+from quantlib.between import quantize_between
+from quantlib.config import QuantConfig, build_config, check_layers, check_target, load_simple_config
 from quantlib.export.fold import can_fold
 from quantlib.graph import GraphFacts, analyze_exported, analyze_module, trainable_module
-from quantlib.layers import QuantLayer
-from quantlib.spec import INT32_BIAS_TARGETS, Target
+from quantlib.graph.exported import widen_batch
+from quantlib.layers import SUPPORTED, QuantLayer
+from quantlib.spec import TARGET_FORMS, Target
+
+log = logging.getLogger(__name__)
+SUPPORTED_NAMES = {kind.__name__ for kind in SUPPORTED}
 
 ModelLike = nn.Module | torch.export.ExportedProgram
 
 
-def as_module(model: ModelLike) -> tuple[nn.Module, GraphFacts | None]:
-    """A private, trainable nn.Module for ``model``, and graph facts when they come free."""
+def as_module(
+    model: ModelLike, input_data: object = None, target: Target = "generic-qdq"
+) -> tuple[nn.Module, GraphFacts | None]:
+    """A private, trainable nn.Module for ``model``, and graph facts when they come free.
+
+    A target that quantizes tensors between layers needs the model as a graph: an
+    nn.Module is exported (batch axis dynamic) and lifted like a ``.pt2``, where that keeps
+    every quantizable layer; otherwise it stays as it is and only its layers are quantized.
+    """
     if isinstance(model, torch.export.ExportedProgram):
         # ep.module() shares the program's tensors: lift a copy, so training leaves ``model`` as it was.
         return trainable_module(copy.deepcopy(model)), analyze_exported(model)
-    if isinstance(model, nn.Module):
-        return copy.deepcopy(model), None
-    raise _not_a_model(model)
+    if not isinstance(model, nn.Module):
+        raise _not_a_model(model)
+    module = copy.deepcopy(model)
+    if TARGET_FORMS[target].between != "none" and input_data is not None:
+        lifted = _as_graph(module, as_inputs(input_data))
+        if lifted is not None:
+            return lifted
+    return module, None
+
+
+def _as_graph(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[nn.Module, GraphFacts] | None:
+    """``module`` exported and lifted, or None when export fails or loses a quantizable layer."""
+    was_training = module.training
+    widened = widen_batch(inputs)
+    batch = torch.export.Dim("batch")
+    try:
+        ep = torch.export.export(
+            module.eval(), widened, dynamic_shapes=tuple({0: batch} if t.dim() else None for t in widened), strict=False
+        )
+    except Exception as exc:  # noqa: BLE001 - the model then keeps its own form
+        log.warning("quantizing layer inputs only: the model does not export with a dynamic batch (%s)", exc)
+        return None
+    finally:
+        module.train(was_training)
+    lifted = trainable_module(ep)
+    wanted = {name: kind for name, kind in layer_types(module).items() if kind in SUPPORTED_NAMES}
+    if not wanted.items() <= layer_types(lifted).items():
+        log.warning("quantizing layer inputs only: some layers are not plain calls in the model's graph")
+        return None
+    return lifted.train(was_training), analyze_exported(ep)
 
 
 def model_layer_types(model: ModelLike) -> dict[str, str]:
@@ -68,8 +108,10 @@ def quantize_layers(
 ) -> nn.Module:
     """Swap every enabled layer of ``model``, a private copy, in place; ``fixed_min`` absent
     from the config comes from the graph, traced once on ``input_data`` when ``facts`` is None.
-    ``target`` decides the arithmetic the layers simulate (:data:`quantlib.spec.INT32_BIAS_TARGETS`)."""
+    ``target`` decides the arithmetic the layers simulate (:data:`quantlib.spec.TARGET_FORMS`)."""
     check_layers(config, layer_types(model))
+    check_target(config, target)
+    form = TARGET_FORMS[target]
     if facts is None:
         facts = analyze_module(model, as_inputs(input_data))
     for name, entry in config.enabled_layers().items():
@@ -79,20 +121,25 @@ def quantize_layers(
         fixed_min = entry.retrain_data_config.fixed_min
         if fixed_min is None:
             fixed_min = facts.nonneg_input.get(name, False)
-        quant = QuantLayer(original, entry, batch_num=config.batch_num, fixed_min=fixed_min)
-        quant.int32_bias = target in INT32_BIAS_TARGETS
+        quant = QuantLayer(
+            original, entry, batch_num=config.batch_num, fixed_min=fixed_min, symmetric=form.symmetric_activations
+        )
+        quant.int32_bias = form.int32_bias
+        quant.signed_weights = form.signed_weights
         bn_name = facts.bn_after.get(name)
         if bn_name:
             quant.folds_bn = bn_name
             if can_fold(quant):
                 quant.fold_with(bn_name, cast(nn.modules.batchnorm._BatchNorm, model.get_submodule(bn_name)))
         setattr(parent, child, quant)
+    if form.between != "none" and isinstance(model, fx.GraphModule):
+        quantize_between(model, config.batch_num, form)
     return model
 
 
 def prepare(model: ModelLike, config: QuantConfig, input_data: object, target: Target = "generic-qdq") -> nn.Module:
     """The QAT model for ``model``: a copy, with the config's layers quantized for ``target``."""
-    module, facts = as_module(model)
+    module, facts = as_module(model, input_data, target)
     return quantize_layers(module, config, facts, input_data, target)
 
 

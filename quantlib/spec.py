@@ -7,6 +7,7 @@ same model the worker runs with, so a bad value fails at submission, not on a GP
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -46,9 +47,49 @@ class AccuracyTarget(BaseModel):
 
 
 # the runtimes an export can be shaped for
-Target = Literal["onnxruntime-cpu", "generic-qdq"]
-# those whose integer kernels add the bias in int32 on the accumulator's grid
-INT32_BIAS_TARGETS: frozenset[str] = frozenset({"onnxruntime-cpu"})
+Target = Literal["onnxruntime-cpu", "tensorrt", "generic-qdq"]
+# which tensors between layers a target quantizes (quantlib.graph.quant_points)
+Between = Literal["none", "integer-ops", "residual-adds"]
+
+
+@dataclass(frozen=True)
+class TargetForm:
+    """What a target's integer kernels compute, so QAT simulates that and export writes it."""
+
+    # the bias added in int32 on the accumulator's grid (input scale x weight scale), inside the layer
+    int32_bias: bool
+    # integer-ops: the inputs and outputs of residual adds, pooling and concat (onnxruntime's QLinear ops);
+    # residual-adds: the input of a residual add that no layer produces (TensorRT fuses the rest into the conv)
+    between: Between
+    # weights stored as int8 (zero point 0) rather than uint8 shifted by 128
+    signed_weights: bool
+    # activations on a symmetric int8 grid, zero point 0
+    symmetric_activations: bool
+    # has kernels for INT4 weights; without, the seed's INT4 is refused
+    int4: bool
+
+
+TARGET_FORMS: dict[str, TargetForm] = {
+    "onnxruntime-cpu": TargetForm(
+        int32_bias=True, between="integer-ops", signed_weights=True, symmetric_activations=False, int4=False
+    ),
+    "tensorrt": TargetForm(
+        int32_bias=False, between="residual-adds", signed_weights=True, symmetric_activations=True, int4=False
+    ),
+    "generic-qdq": TargetForm(
+        int32_bias=False, between="none", signed_weights=False, symmetric_activations=False, int4=True
+    ),
+}
+
+
+def int4_refusal(target: str) -> str | None:
+    """Why ``target`` cannot deploy INT4 weights, or None when it can."""
+    if TARGET_FORMS[target].int4:
+        return None
+    return (
+        f"target {target} has no kernels for INT4 weights (its integer convolutions and matmuls take int8); "
+        "use INT8 for this layer, or target generic-qdq, whose INT4 weights are dequantized at run time"
+    )
 
 
 class QATSpec(BaseModel):
@@ -77,8 +118,10 @@ class QATSpec(BaseModel):
     target: Target = Field(
         default="onnxruntime-cpu",
         description="the runtime the INT8 model is for; it decides the Q/DQ form and QAT simulates exactly "
-        "that arithmetic. onnxruntime-cpu: biases as int32 inside Conv/Gemm, so onnxruntime fuses integer "
-        "kernels; generic-qdq: Q/DQ on layer inputs and weights, float bias",
+        "that arithmetic. onnxruntime-cpu: int32 biases inside Conv/Gemm and quantized residual adds, pooling "
+        "and concat, so onnxruntime runs integer kernels end to end; tensorrt: symmetric int8 (zero point 0), "
+        "Q/DQ on layer inputs and residual adds as TensorRT's explicit quantization wants them; generic-qdq: "
+        "Q/DQ on layer inputs and weights, float bias (the only target that takes INT4 weights)",
     )
     accuracy: AccuracyTarget | None = Field(
         default=None, description="tune the config until the INT8 model is this close to FP32"
@@ -100,7 +143,7 @@ class QATSpec(BaseModel):
 def parse_spec(values: Mapping[str, Any]) -> QATSpec:
     """A :class:`QATSpec` from user input; the first bad value raises a :class:`SpecError` naming it."""
     try:
-        return QATSpec.model_validate(dict(values))
+        spec = QATSpec.model_validate(dict(values))
     except ValidationError as exc:
         err = first_error(exc)
         key = err.key or "spec"
@@ -112,3 +155,14 @@ def parse_spec(values: Mapping[str, Any]) -> QATSpec:
         else:
             message = f"invalid {key} {err.value!r}: {err.message}"
         raise SpecError(message, field=key) from None
+    check_budget(spec)
+    return spec
+
+
+def check_budget(spec: QATSpec) -> None:
+    """A weight-bits budget is met with INT4 weights, which not every target can deploy."""
+    reason = int4_refusal(spec.target)
+    if spec.accuracy is not None and spec.accuracy.weight_bits_budget is not None and reason is not None:
+        raise SpecError(
+            f"accuracy.weight_bits_budget needs INT4 weights: {reason}", field="accuracy.weight_bits_budget"
+        )

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from quantlib.config import QuantConfig, check_calibration, check_layers
+from quantlib.config import QuantConfig, check_calibration, check_layers, check_target
 from quantlib.data import DataError, Dataset, check_labels
 from quantlib.errors import SpecError, is_out_of_memory
 from quantlib.export.fold import can_fold
@@ -35,7 +35,7 @@ from quantlib.outputs import OUTPUT_FILES
 from quantlib.phases import Phase, Phases, ProgressFn
 from quantlib.prepare import ModelLike, as_module, layer_types, quant_layers, quantize_layers
 from quantlib.report import write_report_html
-from quantlib.spec import QATSpec
+from quantlib.spec import QATSpec, check_budget
 
 __all__ = ["LayerReport", "ProgressFn", "QATSpec", "Report", "Scores", "Trained", "finish", "train"]
 # the "typical batch" of the speed figure: the training batch, at most this
@@ -161,8 +161,10 @@ def train(model: ModelLike, dataset: Dataset, config: QuantConfig, spec: QATSpec
     example = (x_train[:1],)
 
     with phases.phase(Phase.LOADING, 1):
-        module, facts = as_module(model)
+        module, facts = as_module(model, example, spec.target)
         check_layers(config, layer_types(module))  # before any forward pass is spent on a config that cannot apply
+        check_target(config, spec.target)
+        check_budget(spec)
         module.eval().to(device)
         _probe(module, dataset, device)
         check_calibration(config.batch_num, spec.batch_size)
@@ -273,13 +275,14 @@ def _layer_reports(qat: nn.Module, config: QuantConfig) -> dict[str, LayerReport
     reports = {}
     for name, layer in quant_layers(qat):
         act, entry = layer.act_quant, config.layers[name]
+        clip_max, clip_min = act.clips()
         weight = layer.layer.weight.detach().float()
         error = (layer.weight_quant(weight) - weight).pow(2).sum() / weight.pow(2).sum().clamp_min(1e-30)
         reports[name] = LayerReport(
             observed_min=float(act.observed_min),
             observed_max=float(act.observed_max),
-            clip_min=float(act.clip_min.clamp_max(0.0)),
-            clip_max=float(act.clip_max.clamp_min(1e-8)),
+            clip_min=float(clip_min.clamp_max(0.0)),
+            clip_max=float(clip_max.clamp_min(1e-8)),
             clip_min_learned=isinstance(act.clip_min, nn.Parameter),
             clip_max_learned=isinstance(act.clip_max, nn.Parameter),
             fixed_min=bool(act.fixed_min),

@@ -12,6 +12,7 @@ from quantlib.config.schema import (
     WeightConfig,
 )
 from quantlib.config.simple import SimpleConfig, build_config, load_simple_config
+from quantlib.config.targets import check_target
 
 __all__ = [
     "BITS",
@@ -26,6 +27,7 @@ __all__ = [
     "build_config",
     "check_calibration",
     "check_layers",
+    "check_target",
     "load_config",
     "load_simple_config",
     "parse_config",

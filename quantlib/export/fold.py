@@ -16,9 +16,8 @@ import torch
 from torch import nn
 
 from quantlib.layers import QuantLayer
-from quantlib.quant import IntRange, ulq_scale_offset
+from quantlib.quant import IntRange
 from quantlib.quant.folding import accumulator_grid, bias_steps, bn_factors
-from quantlib.quant.functional import CLIP_EPS
 
 
 @dataclass
@@ -68,9 +67,7 @@ def deploy_layer(layer: QuantLayer, bn: nn.modules.batchnorm._BatchNorm | None) 
         q = (q.to(torch.int16) * flip).clamp(grid.qmin, grid.qmax).to(torch.int8)
         bias = shift if bias is None else bias * k + shift
     act = layer.act_quant
-    clip_max = act.clip_max.detach().clamp_min(CLIP_EPS)
-    clip_min = act.clip_min.detach().clamp_max(0.0)
-    act_scale, act_offset = ulq_scale_offset(clip_max, clip_min, IntRange(act.bits))
+    act_scale, act_offset = act.qparams()
     bias_int32 = bias_scale = None
     if layer.int32_bias and bias is not None:
         channels = weight.shape[axis]

@@ -2,7 +2,7 @@
 
 In the fake-quant graph every weight is a float initializer feeding QuantizeLinear then
 DequantizeLinear. Quantizing that initializer ahead of time (what a QDQ runtime would
-do at load) leaves ``uint8/int4 initializer -> DequantizeLinear`` (8-bit grids are int8
+do at load) leaves ``int8/uint8/int4 initializer -> DequantizeLinear`` (uint8: int8 values
 shifted by 128, see :func:`quantlib.export.ops.onnx_storage`): the same arithmetic,
 about a quarter of the bytes, and one torch export instead of two.
 """
@@ -18,6 +18,7 @@ from onnx import numpy_helper
 
 _STORAGE: dict[int, tuple[Any, int, int]] = {
     onnx.TensorProto.UINT8: (np.uint8, 0, 255),
+    onnx.TensorProto.INT8: (np.int8, -128, 127),
     onnx.TensorProto.INT4: (ml_dtypes.int4, -8, 7),
 }
 

@@ -6,13 +6,32 @@ import copy
 from typing import cast
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from quantlib.export.fold import DeployedLayer, can_fold, deploy_layer
 from quantlib.export.ops import dequantize_int32, quant_dequant
+from quantlib.graph.analysis import op_name
 from quantlib.layers import QuantLayer
 from quantlib.prepare import quant_layers
-from quantlib.quant import IntRange
+from quantlib.quant import ActivationQuantizer, IntRange
+
+
+class TensorQDQ(nn.Module):
+    """A tensor's fake quantization as exported: one QuantizeLinear/DequantizeLinear pair."""
+
+    def __init__(self, scale: torch.Tensor, offset: torch.Tensor, bits: int, signed: bool) -> None:
+        super().__init__()
+        self.grid = IntRange(bits)
+        self.signed = signed  # int8 storage (a symmetric grid's zero point 0), else uint8
+        self.register_buffer("scale", scale.reshape(()))
+        self.register_buffer("zero_point", offset.to(torch.int32).reshape(()))
+
+    @classmethod
+    def of(cls, quantizer: ActivationQuantizer) -> TensorQDQ:
+        return cls(*quantizer.qparams(), quantizer.bits, quantizer.symmetric)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return quant_dequant(x, self.scale, self.zero_point, 1, self.grid.qmin, self.grid.qmax, self.signed)
 
 
 class QDQLayer(nn.Module):
@@ -34,11 +53,11 @@ class QDQLayer(nn.Module):
         self.layer.bias = None
         self.bias = None if deployed.bias is None or deployed.bias_int32 is not None else nn.Parameter(deployed.bias)
         self._run = source._run
-        self.act_grid = IntRange(deployed.act_bits)
+        # None where the graph quantizes the input before the layer (quantlib.between)
+        self.input_qdq = None if source.input_quantized else TensorQDQ.of(source.act_quant)
         self.weight_grid = IntRange(deployed.weight_bits)
+        self.signed_weights = source.signed_weights
         self.axis = deployed.weight_axis
-        self.register_buffer("act_scale", deployed.act_scale.reshape(()))
-        self.register_buffer("act_zero_point", deployed.act_offset.to(torch.int32).reshape(()))
         self.register_buffer("weight_scale", deployed.weight_scale)
         self.register_buffer("weight_zero_point", torch.zeros_like(deployed.weight_scale, dtype=torch.int32))
         self.register_buffer("bias_int32", deployed.bias_int32)
@@ -46,9 +65,12 @@ class QDQLayer(nn.Module):
         self.layer.weight = nn.Parameter(deployed.grid_weight())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, w = self.act_grid, self.weight_grid
-        x = quant_dequant(x, self.act_scale, self.act_zero_point, 1, a.qmin, a.qmax)
-        weight = quant_dequant(self.layer.weight, self.weight_scale, self.weight_zero_point, self.axis, w.qmin, w.qmax)
+        w = self.weight_grid
+        if self.input_qdq is not None:
+            x = self.input_qdq(x)
+        weight = quant_dequant(
+            self.layer.weight, self.weight_scale, self.weight_zero_point, self.axis, w.qmin, w.qmax, self.signed_weights
+        )
         if self.bias_int32 is not None and self.bias_scale is not None:
             return self._run(self.layer, x, weight, dequantize_int32(self.bias_int32, self.bias_scale))
         y = self._run(self.layer, x, weight, None)
@@ -78,10 +100,24 @@ def deployed_layers(model: nn.Module) -> dict[str, DeployedLayer]:
     return out
 
 
+def _global(output_size: object) -> bool:
+    """Whether an adaptive pooling's output size is 1 x 1 (one value per channel)."""
+    sizes = [output_size] if isinstance(output_size, int) else output_size
+    return isinstance(sizes, (list, tuple)) and all(size == 1 for size in sizes)
+
+
 def export_form(model: nn.Module) -> nn.Module:
     """A copy of the QAT model in eval mode, ready for ``torch.onnx.export``."""
     model = copy.deepcopy(model).eval()
     deployed = deployed_layers(model)
+    if isinstance(model, fx.GraphModule):
+        for node in model.graph.nodes:
+            quantizer = model.get_submodule(node.target) if node.op == "call_module" else None
+            if isinstance(quantizer, ActivationQuantizer):
+                _set(model, node.target, TensorQDQ.of(quantizer))
+            elif op_name(node) == "adaptive_avg_pool2d" and _global(node.args[1]):
+                node.target, node.args = torch.ops.quantlib.global_average_pool.default, node.args[:1]
+        model.recompile()
     for name, layer in list(quant_layers(model)):
         _set(model, name, QDQLayer(layer, deployed[name]))
         if layer.folds_bn and can_fold(layer):

@@ -16,6 +16,7 @@ from torch import nn
 from quantlib.export.int_weights import store_weights_as_integers
 from quantlib.export.modules import export_form
 from quantlib.export.ops import translation_table
+from quantlib.graph.exported import widen_batch
 
 DynamicAxes = Mapping[str, Mapping[int, str] | Sequence[int]]
 
@@ -26,11 +27,6 @@ def needs_int4(model: nn.Module) -> bool:
 
 def default_names(inputs: Sequence[torch.Tensor], prefix: str) -> list[str]:
     return [prefix] if len(inputs) == 1 else [f"{prefix}{i}" for i in range(len(inputs))]
-
-
-def _widen_batch(inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """torch.export specialises a batch of 1; a batch of 2 keeps the axis symbolic."""
-    return tuple(t.expand(2, *t.shape[1:]).contiguous() if t.dim() and t.shape[0] == 1 else t for t in inputs)
 
 
 def _without_trace_metadata(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -75,7 +71,7 @@ def export_onnx(
     output_names = list(output_names or default_names([None] * n_out, "output"))  # type: ignore[list-item]
     if dynamic_axes is None:
         dynamic_axes = {name: {0: "batch"} for name in [*input_names, *output_names]}
-        inputs = _widen_batch(inputs)
+        inputs = widen_batch(inputs)
     with _quiet_exporter():
         program = torch.onnx.export(
             form,

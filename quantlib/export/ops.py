@@ -19,31 +19,35 @@ INT4_RANGE = (-8, 7)
 UINT8_SHIFT = 128
 
 
-def onnx_storage(qmin: int) -> tuple[int, int]:
+def onnx_storage(qmin: int, signed: bool) -> tuple[int, int]:
     """The ONNX integer type of a grid and the shift added to its zero point.
 
-    8-bit grids are stored unsigned, shifted by 128: the same arithmetic as signed int8,
-    but onnxruntime runs uint8 x uint8 products in kernels that cannot overflow, while
-    its uint8 x int8 kernels on x86 CPUs without VNNI add pairs of products in saturating
-    16-bit lanes and lose up to several percent of an output (seen on AVX2 hosts).
+    8-bit grids are stored unsigned, shifted by 128, unless ``signed``: the same arithmetic
+    either way. Activations are always uint8. Weights are int8 for onnxruntime-cpu, whose
+    fastest kernels (VNNI/AMX, uint8 x int8) then run; generic-qdq keeps them uint8, as
+    onnxruntime's uint8 x int8 kernels on x86 CPUs without VNNI add pairs of products in
+    saturating 16-bit lanes and lose up to several percent of an output (seen on AVX2
+    hosts), where uint8 x uint8 cannot overflow.
     """
     if qmin >= INT4_RANGE[0]:
         return TensorProto.INT4, 0
-    return TensorProto.UINT8, UINT8_SHIFT
+    return (TensorProto.INT8, 0) if signed else (TensorProto.UINT8, UINT8_SHIFT)
 
 
 @torch.library.custom_op("quantlib::quant_dequant", mutates_args=())
 def quant_dequant(
-    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int, qmin: int, qmax: int
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int, qmin: int, qmax: int, signed: bool
 ) -> torch.Tensor:
-    """Per-tensor (scale has one element) or per-``axis`` fake quantization."""
+    """Per-tensor (scale has one element) or per-``axis`` fake quantization; ``signed`` picks the ONNX storage."""
     if scale.numel() == 1:
         return torch.fake_quantize_per_tensor_affine(x, scale.reshape(1), zero_point.int().reshape(1), qmin, qmax)
     return torch.fake_quantize_per_channel_affine(x, scale, zero_point.int(), axis, qmin, qmax)
 
 
 @quant_dequant.register_fake
-def _(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int, qmin: int, qmax: int) -> torch.Tensor:
+def _(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int, qmin: int, qmax: int, signed: bool
+) -> torch.Tensor:
     return torch.empty_like(x)
 
 
@@ -58,6 +62,18 @@ def _(values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return torch.empty(values.shape, dtype=torch.float32, device=values.device)
 
 
+@torch.library.custom_op("quantlib::global_average_pool", mutates_args=())
+def global_average_pool(x: torch.Tensor) -> torch.Tensor:
+    """``adaptive_avg_pool2d(x, 1)``, written as ONNX's GlobalAveragePool: torch's exporter writes a
+    ReduceMean, for which onnxruntime has no integer kernel (it has QLinearGlobalAveragePool)."""
+    return torch.nn.functional.adaptive_avg_pool2d(x, 1)
+
+
+@global_average_pool.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty((*x.shape[:2], 1, 1), dtype=x.dtype, device=x.device)
+
+
 def translation_table(opset: int) -> dict[Callable[..., object], Callable[..., object]]:
     """The ONNX translation of the op for the exporter's ``custom_translation_table``."""
     # Any: onnxscript types an op's output by a type variable that only the op's inputs bind, so no chain of ops checks.
@@ -65,8 +81,8 @@ def translation_table(opset: int) -> dict[Callable[..., object], Callable[..., o
 
     # The exporter infers the ONNX signature from these hints (typing.get_type_hints): unannotated parameters are
     # graph inputs, the int ones attributes; annotating x, scale and zero_point would change that signature.
-    def onnx_quant_dequant(x, scale, zero_point, axis: int, qmin: int, qmax: int):  # type: ignore[no-untyped-def]
-        storage, shift = onnx_storage(qmin)
+    def onnx_quant_dequant(x, scale, zero_point, axis: int, qmin: int, qmax: int, signed: bool):  # type: ignore[no-untyped-def]
+        storage, shift = onnx_storage(qmin, signed)
         shifted = op.Add(
             op.Cast(zero_point, to=TensorProto.INT32),
             op.Constant(value=make_tensor("shift", TensorProto.INT32, [], [shift])),
@@ -77,10 +93,14 @@ def translation_table(opset: int) -> dict[Callable[..., object], Callable[..., o
     def onnx_dequantize_int32(values, scale):  # type: ignore[no-untyped-def]  # hints as above
         return op.DequantizeLinear(values, scale, axis=0)
 
+    def onnx_global_average_pool(x):  # type: ignore[no-untyped-def]  # hints as above
+        return op.GlobalAveragePool(x)
+
     return {
         torch.ops.quantlib.quant_dequant.default: onnx_quant_dequant,
         torch.ops.quantlib.dequantize_int32.default: onnx_dequantize_int32,
+        torch.ops.quantlib.global_average_pool.default: onnx_global_average_pool,
     }
 
 
-__all__ = ["dequantize_int32", "quant_dequant", "translation_table"]
+__all__ = ["dequantize_int32", "global_average_pool", "quant_dequant", "translation_table"]

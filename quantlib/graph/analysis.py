@@ -20,8 +20,22 @@ BATCH_NORM_OPS = {"batch_norm", "_native_batch_norm_legit_no_training", "_native
 
 # Ops whose output is never negative.
 NONNEG_SOURCES = {"relu", "relu_", "relu6", "sigmoid", "softmax", "_softmax", "exp", "abs", "hardsigmoid"}
+# Ops that only move values: the same values come out, in another shape or order.
+RESHAPES = {
+    "flatten",
+    "reshape",
+    "view",
+    "_unsafe_view",
+    "permute",
+    "transpose",
+    "t",
+    "contiguous",
+    "clone",
+    "squeeze",
+    "unsqueeze",
+}
 # Ops that keep non-negativity of their first input.
-NONNEG_KEEPERS = {
+NONNEG_KEEPERS = RESHAPES | {
     "max_pool1d",
     "max_pool2d",
     "max_pool3d",
@@ -34,18 +48,7 @@ NONNEG_KEEPERS = {
     "adaptive_avg_pool2d",
     "adaptive_avg_pool3d",
     "adaptive_max_pool2d",
-    "flatten",
-    "reshape",
-    "view",
-    "_unsafe_view",
-    "permute",
-    "transpose",
-    "t",
-    "contiguous",
-    "clone",
     "dropout",
-    "squeeze",
-    "unsqueeze",
     "slice",
     "select",
     "expand",
@@ -126,11 +129,18 @@ def analyze_exported(ep: torch.export.ExportedProgram) -> GraphFacts:
     return analyze_graph(ep.graph, names)
 
 
-def analyze_graph(graph: fx.Graph, names: dict[str, str]) -> GraphFacts:
-    facts = GraphFacts()
+def nonneg_nodes(graph: fx.Graph) -> dict[fx.Node, bool]:
+    """Per node: is its output provably >= 0 (unknown ops and modules count as signed)."""
     known: dict[fx.Node, bool] = {}
     for node in graph.nodes:
         known[node] = _is_nonneg(node, known)
+    return known
+
+
+def analyze_graph(graph: fx.Graph, names: dict[str, str]) -> GraphFacts:
+    facts = GraphFacts()
+    known = nonneg_nodes(graph)
+    for node in graph.nodes:
         name = op_name(node)
         if name in LAYER_OPS and len(node.args) > 1:
             layer = _param_owner(node.args[1], names)

@@ -158,6 +158,11 @@ def _lift_dropout(gm: fx.GraphModule, node: fx.Node, index: int) -> None:
     gm.graph.erase_node(node)
 
 
+def widen_batch(inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """torch.export specialises a batch of 1; a batch of 2 keeps the axis symbolic."""
+    return tuple(t.expand(2, *t.shape[1:]).contiguous() if t.dim() and t.shape[0] == 1 else t for t in inputs)
+
+
 def trainable_module(ep: torch.export.ExportedProgram) -> fx.GraphModule:
     """A GraphModule with the program's layers as modules; ``.train()`` works."""
     gm = ep.module()

@@ -35,15 +35,20 @@ class Variant:
 
 @contextmanager
 def _in_float(layer: QuantLayer) -> Iterator[None]:
+    """The layer as a float one. A quantizer the layer shares with other readers of its input
+    (quantlib.between) is bypassed for all of them: the what-if is then a little optimistic
+    where an integer op reads the same tensor, which the real trial measures."""
     act, weight, int32_bias = layer.act_quant, layer.weight_quant, layer.int32_bias
     # Identity stands in for the quantizers only inside this context (QuantLayer.forward just calls
     # them), and a float layer's bias stays float
     layer.act_quant, layer.weight_quant = nn.Identity(), nn.Identity()  # type: ignore[assignment]
     layer.int32_bias = False
+    act.bypassed = layer.input_quantized
     try:
         yield
     finally:
         layer.act_quant, layer.weight_quant, layer.int32_bias = act, weight, int32_bias
+        act.bypassed = False
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from quantlib.config import QuantConfig, check_calibration, parse_config
+from quantlib.config import QuantConfig, check_calibration, check_target, parse_config
 from quantlib.config.parse import decode_json, strict_json
 from quantlib.data import DataError, check_structure, check_values
 from quantlib.errors import SpecError
@@ -169,4 +169,6 @@ def parse_config_text(text: str | None, spec: JobSpec) -> QuantConfig | None:
     """The quantization config (``None`` = default), checked against the calibration image limit."""
     config = parse_config(decode_json(text)) if text is not None else None
     check_calibration(config.batch_num if config else 1, spec.batch_size)
+    if config is not None:
+        check_target(config, spec.target)
     return config

@@ -229,6 +229,13 @@ def test_quota_is_429(api: Any, submit: Submit) -> None:
         ({"config": (None, '{"version": 1, "conv1": {"retrain_enable": true, "colour": 1}}')}, 422, "BAD_CONFIG", None),
         ({"config": (None, '{"batch_num": 7}')}, 422, "BAD_CONFIG", "batch_num"),
         ({"config": (None, "{not json")}, 422, "BAD_CONFIG", "config"),
+        (  # INT4 on the default target, onnxruntime-cpu, which has no int4 kernels
+            {"config": (None, '{"version": 1, "fc": {"retrain_weight_config": {"dst_type": "INT4"}}}')},
+            422,
+            "BAD_CONFIG",
+            "fc.retrain_weight_config.dst_type",
+        ),
+        ({"spec": (None, '{"accuracy": {"weight_bits_budget": 6.0}}')}, 422, "BAD_SPEC", "accuracy.weight_bits_budget"),
         ({"spec": (None, '{"epochs": 1, "warmup": 3}')}, 422, "BAD_SPEC", "warmup"),
         ({"spec": (None, '{"batch_size": 0}')}, 422, "BAD_SPEC", "batch_size"),
         ({"spec": (None, "[1]")}, 422, "BAD_SPEC", "spec"),

@@ -10,15 +10,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from quantlib import create_quant_retrain_config, create_quant_retrain_model, save_quant_retrain_model
+from quantlib.config import ConfigError, check_target
+from quantlib.errors import SpecError
 from quantlib.export.speed import optimized_ops
+from quantlib.export.tensorrt_rules import COMMUTING, tensorrt_violations
 from quantlib.layers import QuantLayer
 from quantlib.metrics import sqnr_db, top1_agreement
+from quantlib.prepare import default_config
+from quantlib.quant import ActivationQuantizer
 from quantlib.spec import QATSpec, Target, parse_spec
 
 
@@ -138,3 +145,165 @@ def test_a_bias_too_wide_for_the_accumulator_stays_float(tmp_path: Path) -> None
     session = ort.InferenceSession(str(deploy), providers=["CPUExecutionProvider"])
     deployed = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     assert sqnr_db(reference, simulated) > 20 and sqnr_db(simulated, deployed) > 40
+
+
+class Branchy(nn.Module):
+    """The patterns between layers: max pooling, a residual add, a concat of two branches,
+    average pooling, global pooling, and a tensor read by a conv and an add at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = conv_bn_relu(3, 16)
+        self.pool = nn.MaxPool2d(2)
+        self.body = nn.Sequential(conv_bn_relu(16, 16), nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16))
+        self.left, self.right = conv_bn_relu(16, 8), conv_bn_relu(16, 8)
+        self.mix = nn.Conv2d(16, 32, 1)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.stem(x))
+        x = torch.relu(x + self.body(x))
+        x = torch.cat([self.left(x), self.right(x)], dim=1)
+        x = F.avg_pool2d(self.mix(x), 2)
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def branchy() -> nn.Module:
+    torch.manual_seed(0)
+    return Branchy().eval()
+
+
+def test_onnxruntime_cpu_keeps_adds_pools_and_concats_in_int8(branchy: nn.Module, tmp_path: Path) -> None:
+    qat, deploy = export(branchy, "onnxruntime-cpu", tmp_path)
+    ops = optimized_ops(deploy)
+    assert ops["QLinearConv"] == 6 and ops["QGemm"] == 1, ops  # every conv, the classifier
+    assert ops["QLinearAdd"] == 1 and ops["QLinearConcat"] == 1 and ops["QLinearAveragePool"] == 1, ops
+    assert sum(ops[op] for op in ("Conv", "FusedConv", "Add", "Concat", "AveragePool")) == 0, ops
+    # Q/DQ left only where the float graph starts and ends, and around the global pooling's ReduceMean
+    assert ops["QuantizeLinear"] <= 2 and ops["DequantizeLinear"] <= 2, ops
+    sqnr, agreement = deployed_vs_simulated(qat, deploy)
+    assert agreement >= 0.999 and sqnr >= 40, (sqnr, agreement)
+
+
+def test_one_quantizer_per_tensor_shared_by_its_readers(branchy: nn.Module, tmp_path: Path) -> None:
+    """The relu after the add feeds both branches: one quantizer, one Q in the export, so the
+    add has the single Q consumer its fusion needs; the quantizer sits before the max pooling."""
+    x = torch.randn(4, 3, 16, 16)
+    create_quant_retrain_config(tmp_path / "config.json", branchy, (x[:2],))
+    qat = create_quant_retrain_model(
+        tmp_path / "config.json", branchy, tmp_path / "r.txt", (x[:2],), target="onnxruntime-cpu"
+    )
+    layers = dict(qat.named_modules())
+    left, right = layers["left.0"], layers["right.0"]
+    assert isinstance(left, QuantLayer) and isinstance(right, QuantLayer)
+    assert left.input_quantized and right.input_quantized and left.act_quant is right.act_quant
+    quantizers = {id(m) for m in qat.modules() if isinstance(m, ActivationQuantizer)}
+    # input, stem relu, body relu, body bn (into the add), add relu, two branch relus (into the
+    # concat), concat, mix conv (into the average pool), average pool, global pool
+    assert len(quantizers) == 11
+    assert not any(name.startswith("pool") and name.endswith("_quant") for name in layers)
+
+
+def test_a_model_that_does_not_export_keeps_its_form(tmp_path: Path) -> None:
+    """A batch fixed in the model's code: no graph to place quantizers in, so only its layers'
+    inputs are quantized, and it still trains and deploys."""
+
+    class FixedBatch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4 * 6 * 6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.relu(self.conv(x)).reshape(4, -1))
+
+    x = torch.randn(4, 3, 8, 8)
+    create_quant_retrain_config(tmp_path / "config.json", FixedBatch(), (x,))
+    qat = create_quant_retrain_model(
+        tmp_path / "config.json", FixedBatch(), tmp_path / "r.txt", (x,), target="onnxruntime-cpu"
+    )
+    assert type(qat).__name__ == "FixedBatch"
+    assert all(not layer.input_quantized for layer in qat.modules() if isinstance(layer, QuantLayer))
+
+
+class Excited(nn.Module):
+    """EfficientNet's patterns: SiLU, squeeze-and-excite (global pooling, sigmoid, a product), residual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.SiLU())
+        self.squeeze, self.excite = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+        self.project = nn.Sequential(nn.Conv2d(16, 16, 1, bias=False), nn.BatchNorm2d(16))
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        gate = torch.sigmoid(self.excite(F.silu(self.squeeze(F.adaptive_avg_pool2d(h, 1)))))
+        h = h + self.project(h * gate)
+        return self.fc(F.adaptive_avg_pool2d(h, 1).flatten(1))
+
+
+def test_onnxruntime_cpu_runs_silu_and_squeeze_excite_in_int8(tmp_path: Path) -> None:
+    """SiLU is split into x * sigmoid(x) so both halves have integer kernels; global pooling is
+    written as GlobalAveragePool (torch's ReduceMean has none)."""
+    torch.manual_seed(0)
+    qat, deploy = export(Excited().eval(), "onnxruntime-cpu", tmp_path)
+    ops = optimized_ops(deploy)
+    # two SiLUs (a sigmoid and a product each), the gate's sigmoid and its product
+    assert ops["QLinearConv"] == 4 and ops["QLinearSigmoid"] == 3 and ops["QLinearMul"] == 3, ops
+    assert ops["QLinearGlobalAveragePool"] == 2 and ops["QLinearAdd"] == 1, ops
+    assert sum(ops[op] for op in ("Conv", "FusedConv", "Mul", "Sigmoid", "ReduceMean")) == 0, ops
+    sqnr, agreement = deployed_vs_simulated(qat, deploy)
+    assert agreement >= 0.999 and sqnr >= 40, (sqnr, agreement)
+
+
+def _dequantized(graph: onnx.GraphProto, name: str) -> bool:
+    """Whether tensor ``name`` comes from a DequantizeLinear, through ops that commute with it."""
+    producers = {out: node for node in graph.node for out in node.output}
+    node = producers.get(name)
+    while node is not None and node.op_type in COMMUTING:
+        node = producers.get(node.input[0])
+    return node is not None and node.op_type == "DequantizeLinear"
+
+
+def test_tensorrt_export_follows_its_rules_and_matches_the_simulation(branchy: nn.Module, tmp_path: Path) -> None:
+    qat, deploy = export(branchy, "tensorrt", tmp_path)
+    model = onnx.load(str(deploy))
+    assert tensorrt_violations(model) == []
+    # the residual add: the body's conv output left to TensorRT to fuse, the identity quantized
+    adds = [n for n in model.graph.node if n.op_type == "Add" and not any(i.endswith("bias") for i in n.input)]
+    residual = [n for n in adds if any(_dequantized(model.graph, i) for i in n.input)]
+    assert len(residual) == 1 and not all(_dequantized(model.graph, i) for i in residual[0].input)
+    sqnr, agreement = deployed_vs_simulated(qat, deploy)
+    assert agreement >= 0.999 and sqnr >= 40, (sqnr, agreement)
+
+
+def test_the_rules_catch_an_export_for_another_runtime(model: nn.Module, tmp_path: Path) -> None:
+    _, deploy = export(model, "onnxruntime-cpu", tmp_path)
+    problems = tensorrt_violations(onnx.load(str(deploy)))
+    assert any("zero point uint8" in p for p in problems) and any("int32 bias" in p for p in problems), problems
+
+
+def test_a_symmetric_quantizer_has_zero_point_zero_and_one_learned_clip() -> None:
+    quantizer = ActivationQuantizer(8, batch_num=1, symmetric=True, fixed_min=True)
+    x = torch.rand(1000) * 3  # non-negative: TensorRT's grid stays symmetric anyway
+    quantizer(x)
+    scale, offset = quantizer.qparams()
+    assert int(offset) == 0 and torch.isclose(scale, quantizer.clip_max.detach() / 127)
+    assert [name for name, _ in quantizer.named_parameters()] == ["clip_max"]
+    quantizer(x.requires_grad_()).sum().backward()
+    assert quantizer.clip_max.grad is not None and quantizer.clip_max.grad != 0
+
+
+@pytest.mark.parametrize("target", ["onnxruntime-cpu", "tensorrt"])
+def test_int4_is_refused_where_the_target_has_no_int4_kernels(model: nn.Module, target: Target) -> None:
+    config = default_config(model, None)
+    config.layers["fc"].retrain_weight_config.dst_type = "INT4"
+    with pytest.raises(ConfigError, match=f"target {target} has no kernels for INT4") as err:
+        check_target(config, target)
+    assert err.value.field == "fc.retrain_weight_config.dst_type"
+    check_target(config, "generic-qdq")
+    with pytest.raises(SpecError) as spec_err:
+        parse_spec({"target": target, "accuracy": {"weight_bits_budget": 6.0}})
+    assert spec_err.value.field == "accuracy.weight_bits_budget"
+    assert parse_spec({"target": "generic-qdq", "accuracy": {"weight_bits_budget": 6.0}}).target == "generic-qdq"
