@@ -51,7 +51,7 @@ def split_silu(gm: fx.GraphModule) -> None:
             with gm.graph.inserting_before(node):
                 sigmoid = gm.graph.call_function(torch.ops.aten.sigmoid.default, (node.args[0],))
                 product = gm.graph.call_function(torch.ops.aten.mul.Tensor, (node.args[0], sigmoid))
-            product.meta = dict(node.meta)
+            sigmoid.meta, product.meta = dict(node.meta), dict(node.meta)  # same shape and dtype as the SiLU
             node.replace_all_uses_with(product)
             gm.graph.erase_node(node)
 

@@ -17,12 +17,20 @@ from quantlib.export.int_weights import store_weights_as_integers
 from quantlib.export.modules import export_form
 from quantlib.export.ops import translation_table
 from quantlib.graph.exported import widen_batch
+from quantlib.layers import QuantLayer
 
 DynamicAxes = Mapping[str, Mapping[int, str] | Sequence[int]]
 
 
 def needs_int4(model: nn.Module) -> bool:
     return any(getattr(m, "bits", 8) == 4 for m in model.modules())
+
+
+def opset_for(model: nn.Module) -> int:
+    """21 for INT4 (its types) and for the onnxruntime-cpu form (GELU is then one op, which
+    onnxruntime fuses with the bias before it); else 18, which older TensorRT parsers read."""
+    for_onnxruntime = any(isinstance(m, QuantLayer) and m.int32_bias for m in model.modules())
+    return 21 if needs_int4(model) or for_onnxruntime else 18
 
 
 def default_names(inputs: Sequence[torch.Tensor], prefix: str) -> list[str]:
@@ -61,8 +69,8 @@ def export_onnx(
     output_names: Sequence[str] | None = None,
     dynamic_axes: DynamicAxes | None = None,
 ) -> onnx.ModelProto:
-    """The QAT ``model`` as fake-quant QDQ ONNX; opset 21 when INT4 is used, else 18."""
-    opset = 21 if needs_int4(model) else 18
+    """The QAT ``model`` as fake-quant QDQ ONNX, in the opset :func:`opset_for` picks."""
+    opset = opset_for(model)
     form = export_form(model)
     input_names = list(input_names or default_names(inputs, "input"))
     with torch.no_grad():

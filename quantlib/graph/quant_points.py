@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
+import torch
 from torch import fx
 
 from quantlib.graph.analysis import RESHAPES, op_name
@@ -57,8 +58,12 @@ class QuantPoints:
 
 
 def _activation(arg: object) -> bool:
-    """An activation tensor: computed in the graph (or a model input), not a weight or a constant."""
-    return isinstance(arg, fx.Node) and arg.op in {"call_function", "call_module", "placeholder"}
+    """A float activation: computed in the graph (or a model input), not a weight, a constant,
+    an integer tensor or a symbolic size (``operator.add`` on sizes is named ``add`` too)."""
+    if not isinstance(arg, fx.Node) or arg.op not in {"call_function", "call_module", "placeholder"}:
+        return False
+    value = arg.meta.get("val")
+    return value is None or (isinstance(value, torch.Tensor) and value.is_floating_point())
 
 
 def _integer_inputs(node: fx.Node) -> list[fx.Node] | None:

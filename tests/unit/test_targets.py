@@ -307,3 +307,30 @@ def test_int4_is_refused_where_the_target_has_no_int4_kernels(model: nn.Module, 
         parse_spec({"target": target, "accuracy": {"weight_bits_budget": 6.0}})
     assert spec_err.value.field == "accuracy.weight_bits_budget"
     assert parse_spec({"target": "generic-qdq", "accuracy": {"weight_bits_budget": 6.0}}).target == "generic-qdq"
+
+
+def test_sizes_and_integer_tensors_are_never_quantized(tmp_path: Path) -> None:
+    """``operator.add`` on symbolic sizes and an add of int64 tensors are named ``add`` in the
+    graph too; only float activations get quantizers."""
+
+    class Indexed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8 * 64, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.conv(x))
+            counts = (h.mean(dim=(0, 2, 3)) > 0.1).long() + 1  # an add of int64 tensors
+            h = h * counts.view(1, -1, 1, 1)  # a product of a float and an int64 tensor
+            return self.fc((h + h).reshape(h.shape[0] + 0, -1))  # a size sum
+
+    x = torch.randn(4, 3, 8, 8)
+    create_quant_retrain_config(tmp_path / "config.json", Indexed(), (x,))
+    qat = create_quant_retrain_model(
+        tmp_path / "config.json", Indexed().eval(), tmp_path / "r.txt", (x,), target="onnxruntime-cpu"
+    )
+    quantizers = [n for n in qat.graph.nodes if n.op == "call_module" and n.target.endswith("_quant")]
+    assert all(n.args[0].meta["val"].is_floating_point() for n in quantizers)
+    with torch.no_grad():
+        qat(x)
+        assert qat(x).shape == (4, 4)
