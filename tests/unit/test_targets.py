@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
@@ -19,6 +20,7 @@ from torch import nn
 
 from quantlib import create_quant_retrain_config, create_quant_retrain_model, save_quant_retrain_model
 from quantlib.config import ConfigError, check_target
+from quantlib.data import validate_arrays
 from quantlib.errors import SpecError
 from quantlib.export.speed import optimized_ops
 from quantlib.export.tensorrt_rules import COMMUTING, tensorrt_violations
@@ -26,6 +28,7 @@ from quantlib.layers import QuantLayer
 from quantlib.metrics import sqnr_db, top1_agreement
 from quantlib.prepare import default_config
 from quantlib.quant import ActivationQuantizer
+from quantlib.run import run_qat
 from quantlib.spec import QATSpec, Target, parse_spec
 
 
@@ -334,3 +337,19 @@ def test_sizes_and_integer_tensors_are_never_quantized(tmp_path: Path) -> None:
     with torch.no_grad():
         qat(x)
         assert qat(x).shape == (4, 4)
+
+
+def test_a_pt2_with_residuals_trains_through_shared_quantizers(branchy: nn.Module, tmp_path: Path) -> None:
+    """The service's path: a ``.pt2`` program, run_qat with the default target, label-free
+    fine-tuning of the shared clips; what ships runs in int8 and is what was trained."""
+    x = torch.randn(2, 3, 16, 16)
+    program = torch.export.export(branchy, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    rng = np.random.default_rng(0)
+    arrays = {
+        name: rng.standard_normal((n, 3, 16, 16)).astype(np.float32) for name, n in (("x_train", 64), ("x_eval", 32))
+    }
+    report = run_qat(program, validate_arrays(arrays), tmp_path, spec=QATSpec(epochs=1, lr=1e-3, batch_size=16))
+    ops = optimized_ops(report.files["deploy_model"])
+    assert ops["QLinearAdd"] == 1 and ops["QLinearConcat"] == 1 and ops["QLinearConv"] == 6, ops
+    assert report.deploy_vs_simulated.agreement >= 0.999 and report.deploy_vs_simulated.sqnr_db >= 40
+    assert report.accuracy["int8_onnxruntime"].sqnr_db > 15  # against FP32: quantized, not broken
