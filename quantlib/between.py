@@ -56,8 +56,8 @@ def split_silu(gm: fx.GraphModule) -> None:
             gm.graph.erase_node(node)
 
 
-def quantize_between(gm: fx.GraphModule, batch_num: int, form: TargetForm) -> int:
-    """Install the shared quantizers in ``gm`` (a QAT model); returns how many tensors they quantize.
+def quantize_between(gm: fx.GraphModule, batch_num: int, form: TargetForm) -> None:
+    """Install the shared quantizers in ``gm`` (a QAT model), in place.
 
     Layers that read one tensor with different data configs keep their own input
     quantizers; the tensor's integer-op readers then get a quantizer of their own.
@@ -94,4 +94,3 @@ def quantize_between(gm: fx.GraphModule, batch_num: int, form: TargetForm) -> in
         for layer in sharing:
             layer.act_quant, layer.input_quantized = quantizer, True
     gm.recompile()
-    return len(points.readers)

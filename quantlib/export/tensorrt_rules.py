@@ -23,14 +23,13 @@ def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     return {out: node for node in graph.node for out in node.output}
 
 
-def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
-    for tensor in graph.initializer:
-        if tensor.name == name:
-            return numpy_helper.to_array(tensor)
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Initializers and Constant nodes by name: where zero points and stored weights live."""
+    out = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
     for node in graph.node:
-        if node.op_type == "Constant" and node.output[0] == name:
-            return numpy_helper.to_array(node.attribute[0].t)
-    return None
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].HasField("t"):
+            out[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return out
 
 
 def _through_commuting(producers: dict[str, onnx.NodeProto], name: str) -> onnx.NodeProto | None:
@@ -40,10 +39,10 @@ def _through_commuting(producers: dict[str, onnx.NodeProto], name: str) -> onnx.
     return node
 
 
-def _qdq_violations(graph: onnx.GraphProto, node: onnx.NodeProto) -> list[str]:
+def _qdq_violations(constants: dict[str, np.ndarray], node: onnx.NodeProto) -> list[str]:
     out = []
-    zero_point = _constant(graph, node.input[2]) if len(node.input) > 2 else None
-    data = _constant(graph, node.input[0])
+    zero_point = constants.get(node.input[2]) if len(node.input) > 2 else None
+    data = constants.get(node.input[0])
     if node.op_type == "DequantizeLinear" and data is not None and data.dtype == np.int32:
         out.append(f"{node.name}: an int32 bias behind DequantizeLinear (TensorRT quantizes biases itself)")
     elif zero_point is None or zero_point.dtype != np.int8 or bool(np.any(zero_point != 0)):
@@ -55,7 +54,7 @@ def _qdq_violations(graph: onnx.GraphProto, node: onnx.NodeProto) -> list[str]:
 def tensorrt_violations(model: onnx.ModelProto) -> list[str]:
     """What in ``model`` TensorRT's explicit quantization would refuse or silently run in float; [] if none."""
     graph = model.graph
-    producers = _producers(graph)
+    producers, constants = _producers(graph), _constants(graph)
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in node.input:
@@ -63,7 +62,7 @@ def tensorrt_violations(model: onnx.ModelProto) -> list[str]:
     problems: list[str] = []
     for node in graph.node:
         if node.op_type in {"QuantizeLinear", "DequantizeLinear"}:
-            problems += _qdq_violations(graph, node)
+            problems += _qdq_violations(constants, node)
         if node.op_type == "QuantizeLinear":
             odd = [c.op_type for c in consumers.get(node.output[0], []) if c.op_type != "DequantizeLinear"]
             if odd:
