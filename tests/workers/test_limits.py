@@ -31,7 +31,8 @@ def small_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
 def test_job_over_the_memory_ceiling_fails_with_out_of_memory(digits: tuple[Path, Path], small_worker: Pool) -> None:
     job = small_worker.wait_for_job(submit(small_worker, digits, {"epochs": 1}), finished, timeout_s=60)
     assert job["state"] == "FAILED"
-    assert job["failure"]["code"] == "OUT_OF_MEMORY" and job["failure"]["user_error"] is True
+    # the failure itself in the message: one run of make test (of many) saw INTERNAL here
+    assert job["failure"]["code"] == "OUT_OF_MEMORY" and job["failure"]["user_error"] is True, job["failure"]
     assert f"{CEILING_MIB} MiB" in job["failure"]["message"]
     names = [a["name"] for a in small_worker.get(f"/v1/jobs/{job['id']}/artifacts").json()["artifacts"]]
     assert names == ["log.txt"]
