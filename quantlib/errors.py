@@ -9,6 +9,7 @@ subclass the same base with their statuses.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -75,7 +76,11 @@ def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` means an allocation was refused: Python's ``MemoryError``, torch's
     ``OutOfMemoryError`` (CUDA) or torch's CPU allocator failing, which raises a plain
     ``RuntimeError`` (under a worker's ``RLIMIT_DATA``, for instance). Such a failure is
-    about the job's size, never about the data's shape or the model's validity."""
-    return (
-        isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(exc)
-    )
+    about the job's size, never about the data's shape or the model's validity. An
+    ``OSError`` of ENOMEM (a mapping or a library load refused) is the same failure."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
+        return True
+    # torch: "can't allocate memory"; the C library's strerror(ENOMEM): "Cannot allocate memory"
+    return "allocate memory" in str(exc).lower()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -71,3 +72,13 @@ def test_cpu_limit_follows_max_runtime_and_never_exceeds_the_workers() -> None:
     assert ChildLimits(memory_bytes=1).for_job(10) == ChildLimits(memory_bytes=1, cpu_seconds=10 * cpus)
     assert ChildLimits(cpu_seconds=5).for_job(10) == ChildLimits(cpu_seconds=5)
     assert ChildLimits(cpu_seconds=10**6).for_job(10).cpu_seconds == 10 * cpus
+
+
+def test_a_refused_mapping_is_out_of_memory_and_other_os_errors_are_ours() -> None:
+    """What the memory test above saw in one run: an OSError of ENOMEM (a library or a mapping
+    refused under the ceiling), which is the job's size, while a full disk is not."""
+    from workers.pipeline import classify
+
+    assert classify(OSError(errno.ENOMEM, "Cannot allocate memory")).code == "OUT_OF_MEMORY"
+    assert classify(OSError("libgomp.so.1: cannot allocate memory in static TLS block")).code == "OUT_OF_MEMORY"
+    assert classify(OSError(errno.ENOSPC, "No space left on device")).code == "INTERNAL"
