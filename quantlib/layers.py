@@ -50,6 +50,17 @@ SUPPORTED: dict[type[nn.Module], tuple[Runner, int]] = {
 }
 
 
+def runs_on_gemm(layer: nn.Module) -> bool:
+    """Whether onnxruntime's CPU kernels compute ``layer`` as a uint8 x int8 matrix product (QGemm,
+    MatMulInteger, QLinearConv's im2col path): a Linear, or a Conv other than a depthwise one (one input
+    and one output channel per group, which has its own widening kernel). ConvTranspose stays float there."""
+    if isinstance(layer, nn.Linear):
+        return True
+    if isinstance(layer, nn.modules.conv._ConvNd) and not layer.transposed:
+        return not (layer.in_channels == layer.groups == layer.out_channels)
+    return False
+
+
 class QuantLayer(nn.Module):
     """Quantizes the input (ULQ) and the weight (ARQ) of ``layer``, then runs it.
 

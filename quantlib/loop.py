@@ -153,8 +153,13 @@ def predict(model: nn.Module, x: np.ndarray, device: torch.device) -> np.ndarray
     return torch.cat(outputs).numpy()
 
 
-def predict_onnx(path: Path, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def predict_onnx(path: Path, x: np.ndarray, *, integer_kernels: bool = True) -> np.ndarray:
+    """Outputs of the ONNX model at ``path``; without ``integer_kernels`` its Q/DQ arithmetic as written
+    (onnxruntime's basic optimizations only, which fuse no Q/DQ group into an integer kernel)."""
+    options = ort.SessionOptions()
+    if not integer_kernels:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     x = np.ascontiguousarray(x)
     return np.concatenate([session.run(None, {name: x[i : i + EVAL_BATCH]})[0] for i in range(0, len(x), EVAL_BATCH)])

@@ -12,11 +12,11 @@ import torch
 from torch import fx, nn
 
 from quantlib.between import quantize_between
-from quantlib.config import QuantConfig, build_config, check_layers, check_target, load_simple_config
+from quantlib.config import BITS, QuantConfig, build_config, check_layers, check_target, load_simple_config
 from quantlib.export.fold import can_fold
 from quantlib.graph import GraphFacts, analyze_exported, analyze_module, trainable_module
 from quantlib.graph.exported import widen_batch
-from quantlib.layers import SUPPORTED, QuantLayer
+from quantlib.layers import SUPPORTED, QuantLayer, runs_on_gemm
 from quantlib.spec import TARGET_FORMS, Target
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,8 @@ def quantize_layers(
         )
         quant.int32_bias = form.int32_bias
         quant.signed_weights = form.signed_weights
+        if form.gemm_weight_headroom and runs_on_gemm(original) and quant.weight_quant.bits == BITS["INT8"]:
+            quant.weight_quant.bits -= 1
         bn_name = facts.bn_after.get(name)
         if bn_name:
             quant.folds_bn = bn_name

@@ -67,14 +67,32 @@ class TargetForm:
     symmetric_activations: bool
     # has kernels for INT4 weights; without, the seed's INT4 is refused
     int4: bool
+    # INT8 weights of the layers it runs on a uint8 x int8 GEMM take a 7-bit grid, [-64, 63]: x86 kernels without
+    # VNNI (AVX2, AVX-512) add pairs of products in saturating 16-bit lanes (255 x 127 x 2 overflows them), so
+    # the full grid computes something else on those CPUs than QAT simulated (quantlib.layers.runs_on_gemm)
+    gemm_weight_headroom: bool = False
+    # onnxruntime's CPU integer kernels are its runtime, so a run scores the deploy model with them; a target for
+    # another runtime (TensorRT on a GPU) is scored by its Q/DQ arithmetic, onnxruntime with no Q/DQ fusion
+    # (its CPU kernels would add their own 16-bit saturation to int8 x int8 products on hosts without VNNI)
+    cpu_integer_kernels: bool = True
 
 
 TARGET_FORMS: dict[str, TargetForm] = {
     "onnxruntime-cpu": TargetForm(
-        int32_bias=True, between="integer-ops", signed_weights=True, symmetric_activations=False, int4=False
+        int32_bias=True,
+        between="integer-ops",
+        signed_weights=True,
+        symmetric_activations=False,
+        int4=False,
+        gemm_weight_headroom=True,
     ),
     "tensorrt": TargetForm(
-        int32_bias=False, between="residual-adds", signed_weights=True, symmetric_activations=True, int4=False
+        int32_bias=False,
+        between="residual-adds",
+        signed_weights=True,
+        symmetric_activations=True,
+        int4=False,
+        cpu_integer_kernels=False,
     ),
     "generic-qdq": TargetForm(
         int32_bias=False, between="none", signed_weights=False, symmetric_activations=False, int4=True

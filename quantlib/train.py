@@ -35,7 +35,7 @@ from quantlib.outputs import OUTPUT_FILES
 from quantlib.phases import Phase, Phases, ProgressFn
 from quantlib.prepare import ModelLike, as_module, layer_types, quant_layers, quantize_layers
 from quantlib.report import write_report_html
-from quantlib.spec import QATSpec, check_budget
+from quantlib.spec import TARGET_FORMS, QATSpec, check_budget
 
 __all__ = ["LayerReport", "ProgressFn", "QATSpec", "Report", "Scores", "Trained", "finish", "train"]
 # the "typical batch" of the speed figure: the training batch, at most this
@@ -196,7 +196,9 @@ def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases:
     with phases.phase(Phase.EVALUATING, 3):
         simulated = predict(qat, x_eval, device)
         phases.step(1, 3)
-        deployed = predict_onnx(files["deploy_model"], x_eval)
+        deployed = predict_onnx(
+            files["deploy_model"], x_eval, integer_kernels=TARGET_FORMS[spec.target].cpu_integer_kernels
+        )
         accuracy = {
             "fp32": scores(fp32, fp32, y_eval),
             "int8_simulated": scores(fp32, simulated, y_eval),
