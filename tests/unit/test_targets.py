@@ -67,8 +67,8 @@ def model() -> nn.Module:
     return net.eval()
 
 
-def export(model: nn.Module, target: Target, folder: Path) -> tuple[nn.Module, Path]:
-    x = torch.randn(50, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+def calibrated_export(model: nn.Module, x: torch.Tensor, target: Target, folder: Path) -> tuple[nn.Module, Path]:
+    """The QAT model calibrated on ``x`` (in eval mode) and its deploy model."""
     create_quant_retrain_config(folder / "config.json", model, (x[:2],))
     qat = create_quant_retrain_model(folder / "config.json", model, folder / "record.txt", (x[:2],), target=target)
     with torch.no_grad():
@@ -77,6 +77,12 @@ def export(model: nn.Module, target: Target, folder: Path) -> tuple[nn.Module, P
         folder / "config.json", qat.eval(), folder / "record.txt", folder / "m", (x[:2],)
     )
     return qat, deploy
+
+
+def export(model: nn.Module, target: Target, folder: Path) -> tuple[nn.Module, Path]:
+    return calibrated_export(
+        model, torch.randn(50, 3, 16, 16, generator=torch.Generator().manual_seed(1)), target, folder
+    )
 
 
 def deployed_vs_simulated(qat: nn.Module, deploy: Path, *, integer_kernels: bool = True) -> tuple[float, float]:
@@ -136,15 +142,7 @@ def test_a_bias_too_wide_for_the_accumulator_stays_float(tmp_path: Path) -> None
         net[0].bias.zero_()
         net[2].bias.fill_(5.0)
     x = torch.randn(50, 3, 8, 8)
-    create_quant_retrain_config(tmp_path / "config.json", net, (x[:2],))
-    qat = create_quant_retrain_model(
-        tmp_path / "config.json", net, tmp_path / "r.txt", (x[:2],), target="onnxruntime-cpu"
-    )
-    with torch.no_grad():
-        qat(x)
-    _, deploy = save_quant_retrain_model(
-        tmp_path / "config.json", qat.eval(), tmp_path / "r.txt", tmp_path / "m", (x[:2],)
-    )
+    qat, deploy = calibrated_export(net, x, "onnxruntime-cpu", tmp_path)
     with torch.no_grad():
         simulated, reference = qat(x).numpy(), net(x).numpy()
     session = ort.InferenceSession(str(deploy), providers=["CPUExecutionProvider"])
@@ -380,15 +378,7 @@ def test_extreme_weights_and_activations_deploy_as_simulated(kind: str, tmp_path
     model = nn.Sequential(layer, nn.Flatten(), nn.LazyLinear(4))
     calibration = torch.rand(8, *shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
     model(calibration)  # materialises the lazy layer
-    create_quant_retrain_config(tmp_path / "config.json", model, (calibration[:2],))
-    qat = create_quant_retrain_model(
-        tmp_path / "config.json", model, tmp_path / "record.txt", (calibration[:2],), target="onnxruntime-cpu"
-    )
-    with torch.no_grad():
-        qat(calibration)
-    _, deploy = save_quant_retrain_model(
-        tmp_path / "config.json", qat.eval(), tmp_path / "record.txt", tmp_path / "m", (calibration[:2],)
-    )
+    qat, deploy = calibrated_export(model, calibration, "onnxruntime-cpu", tmp_path)
     grids = {name: q.weight_quant.bits for name, q in qat.named_modules() if isinstance(q, QuantLayer)}
     assert grids == {"0": 8 if kind == "depthwise conv" else 7, "2": 7}, grids
     x = torch.ones(4, *shape)  # above the calibrated range: every input quantizes to 255
