@@ -16,6 +16,7 @@ import torch
 from torch import fx
 
 from quantlib.graph.analysis import nonneg_nodes, op_name
+from quantlib.graph.exported import free_attr
 from quantlib.graph.quant_points import INTEGER_OPS, find_points
 from quantlib.layers import QuantLayer
 from quantlib.quant import ActivationQuantizer
@@ -33,14 +34,6 @@ def _layer_nodes(gm: fx.GraphModule) -> dict[fx.Node, QuantLayer]:
             if isinstance(module, QuantLayer):
                 out[node] = module
     return out
-
-
-def _free_name(gm: fx.GraphModule, point: fx.Node) -> str:
-    name, n = f"{point.name}_quant", 0
-    while hasattr(gm, name):
-        n += 1
-        name = f"{point.name}_quant_{n}"
-    return name
 
 
 def split_silu(gm: fx.GraphModule) -> None:
@@ -85,7 +78,7 @@ def quantize_between(gm: fx.GraphModule, batch_num: int, form: TargetForm) -> No
                 symmetric=form.symmetric_activations,
             )
         )
-        name = _free_name(gm, point)
+        name = free_attr(gm, f"{point.name}_quant")
         gm.add_submodule(name, quantizer)
         with gm.graph.inserting_before(min(readers, key=order.__getitem__)):
             quantized = gm.graph.call_module(name, (point,))

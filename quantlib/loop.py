@@ -78,7 +78,7 @@ def fine_tune(
     step = 0
     varied_at_start = False
     epoch_losses: list[float] = []
-    _train_mode(qat, freeze_bn=spec.freeze_bn)
+    train_mode(qat, freeze_bn=spec.freeze_bn)
     for epoch in range(1, spec.epochs + 1):
         batches = _batches(len(x), spec.batch_size, generator)
         running = torch.zeros((), device=device)
@@ -134,14 +134,17 @@ def _finite(loss: float, epoch: int, spec: QATSpec) -> float:
     return loss
 
 
-def _train_mode(model: nn.Module, *, freeze_bn: bool) -> None:
-    """Training mode; with ``freeze_bn`` BatchNorm normalises with its running statistics
+def train_mode(model: nn.Module, *, freeze_bn: bool) -> None:
+    """Training mode for QAT, which fine-tunes the network it deploys: dropout stays off (the
+    deployed model has none, and the targets, the FP32 model's eval outputs or the labels, are
+    to be met without it); with ``freeze_bn`` BatchNorm normalises with its running statistics
     (its affine weights still train), so training sees what evaluation will see."""
     model.train()
-    if freeze_bn:
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd) or (
+            freeze_bn and isinstance(module, nn.modules.batchnorm._BatchNorm)
+        ):
+            module.eval()
 
 
 @torch.no_grad()

@@ -20,6 +20,9 @@ BATCH_NORM_OPS = {"batch_norm", "_native_batch_norm_legit_no_training", "_native
 
 # Ops whose output is never negative.
 NONNEG_SOURCES = {"relu", "relu_", "relu6", "sigmoid", "softmax", "_softmax", "exp", "abs", "hardsigmoid"}
+# Dropout as torch.export writes it (``dropout_``: an in-place ``F.dropout(..., inplace=True)``, as in
+# Hugging Face's MobileNetV2): the identity in the deployed model, where QAT also keeps it off.
+DROPOUTS = {"dropout", "dropout_"}
 # Ops that only move values: the same values come out, in another shape or order.
 RESHAPES = {
     "flatten",
@@ -48,7 +51,7 @@ NONNEG_KEEPERS = RESHAPES | {
     "adaptive_avg_pool2d",
     "adaptive_avg_pool3d",
     "adaptive_max_pool2d",
-    "dropout",
+    *DROPOUTS,
     "slice",
     "select",
     "expand",

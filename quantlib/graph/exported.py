@@ -16,7 +16,7 @@ from typing import Any, cast
 import torch
 from torch import fx, nn
 
-from quantlib.graph.analysis import op_name
+from quantlib.graph.analysis import DROPOUTS, op_name
 
 # Deep-copying a GraphModule from torch.export trips a deprecation inside torch itself
 # (its own pytree LeafSpec); nothing a user can act on.
@@ -107,12 +107,30 @@ def _replace_call(gm: fx.GraphModule, node: fx.Node, path: str, module: nn.Modul
     gm.graph.erase_node(node)
 
 
+def free_attr(gm: fx.GraphModule, name: str) -> str:
+    """``name``, or ``name_1``, ``name_2`` ... where ``gm`` already has that attribute."""
+    candidate, n = name, 0
+    while hasattr(gm, candidate):
+        n += 1
+        candidate = f"{name}_{n}"
+    return candidate
+
+
+def _called_elsewhere(node: fx.Node) -> bool:
+    """Whether the layer call ``node``'s weight also feeds another layer call (a module called twice).
+    Another reader is fine: a tied weight (GPT-2's ``lm_head``, whose weight is the token embedding's)
+    stays one Parameter, read by the embedding and the lifted layer alike."""
+    return any(
+        user is not node and (op_name(user) in LIFTABLE or user.op == "call_module") for user in _input(node, 1).users
+    )
+
+
 def _lift_layer(gm: fx.GraphModule, node: fx.Node) -> None:
     path = _owner(gm, node.args[1], "weight")
     bias_node = _arg(node, 2, "bias", None)
     if path is None or (bias_node is not None and _owner(gm, bias_node, "bias") != path):
         return
-    if len(_input(node, 1).users) > 1 or not _replaceable(gm, path, {"weight", "bias"}):
+    if _called_elsewhere(node) or not _replaceable(gm, path, {"weight", "bias"}):
         return
     holder = gm.get_submodule(path)
     weight = cast(torch.Tensor, holder.weight)  # the get_attr target ``<path>.weight``
@@ -120,7 +138,14 @@ def _lift_layer(gm: fx.GraphModule, node: fx.Node) -> None:
     module = LIFTABLE[op_name(node)](node, weight, bias)
     module.weight = weight
     module.bias = bias  # type: ignore[assignment]  # None for a layer without bias; Module.__setattr__ takes it
+    shared = _input(node, 1)
     _replace_call(gm, node, path, module)
+    if shared.users:
+        # a tied weight's other readers (the embedding) read it from the root: the layer at ``path`` is
+        # swapped for a QuantLayer later, which moves the weight to ``<path>.layer.weight``
+        name = free_attr(gm, path.replace(".", "_") + "_tied_weight")
+        gm.register_parameter(name, cast(nn.Parameter, weight))
+        shared.target = name
 
 
 def _lift_batch_norm(gm: fx.GraphModule, node: fx.Node) -> None:
@@ -176,7 +201,7 @@ def trainable_module(ep: torch.export.ExportedProgram) -> fx.GraphModule:
             _lift_layer(gm, node)
         elif name == "batch_norm":
             _lift_batch_norm(gm, node)
-        elif name == "dropout":
+        elif name in DROPOUTS:
             _lift_dropout(gm, node, index)
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()

@@ -22,10 +22,10 @@ from typing import cast
 import torch
 from torch import fx
 
-from quantlib.graph.analysis import RESHAPES, op_name
+from quantlib.graph.analysis import DROPOUTS, RESHAPES, op_name
 
 # they give the same values whether their input is quantized before or after them
-TRANSPARENT = RESHAPES | {"max_pool1d", "max_pool2d", "max_pool3d", "dropout"}
+TRANSPARENT = RESHAPES | DROPOUTS | {"max_pool1d", "max_pool2d", "max_pool3d"}
 # activations onnxruntime folds into the range of the Q after them
 ABSORBED = {"relu", "relu_", "hardtanh", "hardtanh_", "relu6", "clamp"}
 # ops onnxruntime runs on int8 inputs and output, by op name: which arguments are the tensor inputs

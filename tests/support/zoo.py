@@ -100,6 +100,17 @@ def _bert() -> nn.Module:
     return TextLogits(BertForSequenceClassification(config))
 
 
+def _gpt2() -> nn.Module:
+    """Its projections are ``transformers``' own Conv1D (not quantized yet); ``lm_head`` is a Linear
+    whose weight is tied to the token embedding's."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=VOCAB, n_positions=64, n_embd=64, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0
+    )
+    return TextLogits(GPT2LMHeadModel(config))
+
+
 def _vit() -> nn.Module:
     from transformers import ViTConfig, ViTForImageClassification
 
@@ -158,6 +169,7 @@ IMAGE_INPUT = ("pixel_values",)
 TEXT_INPUTS = ("input_ids", "attention_mask")
 ZOO = (
     ZooModel("bert", _bert, _tokens, TEXT_INPUTS),
+    ZooModel("gpt2", _gpt2, _tokens, TEXT_INPUTS),
     ZooModel("vit", _vit, _images, IMAGE_INPUT),
     ZooModel("resnet", _resnet, _images, IMAGE_INPUT),
     ZooModel("mobilenet_v2", _mobilenet_v2, _images, IMAGE_INPUT, chaotic=True),

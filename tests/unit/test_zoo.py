@@ -16,6 +16,7 @@ difference in arithmetic (16-bit saturation put MiniLM 14 dB below it).
 
 from __future__ import annotations
 
+import operator
 from pathlib import Path
 
 import onnxruntime as ort
@@ -25,6 +26,7 @@ from torch import fx, nn
 
 from quantlib import create_quant_retrain_config, create_quant_retrain_model, save_quant_retrain_model
 from quantlib.layers import QuantLayer
+from quantlib.loop import train_mode
 from quantlib.metrics import sqnr_db, top1_agreement
 from quantlib.quant import ActivationQuantizer
 from support.zoo import ZOO, ZooModel
@@ -74,3 +76,47 @@ def test_the_deploy_model_computes_what_qat_simulated(entry: ZooModel, tmp_path:
         assert floor < 40 and sqnr >= floor - 3, (sqnr, agreement, floor)
     else:
         assert agreement >= 0.999 and sqnr >= 40, (sqnr, agreement, floor)
+
+
+def _prepared(name: str, tmp_path: Path) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    (entry,) = [entry for entry in ZOO if entry.name == name]
+    calibration = entry.inputs(8, 0)
+    model = entry.model(calibration)
+    example = tuple(x[:2] for x in calibration)
+    create_quant_retrain_config(tmp_path / "config.json", model, example)
+    qat = create_quant_retrain_model(
+        tmp_path / "config.json", model, tmp_path / "record.txt", example, target="onnxruntime-cpu"
+    )
+    with torch.no_grad():
+        qat(*calibration)
+    return qat, calibration
+
+
+def test_qat_fine_tunes_with_dropout_off(tmp_path: Path) -> None:
+    """BERT's dropouts, lifted from its graph as modules: QAT trains the network it deploys, which has none."""
+    qat, inputs = _prepared("bert", tmp_path)
+    assert any(isinstance(m, nn.Dropout) and m.p > 0 for m in qat.modules())
+    train_mode(qat, freeze_bn=True)
+    assert qat.training
+    with torch.no_grad():
+        assert torch.equal(qat(*inputs), qat(*inputs))
+
+
+def test_an_in_place_dropout_keeps_its_input_non_negative(tmp_path: Path) -> None:
+    """MobileNetV2's classifier reads ReLU6 -> pooling -> ``dropout_`` (in place): a one-sided range."""
+    qat, _ = _prepared("mobilenet_v2", tmp_path)
+    classifier = qat.get_submodule("model.classifier")
+    assert isinstance(classifier, QuantLayer)
+    assert classifier.act_quant.fixed_min and float(classifier.act_quant.clip_min) == 0.0
+
+
+def test_a_tied_weight_is_quantized_and_stays_tied(tmp_path: Path) -> None:
+    """GPT-2's ``lm_head`` reads the token embedding's weight: lifted and quantized all the same,
+    and training it still trains the one Parameter the embedding reads."""
+    qat, _ = _prepared("gpt2", tmp_path)
+    assert isinstance(qat, fx.GraphModule)
+    head = qat.get_submodule("model.lm_head")
+    assert isinstance(head, QuantLayer)
+    attrs = [str(n.target) for n in qat.graph.nodes if n.op == "get_attr"]
+    readers = [name for name in attrs if operator.attrgetter(name)(qat) is head.layer.weight]
+    assert len(readers) == 1  # the embedding's lookup
