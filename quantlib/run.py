@@ -13,13 +13,15 @@ that was used, ``report.json`` and ``report.html``.
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from pathlib import Path
 
 from quantlib.config import ConfigError, QuantConfig, load_config
 from quantlib.data import Dataset
 from quantlib.outputs import OUTPUT_FILES
 from quantlib.phases import Phases, ProgressFn
-from quantlib.prepare import ModelLike, default_config
+from quantlib.prepare import SUPPORTED_NAMES, ModelLike, default_config, model_layer_types
+from quantlib.pt2archive import ModelError
 from quantlib.spec import QATSpec
 from quantlib.train import Report, finish, train, write_report
 from quantlib.tune import run_tuned
@@ -48,6 +50,9 @@ def run_qat(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = _run_config(out / OUTPUT_FILES["config"], model, config_file, config_defination)
+    _check_something_to_quantize(
+        model, config, given="config" if config_file else "config_defination" if config_defination else None
+    )
     if spec.accuracy is not None:
         origin = (
             "the given config"
@@ -77,3 +82,24 @@ def _run_config(
     if not (path.exists() and path.samefile(config_file)):
         shutil.copyfile(config_file, path)
     return config
+
+
+def _check_something_to_quantize(model: ModelLike, config: QuantConfig, *, given: str | None) -> None:
+    """A config that quantizes nothing would fine-tune the FP32 model and call it INT8: refused first.
+    ``given`` names the user's file the config came from (its field), None for the default config."""
+    if config.enabled_layers():
+        return
+    if given is not None:
+        raise ConfigError(
+            f"the {given} enables no layer (none is left with retrain_enable true), so nothing would be "
+            "quantized; enable at least one layer, or leave it out to quantize every supported one",
+            field=given,
+        )
+    types = model_layer_types(model)
+    leaves = Counter(kind for name, kind in types.items() if not any(other.startswith(f"{name}.") for other in types))
+    found = ", ".join(f"{kind} x{count}" for kind, count in leaves.most_common(6)) or "none"
+    raise ModelError(
+        f"the model has no layer that can be quantized (supported: {', '.join(sorted(SUPPORTED_NAMES))}); "
+        f"its layers are {found}. Build it from those layers (a custom projection such as transformers' "
+        "Conv1D is not one of them yet)"
+    )

@@ -16,11 +16,14 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from quantlib import api
+from quantlib.config import ConfigError
 from quantlib.data import Dataset, validate_arrays
+from quantlib.modelfile import ModelError
 from quantlib.outputs import OUTPUT_FILES
 from quantlib.run import run_qat
 from quantlib.spec import QATSpec
@@ -132,3 +135,34 @@ def test_a_tuned_run_reads_the_config_once_and_writes_no_trial_config(tmp_path: 
     json_reads = sorted(path for path, writes in opened["opened"] if not writes and path.endswith(".json"))
     # the given config: parsed once, then copied as written; config.json: only the page, which embeds it
     assert json_reads == sorted([str(config), str(config), str(out / OUTPUT_FILES["config"])])
+
+
+class _Projection(nn.Module):
+    """A projection of its own (as transformers' Conv1D): a weight and a matmul, no supported layer."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cin, cout) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight
+
+
+def test_a_model_with_nothing_to_quantize_is_refused_before_training(tmp_path: Path) -> None:
+    """Fine-tuning it would pass FP32 off as INT8: the run says what it found instead."""
+    model = nn.Sequential(_Projection(8, 16), nn.LayerNorm(16), _Projection(16, 4))
+    dataset = validate_arrays({"x_train": np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32)})
+    with pytest.raises(
+        ModelError, match=r"no layer that can be quantized .*its layers are _Projection x2, LayerNorm x1"
+    ):
+        run_qat(model, dataset, tmp_path, spec=QATSpec(epochs=1))
+    assert not (tmp_path / OUTPUT_FILES["report"]).exists()
+
+
+def test_a_config_that_enables_no_layer_is_refused(tmp_path: Path) -> None:
+    model, dataset = _tiny()
+    config = tmp_path / "given.json"
+    config.write_text(json.dumps({"version": 1, "batch_num": 1}))
+    with pytest.raises(ConfigError, match="enables no layer") as refused:
+        run_qat(model, dataset, tmp_path / "out", config_file=config, spec=QATSpec(epochs=1))
+    assert refused.value.field == "config"
