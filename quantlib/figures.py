@@ -1,4 +1,5 @@
-"""A run's speed figure in words, the same in ``qat quantize``, ``qat status`` and the demo.
+"""A run's figures in words (its speed, which state it kept), the same in ``qat quantize``, ``qat status``
+and the demo.
 
 Standard library only: the torch-free client imports it.
 """
@@ -16,3 +17,12 @@ def speed_summary(batch_sizes: Sequence[int], latency_ratio: Sequence[float], si
     )
     plural = "s" if threads != 1 else ""
     return f"INT8: {latency}; {size_ratio:.2f}x size (onnxruntime on this run's CPU, {threads} thread{plural})"
+
+
+def selection_summary(kept: str, metric: str, calibrated: float, fine_tuned: float) -> str:
+    """Which of the calibrated and the fine-tuned model a run kept (:mod:`quantlib.selection`), and why."""
+    unit = "top-1" if metric == "top1" else "dB SQNR against FP32"
+    verdict = (
+        "fine-tuning made it worse: kept the calibrated model" if kept == "calibrated" else "kept the fine-tuned model"
+    )
+    return f"{verdict} (calibrated {calibrated:.4g}, fine-tuned {fine_tuned:.4g} {unit})"

@@ -35,6 +35,7 @@ from quantlib.outputs import OUTPUT_FILES
 from quantlib.phases import Phase, Phases, ProgressFn
 from quantlib.prepare import ModelLike, as_module, layer_types, quant_layers, quantize_layers
 from quantlib.report import write_report_html
+from quantlib.selection import Selection, keep_better, snapshot
 from quantlib.spec import TARGET_FORMS, QATSpec, check_budget
 
 __all__ = ["LayerReport", "ProgressFn", "QATSpec", "Report", "Scores", "Trained", "finish", "train"]
@@ -77,7 +78,8 @@ class Report:
     (top1 is None there): the evidence that what ships computes what was evaluated.
     ``tuning`` is the tuner's account (target, sensitivity, trials, verdict) when
     ``spec.accuracy`` asked for one. ``speed`` is the deploy model's latency and size
-    against the same network in FP32 (:mod:`quantlib.export.speed`).
+    against the same network in FP32 (:mod:`quantlib.export.speed`). ``selection`` says whether
+    the fine-tuned or the calibrated-only state was exported (:mod:`quantlib.selection`).
     """
 
     out_dir: Path
@@ -93,10 +95,12 @@ class Report:
     batch_num: int
     speed: Speed | None = None
     tuning: dict[str, Any] | None = None
+    selection: Selection | None = None
 
     def to_dict(self) -> dict[str, Any]:
         tuning = {} if self.tuning is None else {"tuning": self.tuning}
         speed = {} if self.speed is None else {"speed": self.speed.to_dict()}
+        selection = {} if self.selection is None else {"fine_tune": self.selection.to_dict()}
         return _json_safe(
             {
                 "files": {key: path.name for key, path in self.files.items()},
@@ -109,6 +113,7 @@ class Report:
                 "spec": self.spec.model_dump(),
                 "batch_num": self.batch_num,
                 **speed,
+                **selection,
                 **tuning,
             }
         )
@@ -140,6 +145,8 @@ class Trained:
     epoch_losses: list[float]
     example: tuple[torch.Tensor, ...]
     device: torch.device
+    # fine-tuned or calibrated only, whichever scored better (None without fine-tuning)
+    selection: Selection | None = None
 
 
 def output_files(out: Path) -> dict[str, Path]:
@@ -176,9 +183,12 @@ def train(model: ModelLike, dataset: Dataset, config: QuantConfig, spec: QATSpec
         calibrate(qat, x_train, config.batch_num, spec.batch_size, device, phases)
 
     targets = torch.from_numpy(dataset.y_train) if loss_kind == "ce" else torch.from_numpy(teacher)
+    calibrated = snapshot(qat) if spec.epochs else None
     with phases.phase(Phase.TRAINING, steps_per_epoch(len(x_train), spec.batch_size) * spec.epochs):
         epoch_losses = fine_tune(qat, x_train, targets, loss_kind, spec, device, phases)
-    return Trained(qat, config, fp32, loss_kind, epoch_losses, example, device)
+    x_eval, y_eval, _ = dataset.eval_split()
+    selection = None if calibrated is None else keep_better(qat, calibrated, x_eval, y_eval, fp32, device)
+    return Trained(qat, config, fp32, loss_kind, epoch_losses, example, device, selection)
 
 
 def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases: Phases) -> Report:
@@ -227,6 +237,7 @@ def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases:
         spec=spec,
         batch_num=trained.config.batch_num,
         speed=speed,
+        selection=trained.selection,
     )
 
 

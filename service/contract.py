@@ -13,7 +13,7 @@ import enum
 import math
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
 
@@ -149,6 +149,16 @@ class Metrics(BaseModel):
     loss: Loss
     timings_s: dict[str, float] = Field(description="wall seconds of every phase, queue wait to upload")
     speed: DeploySpeed | None = Field(default=None, description="null for jobs run before it was measured")
+    fine_tune: FineTune | None = Field(default=None, description="null without fine-tuning (epochs 0)")
+
+
+class FineTune(BaseModel):
+    """Whether the fine-tuned QAT model or the calibrated one shipped: whichever scored better on the eval data."""
+
+    kept: Literal["fine-tuned", "calibrated"]
+    metric: Literal["top1", "sqnr_db"] = Field(description="top1 with labels, else SQNR against FP32")
+    calibrated: Decibels = Field(description="the calibrated model's score in that metric")
+    fine_tuned: Decibels = Field(description="the fine-tuned model's score in that metric")
 
 
 class Job(BaseModel):

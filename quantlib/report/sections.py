@@ -324,6 +324,16 @@ def run_section(report: Report) -> str:
     loss = report.get("loss", {})
     means = ", ".join(general(m) for m in loss.get("epoch_means", [])) or "-"
     facts.append(("loss per epoch", f"{escape(str(loss.get('kind', '-')))}: {means}"))
+    chosen = report.get("fine_tune")
+    if chosen:
+        unit = "top-1" if chosen.get("metric") == "top1" else "dB SQNR"
+        facts.append(
+            (
+                "model kept",
+                f"{escape(str(chosen.get('kept')))} (calibrated only {general(chosen.get('calibrated'))}, "
+                f"fine-tuned {general(chosen.get('fine_tuned'))} {unit})",
+            )
+        )
     spec = [(escape(str(k)), escape(_setting(v))) for k, v in report.get("spec", {}).items()]
     timings = report.get("timings_s", {})
     total = sum(plotted(v) for v in timings.values())

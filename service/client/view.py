@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from quantlib.figures import speed_summary
+from quantlib.figures import selection_summary, speed_summary
 from service.contract import Job, Metrics
 
 _ACCURACY_ROWS = {
@@ -45,9 +45,14 @@ def accuracy_table(metrics: Metrics | None) -> Table | None:
         row = metrics.accuracy.get(key)
         if row is not None:
             table.add_row(label, _pct(row.top1), _pct(row.agreement), _db(row.sqnr_db))
+    captions = []
     if metrics.speed is not None:
         speed = metrics.speed
-        table.caption = speed_summary(speed.batch_sizes, speed.latency_ratio, speed.size_ratio, speed.threads)
+        captions.append(speed_summary(speed.batch_sizes, speed.latency_ratio, speed.size_ratio, speed.threads))
+    if metrics.fine_tune is not None:
+        chosen = metrics.fine_tune
+        captions.append(selection_summary(chosen.kept, chosen.metric, chosen.calibrated, chosen.fine_tuned))
+    table.caption = "\n".join(captions) or None
     return table
 
 

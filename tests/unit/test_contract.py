@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import math
 import re
 from pathlib import Path
 
 from quantlib.config import QUANTIZABLE_TYPES
 from quantlib.errors import QuantlibError
-from service.contract import Accuracy, FailureCode, Job, JobState
+from service.contract import Accuracy, FailureCode, FineTune, Job, JobState
 
 ROOT = Path(__file__).parents[2]
 # where quantlib defines its input errors
@@ -67,3 +68,15 @@ def test_an_infinite_sqnr_travels_as_the_string_report_json_writes() -> None:
     assert Accuracy(top1=0.5, agreement=0.5, sqnr_db=31.5).model_dump(mode="json")["sqnr_db"] == 31.5
     schema = Job.model_json_schema(mode="serialization")["$defs"]["Accuracy"]["properties"]["sqnr_db"]
     assert {"type": "string", "enum": ["inf", "-inf", "nan"]} in schema["anyOf"]
+
+
+def test_the_fine_tune_record_is_the_one_the_library_writes() -> None:
+    """report.json's ``fine_tune`` (quantlib.selection) reads as the contract's FineTune, values and all."""
+    from typing import get_args
+
+    from quantlib.selection import Kept, Selection
+
+    assert set(get_args(FineTune.model_fields["kept"].annotation)) == set(get_args(Kept))
+    for kept in get_args(Kept):
+        written = Selection(kept, "sqnr_db", math.inf, 12.5).to_dict()
+        assert FineTune.model_validate(json.loads(json.dumps({**written, "calibrated": "inf"}))).kept == kept

@@ -166,3 +166,26 @@ def test_a_config_that_enables_no_layer_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="enables no layer") as refused:
         run_qat(model, dataset, tmp_path / "out", config_file=config, spec=QATSpec(epochs=1))
     assert refused.value.field == "config"
+
+
+def test_a_fine_tune_that_hurts_is_not_what_ships(tmp_path: Path) -> None:
+    """A learning rate far too high for a label-free fine-tune: the calibrated state scores
+    better, and that is the model exported and reported."""
+    model, labelled = _tiny()
+    dataset = validate_arrays({"x_train": labelled.x_train})
+    report = run_qat(model, dataset, tmp_path, spec=QATSpec(epochs=2, lr=0.05))
+    selection = report.selection
+    assert selection is not None and selection.metric == "sqnr_db"
+    assert selection.kept == "calibrated" and selection.calibrated > selection.fine_tuned
+    assert report.accuracy["int8_simulated"].sqnr_db == pytest.approx(selection.calibrated)
+    assert json.loads((tmp_path / OUTPUT_FILES["report"]).read_text())["fine_tune"]["kept"] == "calibrated"
+
+
+def test_a_fine_tune_that_helps_ships(tmp_path: Path) -> None:
+    """Trained on the labels it is scored by (there is no x_eval): fine-tuning gains top-1 and is kept."""
+    model, dataset = _tiny()
+    report = run_qat(model, dataset, tmp_path, spec=QATSpec(epochs=5, lr=1e-2))
+    selection = report.selection
+    assert selection is not None and selection.metric == "top1"
+    assert selection.kept == "fine-tuned" and selection.fine_tuned > selection.calibrated
+    assert report.accuracy["int8_simulated"].top1 == pytest.approx(selection.fine_tuned)
