@@ -255,24 +255,60 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+PROBE_ERRORS = (RuntimeError, ValueError, TypeError, AssertionError, IndexError)
+
+
 def _probe(reference: nn.Module, dataset: Dataset, device: torch.device) -> None:
-    """Run the FP32 model on two samples, so a data/model mismatch fails before any work."""
-    try:
-        with torch.no_grad():
-            out = reference(torch.from_numpy(dataset.x_train[:2]).to(device))
-    except (RuntimeError, ValueError, TypeError, AssertionError, IndexError) as exc:
-        if is_out_of_memory(exc):
-            raise
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """Run the FP32 model on two samples and on three, so a data/model mismatch or a batch size fixed
+    at export fails before any work, with torch's whole message (it says what the program expected)."""
+    out = _forward(reference, dataset.x_train[:2], device)
+    if isinstance(out, BaseException):
+        if not isinstance(_forward(reference, dataset.x_train[:1], device), BaseException):
+            raise _fixed_batch(1, 2, out) from out
         raise DataError(
-            f"the model cannot run on x_train samples of shape {dataset.sample_shape}: {reason}", field="x_train"
-        ) from exc
+            f"the model cannot run on x_train samples of shape {dataset.sample_shape}: {_reason(out)}", field="x_train"
+        ) from out
     if not isinstance(out, torch.Tensor):
         raise ModelError(f"the model must return one tensor, it returns {type(out).__name__}")
     if out.dim() < 2:
         raise ModelError(f"the model's output must be N x outputs (2+ dimensions), got shape {tuple(out.shape)}")
+    if len(dataset.x_train) > 2:
+        three = _forward(reference, dataset.x_train[:3], device)
+        if isinstance(three, BaseException):
+            raise _fixed_batch(2, 3, three) from three
     if dataset.has_labels:
         check_labels(dataset, out.shape[1])
+
+
+@torch.no_grad()
+def _forward(reference: nn.Module, x: np.ndarray, device: torch.device) -> object:
+    """The model's output on ``x``, or the error it raised (out of memory is raised, not returned)."""
+    try:
+        return reference(torch.from_numpy(x).to(device))
+    except PROBE_ERRORS as exc:
+        if is_out_of_memory(exc):
+            raise
+        return exc
+
+
+def _fixed_batch(works: int, fails: int, exc: BaseException) -> ModelError:
+    return ModelError(
+        f"the model runs on a batch of {works} but not of {fails}: its batch size is fixed ({_reason(exc)}). "
+        "Calibration, training and evaluation pass batches of every size: export it with a dynamic batch, "
+        "torch.export.export(model, args, dynamic_shapes=({0: torch.export.Dim('batch')},))"
+    )
+
+
+# torch's messages run long (a whole guard or shape report); this keeps what a user reads
+MAX_REASON = 2000
+
+
+def _reason(exc: BaseException) -> str:
+    """Torch's whole message on one line, bounded: its first line rarely says what the program expected."""
+    text = " ".join(str(exc).split())
+    if not text:
+        return type(exc).__name__
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
 
 
 def scores(reference: np.ndarray, outputs: np.ndarray, labels: np.ndarray | None) -> Scores:

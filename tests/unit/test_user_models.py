@@ -1,0 +1,85 @@
+"""Models as users export them, refused early and in words they can act on.
+
+A ``.pt2`` exported without a dynamic batch used to pass the two-sample probe and die in
+calibration with a traceback; a Hugging Face model exported directly returns its own output
+class, which the loading process cannot rebuild, and the loader said only "check the warnings
+above"; the probe kept only the first line of torch's message.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from quantlib.data import DataError, Dataset, validate_arrays
+from quantlib.modelfile import ModelError
+from quantlib.run import run_qat
+from quantlib.spec import QATSpec
+
+ROOT = Path(__file__).parents[2]
+
+
+def _data(n: int = 16) -> Dataset:
+    return validate_arrays({"x_train": np.random.default_rng(0).standard_normal((n, 8)).astype(np.float32)})
+
+
+def _net() -> nn.Module:
+    return nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+
+
+@pytest.mark.parametrize("exported_batch", [1, 2])
+def test_a_program_with_a_fixed_batch_is_refused_before_any_work(exported_batch: int, tmp_path: Path) -> None:
+    program = torch.export.export(_net(), (torch.randn(exported_batch, 8),))  # no dynamic_shapes
+    with pytest.raises(ModelError, match=r"batch size is fixed .*to be equal to .*dynamic_shapes") as refused:
+        run_qat(program, _data(), tmp_path, spec=QATSpec(epochs=1))
+    assert f"a batch of {exported_batch} but not of {exported_batch + 1}" in str(refused.value)
+    assert not (tmp_path / "model_int8.onnx").exists()
+
+
+class _Picky(nn.Module):
+    """Fails as torch often does: a headline, then the line that says what was expected."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != 9:
+            raise RuntimeError(f"shape check failed\n  expected 9 features per sample, got {x.shape[1]}")
+        return self.fc(x)
+
+
+def test_the_probe_keeps_torch_whole_message(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="shape check failed expected 9 features per sample, got 8"):
+        run_qat(_Picky(), _data(), tmp_path, spec=QATSpec(epochs=1))
+
+
+def test_a_hugging_face_output_class_is_named_with_the_fix(tmp_path: Path) -> None:
+    """Exported directly, a transformers classifier returns ImageClassifierOutputWithNoAttention; a
+    process without transformers (the job's sandbox) cannot rebuild it."""
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    model = ResNetForImageClassification(
+        ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1], layer_type="basic", num_labels=3)
+    ).eval()
+    program = torch.export.export(model, (torch.randn(2, 3, 16, 16),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, tmp_path / "model.pt2")
+    loader = (
+        "import sys\nfrom quantlib.modelfile import ModelError, load_exported_program\n"
+        "try:\n    load_exported_program(sys.argv[1])\nexcept ModelError as exc:\n    print(exc)\n"
+    )
+    said = subprocess.run(
+        [sys.executable, "-c", loader, str(tmp_path / "model.pt2")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert "ImageClassifierOutputWithNoAttention in pytree is not registered" in said, said
+    assert "export a wrapper that returns plain tensors" in said and ".logits" in said
