@@ -236,6 +236,8 @@ def quantize(
         stdout.print(line, highlight=False, soft_wrap=True)
     if report.selection is not None:
         stdout.print(report.selection.summary(), highlight=False, soft_wrap=True)
+    for caveat in report.caveats:
+        stdout.print(f"warning: {caveat}", highlight=False, soft_wrap=True)
     phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report.timings_s.items())
     stdout.print(f"took {sum(report.timings_s.values()):.1f} s ({phases})", highlight=False, soft_wrap=True)
     for line in _tuning_lines(report.tuning) if report.tuning else []:

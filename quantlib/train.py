@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from quantlib.caveats import output_caveats
 from quantlib.config import QuantConfig, check_calibration, check_layers, check_target
 from quantlib.data import DataError, Dataset, check_labels
 from quantlib.errors import SpecError, is_out_of_memory
@@ -79,7 +80,8 @@ class Report:
     ``tuning`` is the tuner's account (target, sensitivity, trials, verdict) when
     ``spec.accuracy`` asked for one. ``speed`` is the deploy model's latency and size
     against the same network in FP32 (:mod:`quantlib.export.speed`). ``selection`` says whether
-    the fine-tuned or the calibrated-only state was exported (:mod:`quantlib.selection`).
+    the fine-tuned or the calibrated-only state was exported (:mod:`quantlib.selection`);
+    ``caveats`` what the scores cannot be trusted for (:mod:`quantlib.caveats`).
     """
 
     out_dir: Path
@@ -96,6 +98,7 @@ class Report:
     speed: Speed | None = None
     tuning: dict[str, Any] | None = None
     selection: Selection | None = None
+    caveats: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         tuning = {} if self.tuning is None else {"tuning": self.tuning}
@@ -112,6 +115,7 @@ class Report:
                 "dataset": self.dataset,
                 "spec": self.spec.model_dump(),
                 "batch_num": self.batch_num,
+                "caveats": self.caveats,
                 **speed,
                 **selection,
                 **tuning,
@@ -238,6 +242,7 @@ def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases:
         batch_num=trained.config.batch_num,
         speed=speed,
         selection=trained.selection,
+        caveats=output_caveats(fp32),
     )
 
 

@@ -150,6 +150,9 @@ class Metrics(BaseModel):
     timings_s: dict[str, float] = Field(description="wall seconds of every phase, queue wait to upload")
     speed: DeploySpeed | None = Field(default=None, description="null for jobs run before it was measured")
     fine_tune: FineTune | None = Field(default=None, description="null without fine-tuning (epochs 0)")
+    caveats: list[str] = Field(
+        default_factory=list, description="what the scores cannot be trusted for (FP32 outputs that are ~0)"
+    )
 
 
 class FineTune(BaseModel):

@@ -33,6 +33,7 @@ h3{font-size:15px;margin:18px 0 6px;color:#3e4c59}
 nav a{margin-right:14px;color:#2563eb;text-decoration:none}
 .sub{color:#616e7c;margin:0 0 14px}
 .cards{display:flex;gap:12px;flex-wrap:wrap;margin:14px 0}
+.caveat{border-left:4px solid #b45309;background:#fffbeb;padding:8px 12px;margin:10px 0}
 .card{border:1px solid #e4e7eb;border-radius:6px;padding:8px 14px;min-width:150px}
 .card .k{color:#616e7c;font-size:12px}.card .v{font-size:20px;font-weight:600}
 table{border-collapse:collapse;margin:8px 0}th,td{padding:4px 10px;border-bottom:1px solid #e4e7eb;text-align:left;vertical-align:top}

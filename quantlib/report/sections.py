@@ -60,7 +60,11 @@ def headline(report: Report) -> str:
     html = "".join(
         f'<div class="card"><div class="k">{escape(k)}</div><div class="v">{escape(v)}</div></div>' for k, v in cards
     )
-    return f'<div class="cards">{html}</div>'
+    caveats = "".join(
+        f'<p class="caveat" role="note"><strong>Warning:</strong> {escape(str(text))}</p>'
+        for text in report.get("caveats", [])
+    )
+    return f'<div class="cards">{html}</div>{caveats}'
 
 
 def accuracy_section(report: Report) -> str:

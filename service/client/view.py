@@ -52,6 +52,7 @@ def accuracy_table(metrics: Metrics | None) -> Table | None:
     if metrics.fine_tune is not None:
         chosen = metrics.fine_tune
         captions.append(selection_summary(chosen.kept, chosen.metric, chosen.calibrated, chosen.fine_tuned))
+    captions += [f"warning: {caveat}" for caveat in metrics.caveats]
     table.caption = "\n".join(captions) or None
     return table
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from quantlib import api
+from quantlib.caveats import output_caveats
 from quantlib.config import ConfigError
 from quantlib.data import Dataset, validate_arrays
 from quantlib.modelfile import ModelError
@@ -189,3 +190,21 @@ def test_a_fine_tune_that_helps_ships(tmp_path: Path) -> None:
     assert selection is not None and selection.metric == "top1"
     assert selection.kept == "fine-tuned" and selection.fine_tuned > selection.calibrated
     assert report.accuracy["int8_simulated"].top1 == pytest.approx(selection.fine_tuned)
+
+
+def test_outputs_of_nothing_are_called_out_beside_the_scores(tmp_path: Path) -> None:
+    """FP32 outputs of ~1e-10 (as a random MobileNetV2's with default BatchNorm statistics): the
+    SQNR then measures rounding, and the report, report.json and the page say so."""
+    model, dataset = _tiny()
+    with torch.no_grad():
+        model[2].weight.mul_(1e-10)
+        model[2].bias.zero_()
+    report = run_qat(model, dataset, tmp_path, spec=QATSpec(epochs=0))
+    assert len(report.caveats) == 1 and "outputs are at most" in report.caveats[0]
+    assert json.loads((tmp_path / OUTPUT_FILES["report"]).read_text())["caveats"] == report.caveats
+    assert "Warning:</strong> the FP32 model" in (tmp_path / OUTPUT_FILES["report_html"]).read_text()
+
+
+def test_a_constant_model_is_called_out_and_a_sound_one_is_not() -> None:
+    assert "same output" in output_caveats(np.ones((8, 3), dtype=np.float32))[0]
+    assert output_caveats(np.random.default_rng(0).standard_normal((8, 3))) == []
