@@ -100,6 +100,6 @@ def _check_something_to_quantize(model: ModelLike, config: QuantConfig, *, given
     found = ", ".join(f"{kind} x{count}" for kind, count in leaves.most_common(6)) or "none"
     raise ModelError(
         f"the model has no layer that can be quantized (supported: {', '.join(sorted(SUPPORTED_NAMES))}); "
-        f"its layers are {found}. Build it from those layers (a custom projection such as transformers' "
-        "Conv1D is not one of them yet)"
+        f"its layers are {found}. Build it from those layers, or give it as a torch.export program (.pt2), "
+        "where a projection computed as addmm on its own weight, as transformers' Conv1D, is found too"
     )

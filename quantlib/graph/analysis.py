@@ -15,7 +15,9 @@ from torch import fx, nn
 
 log = logging.getLogger(__name__)
 
-LAYER_OPS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "linear", "convolution"}
+LAYER_OPS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "linear", "convolution", "addmm"}
+# where a layer op takes its data and its weight, when not (0, 1): addmm(bias, x, weight)
+DATA_WEIGHT_ARGS = {"addmm": (1, 2)}
 BATCH_NORM_OPS = {"batch_norm", "_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "native_batch_norm"}
 
 # Ops whose output is never negative.
@@ -145,17 +147,18 @@ def analyze_graph(graph: fx.Graph, names: dict[str, str]) -> GraphFacts:
     known = nonneg_nodes(graph)
     for node in graph.nodes:
         name = op_name(node)
-        if name in LAYER_OPS and len(node.args) > 1:
-            layer = _param_owner(node.args[1], names)
+        data, weight = DATA_WEIGHT_ARGS.get(name, (0, 1))
+        if name in LAYER_OPS and len(node.args) > weight:
+            layer = _param_owner(node.args[weight], names)
             if layer is None:
                 continue
-            source = node.args[0]
+            source = node.args[data]
             facts.nonneg_input[layer] = isinstance(source, fx.Node) and known.get(source, False)
             users = list(node.users)
             if len(users) == 1 and op_name(users[0]) in BATCH_NORM_OPS:
                 bn = users[0]
                 owner = _param_owner(bn.args[1], names) if bn.args[1] is not None else _param_owner(bn.args[3], names)
-                if owner is not None and name != "linear":
+                if owner is not None and name not in {"linear", "addmm"}:
                     facts.bn_after[layer] = owner
     return facts
 

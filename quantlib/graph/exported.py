@@ -97,11 +97,11 @@ def _install(gm: fx.GraphModule, path: str, module: nn.Module) -> None:
     setattr(gm.get_submodule(parent) if parent else gm, name, module)
 
 
-def _replace_call(gm: fx.GraphModule, node: fx.Node, path: str, module: nn.Module) -> None:
-    """Install ``module`` at ``path`` and call it on the node's input instead of the node."""
+def _replace_call(gm: fx.GraphModule, node: fx.Node, path: str, module: nn.Module, data: int = 0) -> None:
+    """Install ``module`` at ``path`` and call it on the node's input (argument ``data``) instead of the node."""
     _install(gm, path, module)
     with gm.graph.inserting_before(node):
-        call = gm.graph.call_module(path, (node.args[0],))
+        call = gm.graph.call_module(path, (node.args[data],))
     call.meta = dict(node.meta)
     node.replace_all_uses_with(call)
     gm.graph.erase_node(node)
@@ -116,12 +116,13 @@ def free_attr(gm: fx.GraphModule, name: str) -> str:
     return candidate
 
 
-def _called_elsewhere(node: fx.Node) -> bool:
+def _called_elsewhere(node: fx.Node, weight_arg: int = 1) -> bool:
     """Whether the layer call ``node``'s weight also feeds another layer call (a module called twice).
     Another reader is fine: a tied weight (GPT-2's ``lm_head``, whose weight is the token embedding's)
     stays one Parameter, read by the embedding and the lifted layer alike."""
     return any(
-        user is not node and (op_name(user) in LIFTABLE or user.op == "call_module") for user in _input(node, 1).users
+        user is not node and (op_name(user) in LIFTABLE or op_name(user) == "addmm" or user.op == "call_module")
+        for user in _input(node, weight_arg).users
     )
 
 
@@ -146,6 +147,27 @@ def _lift_layer(gm: fx.GraphModule, node: fx.Node) -> None:
         name = free_attr(gm, path.replace(".", "_") + "_tied_weight")
         gm.register_parameter(name, cast(nn.Parameter, weight))
         shared.target = name
+
+
+def _lift_addmm(gm: fx.GraphModule, node: fx.Node) -> None:
+    """``addmm(bias, x, weight)`` on a module's own ``[in, out]`` weight and bias (transformers' Conv1D:
+    GPT-2's projections) as an nn.Linear holding that weight transposed, quantized per output channel
+    like any Linear."""
+    if len(node.args) < 3 or node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1:
+        return
+    path = _owner(gm, node.args[2], "weight")
+    if path is None or _owner(gm, node.args[0], "bias") != path:
+        return
+    if _called_elsewhere(node, weight_arg=2) or not _replaceable(gm, path, {"weight", "bias"}):
+        return
+    holder = gm.get_submodule(path)
+    weight, bias = cast(nn.Parameter, holder.weight), cast(nn.Parameter, holder.bias)
+    if weight.dim() != 2 or bias.shape != weight.shape[1:]:
+        return
+    linear = nn.Linear(weight.shape[0], weight.shape[1], device="meta")
+    linear.weight = nn.Parameter(weight.detach().t().contiguous(), requires_grad=weight.requires_grad)
+    linear.bias = bias
+    _replace_call(gm, node, path, linear, data=1)
 
 
 def _lift_batch_norm(gm: fx.GraphModule, node: fx.Node) -> None:
@@ -199,6 +221,8 @@ def trainable_module(ep: torch.export.ExportedProgram) -> fx.GraphModule:
             gm.graph.erase_node(node)
         elif name in LIFTABLE:
             _lift_layer(gm, node)
+        elif name == "addmm":
+            _lift_addmm(gm, node)
         elif name == "batch_norm":
             _lift_batch_norm(gm, node)
         elif name in DROPOUTS:

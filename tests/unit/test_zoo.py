@@ -25,6 +25,7 @@ import torch
 from torch import fx, nn
 
 from quantlib import create_quant_retrain_config, create_quant_retrain_model, save_quant_retrain_model
+from quantlib.export.speed import optimized_ops
 from quantlib.layers import QuantLayer
 from quantlib.loop import train_mode
 from quantlib.metrics import sqnr_db, top1_agreement
@@ -120,3 +121,30 @@ def test_a_tied_weight_is_quantized_and_stays_tied(tmp_path: Path) -> None:
     attrs = [str(n.target) for n in qat.graph.nodes if n.op == "get_attr"]
     readers = [name for name in attrs if operator.attrgetter(name)(qat) is head.layer.weight]
     assert len(readers) == 1  # the embedding's lookup
+
+
+def test_gpt2_from_a_pt2_quantizes_its_conv1d_projections(tmp_path: Path) -> None:
+    """transformers' Conv1D (``addmm`` on its own [in, out] weight) is lifted from the program as a
+    Linear: all 8 projections and the tied lm_head quantized, run as QGemm, deployed as simulated."""
+    (entry,) = [entry for entry in ZOO if entry.name == "gpt2"]
+    calibration, evaluation = entry.inputs(32, 0), entry.inputs(64, 1)
+    example = tuple(x[:2] for x in calibration)
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(
+        entry.model(calibration), example, dynamic_shapes=tuple({0: batch} for _ in example), strict=False
+    )
+    config, record = tmp_path / "config.json", tmp_path / "record.txt"
+    create_quant_retrain_config(config, program, example)
+    qat = create_quant_retrain_model(config, program, record, example, target="onnxruntime-cpu")
+    layers = [name for name, m in qat.named_modules() if isinstance(m, QuantLayer)]
+    assert len(layers) == 9 and "model.transformer.h.0.attn.c_attn" in layers, layers
+    with torch.no_grad():
+        qat(*calibration)
+    qat.eval()
+    _, deploy = save_quant_retrain_model(config, qat, record, tmp_path / "m", example, input_names=entry.input_names)
+    assert optimized_ops(deploy)["QGemm"] >= 8
+    with torch.no_grad():
+        simulated = qat(*evaluation).numpy()
+    session = ort.InferenceSession(str(deploy), providers=["CPUExecutionProvider"])
+    deployed = session.run(None, {name: x.numpy() for name, x in zip(entry.input_names, evaluation, strict=True)})[0]
+    assert sqnr_db(simulated, deployed) >= 40 and top1_agreement(simulated, deployed) >= 0.999
