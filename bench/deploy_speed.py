@@ -36,11 +36,10 @@ EVAL = 64
 # what counts as running in the integer domain, by onnxruntime op type
 INTEGER_OPS = ("QLinear", "MatMulInteger", "ConvInteger", "QGemm", "QAttention", "DynamicQuantize")
 FLOAT_COMPUTE = ("Conv", "FusedConv", "NchwcConv", "MatMul", "FusedMatMul", "Gemm", "FusedGemm")
+OUR_TARGETS: tuple[Target, ...] = ("onnxruntime-cpu", "tensorrt", "generic-qdq")
 VARIANTS = (
     "FP32",
-    "ours onnxruntime-cpu",
-    "ours tensorrt",
-    "ours generic-qdq",
+    *(f"ours {target}" for target in OUR_TARGETS),
     "quantize_static QDQ",
     "quantize_static QOperator",
 )
@@ -68,14 +67,17 @@ def _fp32_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> Non
     program.save(str(path))
 
 
-def _ours(model: torch.nn.Module, calibration: torch.Tensor, folder: Path, target: Target) -> Path:
+def _ours(
+    model: torch.nn.Module, calibration: torch.Tensor, x_eval: np.ndarray, folder: Path, target: Target
+) -> tuple[Path, np.ndarray]:
+    """Our deploy model for ``target``, and what its QAT model simulates on ``x_eval``."""
     config, record = folder / "config.json", folder / "record.txt"
     create_quant_retrain_config(config, model, (calibration[:2],))
     qat = create_quant_retrain_model(config, model, record, (calibration[:2],), target=target)
     with torch.no_grad():
         qat(calibration)  # batch_num 1: this forward calibrates
-    _, deploy = save_quant_retrain_model(config, qat.eval(), record, folder / target, (calibration[:2],))
-    return deploy
+        _, deploy = save_quant_retrain_model(config, qat.eval(), record, folder / target, (calibration[:2],))
+        return deploy, qat(torch.from_numpy(x_eval)).numpy()
 
 
 def _ort(fp32: Path, calibration: np.ndarray, out: Path, fmt: QuantFormat) -> Path:
@@ -145,11 +147,11 @@ def measure_model(spec: DeployModel, repeats: int) -> list[dict[str, Any]]:
         folder = Path(scratch)
         fp32 = folder / "fp32.onnx"
         _fp32_onnx(model, calibration[:2], fp32)
+        ours = {f"ours {target}": _ours(model, calibration, x_eval, folder, target) for target in OUR_TARGETS}
+        simulated = {name: outputs for name, (_, outputs) in ours.items()}
         paths = {
             "FP32": fp32,
-            "ours onnxruntime-cpu": _ours(model, calibration, folder, "onnxruntime-cpu"),
-            "ours tensorrt": _ours(model, calibration, folder, "tensorrt"),
-            "ours generic-qdq": _ours(model, calibration, folder, "generic-qdq"),
+            **{name: path for name, (path, _) in ours.items()},
             "quantize_static QDQ": _ort(fp32, calibration.numpy(), folder / "qdq.onnx", QuantFormat.QDQ),
             "quantize_static QOperator": _ort(fp32, calibration.numpy(), folder / "qop.onnx", QuantFormat.QOperator),
         }
@@ -172,6 +174,10 @@ def measure_model(spec: DeployModel, repeats: int) -> list[dict[str, Any]]:
                 "latency_vs_fp32": [round(v / f, 3) for v, f in zip(latency[name], latency["FP32"], strict=True)],
                 "sqnr_db": None if name == "FP32" else round(float(sqnr_db(outputs["FP32"], outputs[name])), 2),
                 "agreement": None if name == "FP32" else round(top1_agreement(outputs["FP32"], outputs[name]), 4),
+                # ours only: the deploy model against its own QAT simulation
+                "deploy_vs_simulated_db": (
+                    round(float(sqnr_db(simulated[name], outputs[name])), 1) if name in simulated else None
+                ),
                 "integer_ops": integer,
                 "float_compute_ops": floating,
                 "bytes": sizes[name],

@@ -139,16 +139,18 @@ def sandbox_table(rows: list[dict[str, Any]]) -> str:
 def deploy_speed_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| model | variant | batch 1 ms | batch 32 ms | vs FP32 (1 / 32) | SQNR dB | top-1 agreement "
-        "| integer kernels / float conv-matmul-gemm | size KiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| deploy vs simulation dB | integer kernels / float conv-matmul-gemm | size KiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = " / ".join(f"{v:.2f}x" for v in r["latency_vs_fp32"])
         sqnr = "–" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}"
         agreement = "–" if r["agreement"] is None else f"{r['agreement']:.4f}"
+        faithful = "–" if r.get("deploy_vs_simulated_db") is None else f"{r['deploy_vs_simulated_db']:.1f}"
         lines.append(
             f"| {r['model']} | {r['variant']} | {r['latency_ms']['1']:.2f} | {r['latency_ms']['32']:.1f} | {ratio} "
-            f"| {sqnr} | {agreement} | {r['integer_ops']} / {r['float_compute_ops']} | {r['bytes'] / 1024:.0f} |"
+            f"| {sqnr} | {agreement} | {faithful} | {r['integer_ops']} / {r['float_compute_ops']} "
+            f"| {r['bytes'] / 1024:.0f} |"
         )
     return "\n".join(lines) + "\n"
 

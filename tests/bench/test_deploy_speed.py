@@ -17,5 +17,7 @@ def test_mlp_rows_have_latency_scores_and_kernels() -> None:
         assert row["sqnr_db"] > 25 and row["agreement"] > 0.9, row
         assert row["integer_ops"] == 3 and row["float_compute_ops"] == 0, row["ops"]  # three QGemm
         assert row["bytes"] < rows["FP32"]["bytes"] / 3  # int8 weights
+        faithful = row["deploy_vs_simulated_db"]
+        assert (faithful is None) == name.startswith("quantize_static") and (faithful is None or faithful >= 40), row
     table = report.deploy_speed_table(list(rows.values()))
     assert table.count("\n") == 2 + len(VARIANTS) and "quantize_static QOperator" in table
