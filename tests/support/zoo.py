@@ -172,6 +172,8 @@ ZOO = (
     ZooModel("gpt2", _gpt2, _tokens, TEXT_INPUTS),
     ZooModel("vit", _vit, _images, IMAGE_INPUT),
     ZooModel("resnet", _resnet, _images, IMAGE_INPUT),
-    ZooModel("mobilenet_v2", _mobilenet_v2, _images, IMAGE_INPUT, chaotic=True),
     ZooModel("all-minilm-l6-v2", _minilm, _sentences, TEXT_INPUTS, chaotic=True),
 )
+# outside ZOO: its deploy check (chaotic once quantized, like MiniLM) cost 16 s of make test;
+# its in-place dropout is still checked
+MOBILENET_V2 = ZooModel("mobilenet_v2", _mobilenet_v2, _images, IMAGE_INPUT, chaotic=True)
