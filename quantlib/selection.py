@@ -9,7 +9,7 @@ the eval split, as the report scores them, and the better one is what gets expor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -31,6 +31,8 @@ class Selection:
     metric: Literal["top1", "sqnr_db"]
     calibrated: float
     fine_tuned: float
+    # the kept state's outputs on the eval split: the run's simulated outputs, not computed again
+    outputs: np.ndarray = field(repr=False, compare=False)
 
     def summary(self) -> str:
         return selection_summary(self.kept, self.metric, self.calibrated, self.fine_tuned)
@@ -44,9 +46,11 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().clone() for key, value in model.state_dict().items()}
 
 
-def _score(model: nn.Module, x: np.ndarray, labels: np.ndarray | None, fp32: np.ndarray, device: torch.device) -> float:
+def _score(
+    model: nn.Module, x: np.ndarray, labels: np.ndarray | None, fp32: np.ndarray, device: torch.device
+) -> tuple[float, np.ndarray]:
     outputs = predict(model, x, device)
-    return top1_accuracy(outputs, labels) if labels is not None else sqnr_db(fp32, outputs)
+    return (top1_accuracy(outputs, labels) if labels is not None else sqnr_db(fp32, outputs)), outputs
 
 
 def keep_better(
@@ -58,11 +62,13 @@ def keep_better(
     device: torch.device,
 ) -> Selection:
     """Leave ``qat`` in the better of its fine-tuned state and ``calibrated``; a tie keeps the fine-tuned one."""
-    fine_tuned_score = _score(qat, x_eval, y_eval, fp32, device)
+    fine_tuned_score, fine_tuned_outputs = _score(qat, x_eval, y_eval, fp32, device)
     fine_tuned = snapshot(qat)
     qat.load_state_dict(calibrated)
-    calibrated_score = _score(qat, x_eval, y_eval, fp32, device)
+    calibrated_score, outputs = _score(qat, x_eval, y_eval, fp32, device)
     kept: Kept = "calibrated" if calibrated_score > fine_tuned_score else "fine-tuned"
     if kept == "fine-tuned":
         qat.load_state_dict(fine_tuned)
-    return Selection(kept, "top1" if y_eval is not None else "sqnr_db", calibrated_score, fine_tuned_score)
+        outputs = fine_tuned_outputs
+    metric: Literal["top1", "sqnr_db"] = "top1" if y_eval is not None else "sqnr_db"
+    return Selection(kept, metric, calibrated_score, fine_tuned_score, outputs)

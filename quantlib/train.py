@@ -208,7 +208,8 @@ def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases:
     x_eval, y_eval, eval_source = dataset.eval_split()
     fp32 = trained.fp32
     with phases.phase(Phase.EVALUATING, 3):
-        simulated = predict(qat, x_eval, device)
+        # the selection already ran the kept state on the eval split
+        simulated = predict(qat, x_eval, device) if trained.selection is None else trained.selection.outputs
         phases.step(1, 3)
         deployed = predict_onnx(
             files["deploy_model"], x_eval, integer_kernels=TARGET_FORMS[spec.target].cpu_integer_kernels

@@ -139,15 +139,14 @@ def _lift_layer(gm: fx.GraphModule, node: fx.Node) -> None:
     module = LIFTABLE[op_name(node)](node, weight, bias)
     module.weight = weight
     module.bias = bias  # type: ignore[assignment]  # None for a layer without bias; Module.__setattr__ takes it
+    shared = _input(node, 1)
     _replace_call(gm, node, path, module)
-    readers = [n for n in gm.graph.nodes if n.op == "get_attr" and n.target == f"{path}.weight" and n.users]
-    if readers:
+    if shared.users:
         # a tied weight's other readers (the embedding) read it from the root: the layer at ``path`` is
         # swapped for a QuantLayer later, which moves the weight to ``<path>.layer.weight``
         name = free_attr(gm, path.replace(".", "_") + "_tied_weight")
         gm.register_parameter(name, cast(nn.Parameter, weight))
-        for reader in readers:
-            reader.target = name
+        shared.target = name
 
 
 def _lift_addmm(gm: fx.GraphModule, node: fx.Node) -> None:

@@ -9,6 +9,8 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
+
 from quantlib.config import QUANTIZABLE_TYPES
 from quantlib.errors import QuantlibError
 from service.contract import Accuracy, FailureCode, FineTune, Job, JobState
@@ -78,5 +80,5 @@ def test_the_fine_tune_record_is_the_one_the_library_writes() -> None:
 
     assert set(get_args(FineTune.model_fields["kept"].annotation)) == set(get_args(Kept))
     for kept in get_args(Kept):
-        written = Selection(kept, "sqnr_db", math.inf, 12.5).to_dict()
+        written = Selection(kept, "sqnr_db", math.inf, 12.5, np.zeros((1, 1))).to_dict()
         assert FineTune.model_validate(json.loads(json.dumps({**written, "calibrated": "inf"}))).kept == kept
