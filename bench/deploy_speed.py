@@ -26,6 +26,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from bench.deploy_models import DEPLOY_ZOO, DeployModel
 from quantlib import create_quant_retrain_config, create_quant_retrain_model, save_quant_retrain_model
 from quantlib.export.speed import optimized_ops
+from quantlib.inputs import Inputs
 from quantlib.loop import predict_onnx
 from quantlib.metrics import sqnr_db, top1_agreement
 from quantlib.spec import Target
@@ -158,7 +159,8 @@ def measure_model(spec: DeployModel, repeats: int) -> list[dict[str, Any]]:
         sessions = {name: _session(path) for name, path in paths.items()}
         # the tensorrt export scored by its Q/DQ arithmetic, as TensorRT computes it (quantlib.spec.TargetForm)
         outputs = {
-            name: predict_onnx(path, x_eval, integer_kernels=name != "ours tensorrt") for name, path in paths.items()
+            name: predict_onnx(path, Inputs({"input": x_eval}), integer_kernels=name != "ours tensorrt")
+            for name, path in paths.items()
         }
         latency = _latencies(sessions, x_eval, repeats)
         ops = {name: dict(optimized_ops(path)) for name, path in paths.items()}

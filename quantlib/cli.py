@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
 import click
 from rich.console import Console
@@ -22,10 +23,11 @@ from rich.table import Table
 
 from quantlib.config import check_calibration, load_config, load_simple_config
 from quantlib.data import load_dataset
-from quantlib.errors import QuantlibError, is_out_of_memory
-from quantlib.figures import speed_summary
+from quantlib.errors import QuantlibError, is_out_of_memory, one_line
+from quantlib.figures import metric_cell, metric_header, speed_summary
 from quantlib.modelfile import load_exported_program
 from quantlib.spec import AccuracyTarget, QATSpec, Target, parse_spec
+from quantlib.tasks import TaskSetting
 
 if TYPE_CHECKING:
     from quantlib.train import Report
@@ -95,13 +97,16 @@ def _db(value: float) -> str:
 
 def _summary(report: Report) -> Table:
     table = Table(title="FP32 vs INT8 on " + report.dataset["eval_source"].replace("x_", "") + " data")
+    task = report.task
     table.add_column("model")
-    table.add_column("top-1 %", justify="right")
+    if task.labelled:
+        table.add_column(metric_header(task.metric, task.metric_label), justify="right")
     table.add_column("agrees with FP32 %", justify="right")
     table.add_column("output SQNR dB", justify="right")
     for key, label in _ROWS.items():
         row = report.accuracy[key]
-        table.add_row(label, _pct(row.top1), _pct(row.agreement), _db(row.sqnr_db))
+        metric = [metric_cell(row.metric, task.metric)] if task.labelled else []
+        table.add_row(label, *metric, _pct(row.agreement), _db(row.sqnr_db))
     return table
 
 
@@ -134,13 +139,25 @@ def _default(name: str) -> Any:
     return QATSpec.model_fields[name].default
 
 
+def _internal_error(exc: Exception) -> NoReturn:
+    """A fault of ours, not the input's: one line and exit 1, the traceback only with ``QAT_DEBUG=1``."""
+    if os.environ.get("QAT_DEBUG") == "1":
+        raise exc
+    click.echo(
+        f"error [INTERNAL] quantlib: {type(exc).__name__}: {one_line(exc)} (a fault in qat-service, not in your "
+        "input; run again with QAT_DEBUG=1 for the traceback and report it)",
+        err=True,
+    )
+    raise SystemExit(1) from None
+
+
 @click.command("quantize")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path), metavar="MODEL.pt2")
 @click.option(
     "--data",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="dataset .npz (x_train, y_train, x_eval, y_eval)",
+    help="dataset .npz (x_train or x_train.<input name> per input, y_train, x_eval, y_eval)",
 )
 @click.option(
     "--config",
@@ -159,8 +176,16 @@ def _default(name: str) -> Any:
 @click.option("--batch-size", type=int, help=f"training and calibration batch size [default: {_default('batch_size')}]")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help=f"[default: {_default('optimizer')}]")
 @click.option(
-    "--loss", type=click.Choice(["auto", "ce", "mse", "kl"]), help="auto: ce with labels, mse distillation without"
+    "--loss",
+    type=click.Choice(["auto", "ce", "mse", "kl"]),
+    help="auto: the labels' own loss, mse distillation without",
 )
+@click.option(
+    "--task",
+    type=click.Choice(get_args(TaskSetting)),
+    help="what the labels are; auto reads it from y_train [default: auto]",
+)
+@click.option("--ignore-index", type=int, help="segmentation: the label of ignored pixels [default: 255]")
 @click.option("--seed", type=int, help=f"[default: {_default('seed')}]")
 @click.option(
     "--freeze-bn/--update-bn", default=None, help="keep BatchNorm statistics fixed while fine-tuning [default: freeze]"
@@ -219,9 +244,9 @@ def quantize(
         message = " ".join(exc.message.split())
         click.echo(f"error [{exc.code}] {exc.field or 'input'}: {message}", err=True)
         raise SystemExit(USER_ERROR_EXIT) from None
-    except (MemoryError, RuntimeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - out of memory is the job's size; anything else is our fault
         if not is_out_of_memory(exc):
-            raise
+            _internal_error(exc)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         click.echo(f"error [OUT_OF_MEMORY] model: {reason}; lower --batch-size or use a smaller model", err=True)
         raise SystemExit(USER_ERROR_EXIT) from None

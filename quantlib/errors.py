@@ -47,6 +47,13 @@ class QuantlibError(QatError, ValueError):
     status = 422
 
 
+class NoQuantizableLayers(QuantlibError):
+    """Nothing would be quantized (a model without a supported layer, or a config enabling none):
+    fine-tuning it would pass the FP32 model off as INT8."""
+
+    code = "NO_QUANTIZABLE_LAYERS"
+
+
 class SpecError(QuantlibError):
     """Training settings that cannot be used (epochs, lr, loss, device, ...); ``field`` names the key."""
 
@@ -84,3 +91,15 @@ def is_out_of_memory(exc: BaseException) -> bool:
         return True
     # torch: "can't allocate memory"; the C library's strerror(ENOMEM): "Cannot allocate memory"
     return "allocate memory" in str(exc).lower()
+
+
+# torch's messages run long (a whole guard or shape report); this keeps what a user reads
+MAX_REASON = 2000
+
+
+def one_line(exc: BaseException) -> str:
+    """Torch's whole message on one line, bounded: its first line rarely says what the program expected."""
+    text = " ".join(str(exc).split())
+    if not text:
+        return type(exc).__name__
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."

@@ -7,6 +7,7 @@ configs; the pipeline around them (phases, files, report) is :mod:`quantlib.trai
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from quantlib.errors import QuantlibError
+from quantlib.inputs import Inputs
 from quantlib.phases import Phases
-from quantlib.spec import QATSpec
+from quantlib.spec import LossKind, QATSpec
 
 EVAL_BATCH = 256
 
@@ -34,32 +36,44 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
     return batches
 
 
+def tensors(x: Inputs, device: torch.device, rows: slice | np.ndarray = slice(None)) -> tuple[torch.Tensor, ...]:
+    """``rows`` of every input, as the model's positional arguments on ``device``."""
+    return tuple(torch.from_numpy(np.ascontiguousarray(array[rows])).to(device, non_blocking=True) for array in x)
+
+
 @torch.no_grad()
-def calibrate(
-    qat: nn.Module, x: torch.Tensor, batch_num: int, batch_size: int, device: torch.device, phases: Phases
-) -> None:
+def calibrate(qat: nn.Module, x: Inputs, batch_num: int, batch_size: int, device: torch.device, phases: Phases) -> None:
     """The first ``batch_num`` batches in data order; a short dataset wraps around."""
     qat.eval()
     for b in range(batch_num):
-        idx = torch.arange(b * batch_size, (b + 1) * batch_size) % len(x)
-        qat(x[idx].to(device))
+        qat(*tensors(x, device, np.arange(b * batch_size, (b + 1) * batch_size) % len(x)))
         if phases.due():
             phases.step(b + 1, batch_num)
 
 
-def _loss(kind: str, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def loss_function(kind: LossKind, ignore_index: int = 255) -> LossFn:
+    """The training loss ``kind`` names (:data:`quantlib.spec.TASK_LOSSES`): cross-entropy over axis 1
+    (classes, or dense class maps with ``ignore_index`` pixels left out), binary cross-entropy on
+    multi-hot rows, MSE to float targets or to the FP32 outputs, or KL to the FP32 outputs."""
     if kind == "ce":
-        return F.cross_entropy(out, target)
-    if kind == "mse":
-        return F.mse_loss(out, target)
-    return F.kl_div(F.log_softmax(out, 1), F.log_softmax(target, 1), reduction="batchmean", log_target=True)
+        return lambda out, target: F.cross_entropy(out, target, ignore_index=ignore_index)
+    if kind == "bce":
+        return lambda out, target: F.binary_cross_entropy_with_logits(out, target.to(out.dtype))
+    if kind in ("mse", "mse_labels"):
+        return F.mse_loss
+    return lambda out, target: F.kl_div(
+        F.log_softmax(out, 1), F.log_softmax(target, 1), reduction="batchmean", log_target=True
+    )
 
 
 def fine_tune(
     qat: nn.Module,
-    x: torch.Tensor,
+    x: Inputs,
     targets: torch.Tensor,
-    loss_kind: str,
+    loss: LossFn,
     spec: QATSpec,
     device: torch.device,
     phases: Phases,
@@ -83,18 +97,19 @@ def fine_tune(
         batches = _batches(len(x), spec.batch_size, generator)
         running = torch.zeros((), device=device)
         for idx in batches:
-            outputs, wanted = qat(x[idx].to(device, non_blocking=True)), targets[idx].to(device, non_blocking=True)
+            outputs = qat(*tensors(x, device, idx.numpy()))
+            wanted = targets[idx].to(device, non_blocking=True)
             if step == 0:
                 varied_at_start = not _constant(outputs.detach(), wanted)
-            loss = _loss(loss_kind, outputs, wanted)
+            value = loss(outputs, wanted)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             optimizer.step()
             schedule.step()
-            running += loss.detach()
+            running += value.detach()
             step += 1
             if phases.due():
-                phases.step(step, total, _finite(loss.item(), epoch, spec), epoch)
+                phases.step(step, total, _finite(value.item(), epoch, spec), epoch)
         epoch_losses.append(_finite(float(running) / len(batches), epoch, spec))
         if varied_at_start and _constant(outputs.detach(), wanted):
             raise _collapsed(epoch, spec)
@@ -148,21 +163,24 @@ def train_mode(model: nn.Module, *, freeze_bn: bool) -> None:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: np.ndarray, device: torch.device) -> np.ndarray:
+def predict(model: nn.Module, x: Inputs, device: torch.device) -> np.ndarray:
     model.eval()
-    outputs = [
-        model(torch.from_numpy(x[i : i + EVAL_BATCH]).to(device)).float().cpu() for i in range(0, len(x), EVAL_BATCH)
-    ]
+    outputs = [model(*tensors(x, device, slice(i, i + EVAL_BATCH))).float().cpu() for i in range(0, len(x), EVAL_BATCH)]
     return torch.cat(outputs).numpy()
 
 
-def predict_onnx(path: Path, x: np.ndarray, *, integer_kernels: bool = True) -> np.ndarray:
+def predict_onnx(path: Path, x: Inputs, *, integer_kernels: bool = True) -> np.ndarray:
     """Outputs of the ONNX model at ``path``; without ``integer_kernels`` its Q/DQ arithmetic as written
     (onnxruntime's basic optimizations only, which fuse no Q/DQ group into an integer kernel)."""
     options = ort.SessionOptions()
     if not integer_kernels:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    x = np.ascontiguousarray(x)
-    return np.concatenate([session.run(None, {name: x[i : i + EVAL_BATCH]})[0] for i in range(0, len(x), EVAL_BATCH)])
+    return np.concatenate(
+        [session.run(None, feed(session, x[i : i + EVAL_BATCH]))[0] for i in range(0, len(x), EVAL_BATCH)]
+    )
+
+
+def feed(session: ort.InferenceSession, x: Inputs) -> dict[str, np.ndarray]:
+    """``x`` as ``session``'s inputs, by position: the export names them after the model's inputs."""
+    return {spec.name: np.ascontiguousarray(array) for spec, array in zip(session.get_inputs(), x, strict=True)}

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from quantlib.errors import QuantlibError
+from quantlib.inputs import InputSpec
+from quantlib.pt2outputs import plain_outputs
 
 
 class ModelError(QuantlibError):
@@ -81,10 +83,57 @@ def check_archive(archive: zipfile.ZipFile, *, check_graph: bool = True) -> str:
     return root
 
 
+# torch.export's serialized ScalarType codes (torch/_export/serde/schema.py) -> numpy's names
+_DTYPES = {
+    1: "uint8",
+    2: "int8",
+    3: "int16",
+    4: "int32",
+    5: "int64",
+    6: "float16",
+    7: "float32",
+    8: "float64",
+    12: "bool",
+    13: "bfloat16",
+}
+
+
+def program_inputs(archive: zipfile.ZipFile, max_bytes: int = MAX_JSON_BYTES) -> list[InputSpec] | None:
+    """The program's tensor inputs (name, dtype, shape) from its serialized graph, torch-free; None when
+    the graph is larger than ``max_bytes`` or not laid out as this torch writes it: the worker, which
+    loads the program, checks the inputs (and refuses what is not a program) then."""
+    members = {info.filename: info for info in archive.infolist()}
+    name = f"{_root_folder(list(members))}/{_GRAPH}"
+    if name not in members:
+        raise ModelError(f"model archive has no {name}; {SAVE_A_MODEL}")
+    if members[name].file_size > max_bytes:
+        return None
+    try:
+        module = _read_json(archive, name)["graph_module"]
+        values = module["graph"]["tensor_values"]
+        specs = []
+        for entry in module["signature"]["input_specs"]:
+            tensor = entry.get("user_input", {}).get("arg", {}).get("as_tensor")
+            if tensor is not None:
+                specs.append(_input_spec(tensor["name"], values[tensor["name"]]))
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return specs
+
+
+def _input_spec(name: str, meta: dict[str, Any]) -> InputSpec:
+    sizes = meta["sizes"]
+    shape = tuple(size["as_int"] if "as_int" in size else None for size in sizes)
+    if not isinstance(name, str) or not all(dim is None or isinstance(dim, int) for dim in shape):
+        raise TypeError("tensor_values")
+    return InputSpec(name, _DTYPES.get(meta["dtype"]), shape)
+
+
 def write_inert_copy(source: IO[bytes], target: IO[bytes]) -> None:
     """Check the archive in ``source`` and write the entries torch may read into ``target``.
 
-    The sample inputs become empty: they are a pickle, and loading needs none.
+    The sample inputs become empty: they are a pickle, and loading needs none. An output
+    spec naming a library's class is made plain (:mod:`quantlib.pt2outputs`).
     """
     try:
         archive = zipfile.ZipFile(source)
@@ -95,6 +144,11 @@ def write_inert_copy(source: IO[bytes], target: IO[bytes]) -> None:
         for info in archive.infolist():
             if info.is_dir():
                 continue
+            if info.filename == f"{root}/{_GRAPH}":
+                graph = _read_json(archive, info.filename)
+                if plain_outputs(graph):
+                    copy.writestr(info.filename, json.dumps(graph))
+                    continue
             inert = info.filename == f"{root}/{_SAMPLE_INPUTS}"
             with archive.open(info) as member, copy.open(info.filename, "w", force_zip64=True) as out:
                 while not inert and (chunk := member.read(1 << 20)):

@@ -18,11 +18,13 @@ from pathlib import Path
 
 from quantlib.config import ConfigError, QuantConfig, load_config
 from quantlib.data import Dataset
+from quantlib.errors import NoQuantizableLayers, SpecError
 from quantlib.outputs import OUTPUT_FILES
 from quantlib.phases import Phases, ProgressFn
 from quantlib.prepare import SUPPORTED_NAMES, ModelLike, default_config, model_layer_types
-from quantlib.pt2archive import ModelError
-from quantlib.spec import QATSpec
+from quantlib.signature import model_inputs
+from quantlib.spec import AccuracyTarget, QATSpec
+from quantlib.tasks import Task, infer_task
 from quantlib.train import Report, finish, train, write_report
 from quantlib.tune import run_tuned
 
@@ -47,6 +49,7 @@ def run_qat(
     ConfigError, DataError or ModelError before any training starts.
     """
     spec = spec or QATSpec()
+    dataset = dataset.bound(model_inputs(model))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = _run_config(out / OUTPUT_FILES["config"], model, config_file, config_defination)
@@ -54,6 +57,7 @@ def run_qat(
         model, config, given="config" if config_file else "config_defination" if config_defination else None
     )
     if spec.accuracy is not None:
+        _check_tuning_metric(spec.accuracy, infer_task(dataset.y_train, spec.task, spec.ignore_index))
         origin = (
             "the given config"
             if config_file
@@ -66,6 +70,16 @@ def run_qat(
     report = finish(train(model, dataset, config, spec, phases), dataset, out, spec, phases)
     write_report(report)
     return report
+
+
+def _check_tuning_metric(target: AccuracyTarget, task: Task) -> None:
+    """The tuner's ``top1`` drop is in points of a fraction (top-1, mIoU, F1); a PSNR has no such points."""
+    if target.metric == "top1" and task.name == "regression":
+        raise SpecError(
+            "accuracy.metric top1 drives a drop in points of top-1, mIoU or F1, but this run's task is regression "
+            "(scored in dB PSNR); use accuracy.metric sqnr",
+            field="accuracy.metric",
+        )
 
 
 def _run_config(
@@ -90,7 +104,7 @@ def _check_something_to_quantize(model: ModelLike, config: QuantConfig, *, given
     if config.enabled_layers():
         return
     if given is not None:
-        raise ConfigError(
+        raise NoQuantizableLayers(
             f"the {given} enables no layer (none is left with retrain_enable true), so nothing would be "
             "quantized; enable at least one layer, or leave it out to quantize every supported one",
             field=given,
@@ -98,8 +112,9 @@ def _check_something_to_quantize(model: ModelLike, config: QuantConfig, *, given
     types = model_layer_types(model)
     leaves = Counter(kind for name, kind in types.items() if not any(other.startswith(f"{name}.") for other in types))
     found = ", ".join(f"{kind} x{count}" for kind, count in leaves.most_common(6)) or "none"
-    raise ModelError(
+    raise NoQuantizableLayers(
         f"the model has no layer that can be quantized (supported: {', '.join(sorted(SUPPORTED_NAMES))}); "
         f"its layers are {found}. Build it from those layers, or give it as a torch.export program (.pt2), "
-        "where a projection computed as addmm on its own weight, as transformers' Conv1D, is found too"
+        "where a matmul on a module's own weight (addmm as transformers' Conv1D, x @ self.weight) is found too",
+        field="model",
     )

@@ -17,18 +17,21 @@ import torch
 from torch import nn
 
 from quantlib.figures import selection_summary
+from quantlib.inputs import Inputs
 from quantlib.loop import predict
-from quantlib.metrics import sqnr_db, top1_accuracy
+from quantlib.metrics import sqnr_db
+from quantlib.tasks import Task
 
 Kept = Literal["fine-tuned", "calibrated"]
 
 
 @dataclass(frozen=True)
 class Selection:
-    """Which state a run kept, and the score that decided it (top-1 with labels, else SQNR in dB vs FP32)."""
+    """Which state a run kept, and the score that decided it: the task's metric with labels (top-1, mIoU,
+    PSNR dB, F1; :mod:`quantlib.tasks`), else SQNR in dB against FP32."""
 
     kept: Kept
-    metric: Literal["top1", "sqnr_db"]
+    metric: str
     calibrated: float
     fine_tuned: float
     # the kept state's outputs on the eval split: the run's simulated outputs, not computed again
@@ -47,28 +50,29 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _score(
-    model: nn.Module, x: np.ndarray, labels: np.ndarray | None, fp32: np.ndarray, device: torch.device
+    model: nn.Module, x: Inputs, labels: np.ndarray | None, fp32: np.ndarray, task: Task, device: torch.device
 ) -> tuple[float, np.ndarray]:
     outputs = predict(model, x, device)
-    return (top1_accuracy(outputs, labels) if labels is not None else sqnr_db(fp32, outputs)), outputs
+    return (task.score(outputs, labels) if labels is not None else sqnr_db(fp32, outputs)), outputs
 
 
 def keep_better(
     qat: nn.Module,
     calibrated: dict[str, torch.Tensor],
-    x_eval: np.ndarray,
+    x_eval: Inputs,
     y_eval: np.ndarray | None,
     fp32: np.ndarray,
+    task: Task,
     device: torch.device,
 ) -> Selection:
     """Leave ``qat`` in the better of its fine-tuned state and ``calibrated``; a tie keeps the fine-tuned one."""
-    fine_tuned_score, fine_tuned_outputs = _score(qat, x_eval, y_eval, fp32, device)
+    fine_tuned_score, fine_tuned_outputs = _score(qat, x_eval, y_eval, fp32, task, device)
     fine_tuned = snapshot(qat)
     qat.load_state_dict(calibrated)
-    calibrated_score, outputs = _score(qat, x_eval, y_eval, fp32, device)
+    calibrated_score, outputs = _score(qat, x_eval, y_eval, fp32, task, device)
     kept: Kept = "calibrated" if calibrated_score > fine_tuned_score else "fine-tuned"
     if kept == "fine-tuned":
         qat.load_state_dict(fine_tuned)
         outputs = fine_tuned_outputs
-    metric: Literal["top1", "sqnr_db"] = "top1" if y_eval is not None else "sqnr_db"
+    metric = task.metric if y_eval is not None else "sqnr_db"
     return Selection(kept, metric, calibrated_score, fine_tuned_score, outputs)

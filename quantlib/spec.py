@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from quantlib.errors import SpecError, first_error
+from quantlib.tasks import TaskName, TaskSetting
 
 # beyond these a run can only fail or never end: refused at submission
 MAX_EPOCHS = 10_000
@@ -110,8 +111,21 @@ def int4_refusal(target: str) -> str | None:
     )
 
 
+# the loss of each task's labels; distillation trains toward the FP32 model's outputs
+LossKind = Literal["ce", "bce", "mse_labels", "mse", "kl"]
+TASK_LOSSES: dict[str, LossKind] = {
+    "classification": "ce",
+    "segmentation": "ce",
+    "multilabel": "bce",
+    "regression": "mse_labels",
+    "distillation": "mse",
+}
+DISTILLATION_LOSSES = ("mse", "kl")
+
+
 class QATSpec(BaseModel):
-    """How to fine-tune: ``loss='auto'`` is cross-entropy with labels, MSE distillation without.
+    """How to fine-tune: ``loss='auto'`` is the labels' own loss (:data:`TASK_LOSSES`), MSE distillation
+    without labels.
 
     The defaults are gentle on purpose: the model arrives trained, and Adam moves every
     weight by about ``lr`` per step however small its gradient, so a larger rate trades
@@ -144,18 +158,30 @@ class QATSpec(BaseModel):
     accuracy: AccuracyTarget | None = Field(
         default=None, description="tune the config until the INT8 model is this close to FP32"
     )
+    task: TaskSetting = Field(
+        default="auto",
+        description="what the labels are: auto reads it from y_train (int64 (N,): classification; int64 "
+        "(N, H, W) or (N, L): segmentation; bool/uint8 (N, C): multilabel; float32: regression; no labels: "
+        "distillation). The loss and the metric (top-1, mIoU, PSNR, F1) follow",
+    )
+    ignore_index: int = Field(
+        default=255, ge=0, description="segmentation: the label of pixels that count for neither loss nor mIoU"
+    )
 
-    def resolved_loss(self, has_labels: bool) -> Literal["ce", "mse", "kl"]:
-        """The loss to train with; cross-entropy without labels is a user error."""
-        if self.loss == "auto":
-            return "ce" if has_labels else "mse"
-        if self.loss == "ce" and not has_labels:
+    def resolved_loss(self, task: TaskName) -> LossKind:
+        """The loss to train with for ``task``: the labels' own loss with ``auto`` (cross-entropy for
+        classes, binary cross-entropy for multi-hot rows, MSE to float targets), ``mse``/``kl``
+        distillation from the FP32 model's outputs; cross-entropy needs class labels."""
+        if self.loss in ("mse", "kl"):
+            return self.loss
+        if self.loss == "ce" and task not in ("classification", "segmentation"):
+            why = " (the data has no y_train, or spec.task says so)" if task == "distillation" else ""
             raise SpecError(
-                "loss 'ce' needs labels, but the data has no y_train; add labels or use loss mse or kl "
-                "(distillation from the FP32 model)",
+                f"loss 'ce' needs class labels, but the run's task is {task}{why}; leave loss auto, or use mse or "
+                "kl (distillation from the FP32 model)",
                 field="loss",
             )
-        return self.loss
+        return TASK_LOSSES[task]
 
 
 def parse_spec(values: Mapping[str, Any]) -> QATSpec:

@@ -20,24 +20,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from quantlib.caveats import output_caveats
+from quantlib.caveats import run_caveats
 from quantlib.config import QuantConfig, check_calibration, check_layers, check_target
 from quantlib.data import DataError, Dataset, check_labels
-from quantlib.errors import SpecError, is_out_of_memory
+from quantlib.errors import SpecError, is_out_of_memory, one_line
 from quantlib.export.fold import can_fold
 from quantlib.export.modules import deployed_layers
-from quantlib.export.onnx_export import export_onnx, write_models
+from quantlib.export.onnx_export import check_exports, export_onnx, write_models
 from quantlib.export.record import write_record
 from quantlib.export.speed import Speed, measure_speed
-from quantlib.loop import calibrate, fine_tune, predict, predict_onnx, steps_per_epoch
-from quantlib.metrics import sqnr_db, top1_accuracy, top1_agreement
+from quantlib.inputs import Inputs
+from quantlib.loop import calibrate, fine_tune, loss_function, predict, predict_onnx, steps_per_epoch, tensors
+from quantlib.metrics import sqnr_db
 from quantlib.modelfile import ModelError
 from quantlib.outputs import OUTPUT_FILES
 from quantlib.phases import Phase, Phases, ProgressFn
 from quantlib.prepare import ModelLike, as_module, layer_types, quant_layers, quantize_layers
 from quantlib.report import write_report_html
 from quantlib.selection import Selection, keep_better, snapshot
-from quantlib.spec import TARGET_FORMS, QATSpec, check_budget
+from quantlib.signature import model_inputs
+from quantlib.spec import DISTILLATION_LOSSES, TARGET_FORMS, QATSpec, check_budget
+from quantlib.tasks import Task, infer_task
 
 __all__ = ["LayerReport", "ProgressFn", "QATSpec", "Report", "Scores", "Trained", "finish", "train"]
 # the "typical batch" of the speed figure: the training batch, at most this
@@ -46,11 +49,14 @@ SPEED_BATCH = 32
 
 @dataclass(frozen=True)
 class Scores:
-    """One row of the accuracy table; ``top1`` is None without labels."""
+    """One row of the accuracy table. ``metric`` is the task's (report.json's ``task`` names it), None
+    without labels; ``top1`` the same for class labels only; ``agreement`` None where outputs are no
+    decisions (regression)."""
 
     top1: float | None
-    agreement: float
+    agreement: float | None
     sqnr_db: float
+    metric: float | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,7 @@ class Report:
     dataset: dict[str, Any]
     spec: QATSpec
     batch_num: int
+    task: Task
     speed: Speed | None = None
     tuning: dict[str, Any] | None = None
     selection: Selection | None = None
@@ -115,6 +122,7 @@ class Report:
                 "dataset": self.dataset,
                 "spec": self.spec.model_dump(),
                 "batch_num": self.batch_num,
+                "task": {"name": self.task.name, "metric": self.task.metric, "label": self.task.metric_label},
                 "caveats": self.caveats,
                 **speed,
                 **selection,
@@ -140,14 +148,16 @@ class Trained:
 
     ``fp32`` holds the FP32 model's outputs on the eval split, the reference every score
     compares with; they are computed before the layers are quantized, on the same copy.
+    ``example`` is one training sample, named as the model's inputs (the export's input names).
     """
 
     qat: nn.Module
     config: QuantConfig
     fp32: np.ndarray
+    task: Task
     loss_kind: str
     epoch_losses: list[float]
-    example: tuple[torch.Tensor, ...]
+    example: Inputs
     device: torch.device
     # fine-tuned or calibrated only, whichever scored better (None without fine-tuning)
     selection: Selection | None = None
@@ -158,41 +168,49 @@ def output_files(out: Path) -> dict[str, Path]:
     return {key: out / name for key, name in OUTPUT_FILES.items()}
 
 
-def train(model: ModelLike, dataset: Dataset, config: QuantConfig, spec: QATSpec, phases: Phases) -> Trained:
+def train(
+    model: ModelLike, dataset: Dataset, config: QuantConfig, spec: QATSpec, phases: Phases, *, first: bool = True
+) -> Trained:
     """Calibrate and fine-tune a QAT copy of ``model`` quantized as ``config`` says.
 
     ``model`` is copied once: the copy first gives the FP32 outputs (the distillation
     targets and the eval reference), then its layers are quantized in place, so no FP32
-    model is held beside the QAT one.
+    model is held beside the QAT one. The ``first`` run of a model also checks that it
+    exports to ONNX at all (the tuner's later trials skip that).
     """
     device = _device(spec.device)
     torch.manual_seed(spec.seed)
-    loss_kind = spec.resolved_loss(dataset.has_labels)
-    x_train = torch.from_numpy(dataset.x_train)
-    example = (x_train[:1],)
+    task = infer_task(dataset.y_train, spec.task, spec.ignore_index)
+    loss_kind = spec.resolved_loss(task.name)
+    dataset = dataset.bound(model_inputs(model))
+    x_train, example = dataset.x_train, dataset.x_train[:1]
 
     with phases.phase(Phase.LOADING, 1):
-        module, facts = as_module(model, example, spec.target)
+        module, facts = as_module(model, tensors(example, torch.device("cpu")), spec.target)
         check_layers(config, layer_types(module))  # before any forward pass is spent on a config that cannot apply
         check_target(config, spec.target)
         check_budget(spec)
         module.eval().to(device)
-        _probe(module, dataset, device)
+        _probe(module, dataset, task, device)
+        if first:
+            check_exports(module, tensors(example, device), example.names)
         check_calibration(config.batch_num, spec.batch_size)
-        teacher = predict(module, dataset.x_train, device) if loss_kind != "ce" else None
+        teacher = predict(module, dataset.x_train, device) if loss_kind in DISTILLATION_LOSSES else None
         fp32 = predict(module, dataset.eval_split()[0], device)
-        qat = quantize_layers(module, config, facts, (example[0].to(device),), spec.target).to(device)
+        qat = quantize_layers(module, config, facts, tensors(example, device), spec.target).to(device)
 
     with phases.phase(Phase.CALIBRATING, config.batch_num):
         calibrate(qat, x_train, config.batch_num, spec.batch_size, device, phases)
 
-    targets = torch.from_numpy(dataset.y_train) if loss_kind == "ce" else torch.from_numpy(teacher)
+    targets = torch.from_numpy(teacher if teacher is not None else dataset.y_train)
     calibrated = snapshot(qat) if spec.epochs else None
     with phases.phase(Phase.TRAINING, steps_per_epoch(len(x_train), spec.batch_size) * spec.epochs):
-        epoch_losses = fine_tune(qat, x_train, targets, loss_kind, spec, device, phases)
+        loss = loss_function(loss_kind, task.ignore_index)
+        epoch_losses = fine_tune(qat, x_train, targets, loss, spec, device, phases)
     x_eval, y_eval, _ = dataset.eval_split()
-    selection = None if calibrated is None else keep_better(qat, calibrated, x_eval, y_eval, fp32, device)
-    return Trained(qat, config, fp32, loss_kind, epoch_losses, example, device, selection)
+    labels = y_eval if task.labelled else None
+    selection = None if calibrated is None else keep_better(qat, calibrated, x_eval, labels, fp32, task, device)
+    return Trained(qat, config, fp32, task, loss_kind, epoch_losses, example, device, selection)
 
 
 def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases: Phases) -> Report:
@@ -202,11 +220,13 @@ def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases:
     with phases.phase(Phase.EXPORTING, 1):  # on the CPU, where the example input lives
         qat.eval().cpu()
         write_record(files["record"], deployed_layers(qat))
-        write_models(export_onnx(qat, trained.example), files["fake_quant_model"], files["deploy_model"])
+        onnx_model = export_onnx(qat, tensors(trained.example, torch.device("cpu")), input_names=trained.example.names)
+        write_models(onnx_model, files["fake_quant_model"], files["deploy_model"])
     qat.to(device)
 
     x_eval, y_eval, eval_source = dataset.eval_split()
-    fp32 = trained.fp32
+    fp32, task = trained.fp32, trained.task
+    labels = y_eval if task.labelled else None
     with phases.phase(Phase.EVALUATING, 3):
         # the selection already ran the kept state on the eval split
         simulated = predict(qat, x_eval, device) if trained.selection is None else trained.selection.outputs
@@ -215,9 +235,9 @@ def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases:
             files["deploy_model"], x_eval, integer_kernels=TARGET_FORMS[spec.target].cpu_integer_kernels
         )
         accuracy = {
-            "fp32": scores(fp32, fp32, y_eval),
-            "int8_simulated": scores(fp32, simulated, y_eval),
-            "int8_onnxruntime": scores(fp32, deployed, y_eval),
+            "fp32": scores(fp32, fp32, labels, task),
+            "int8_simulated": scores(fp32, simulated, labels, task),
+            "int8_onnxruntime": scores(fp32, deployed, labels, task),
         }
         phases.step(2, 3)
         batches = sorted({1, min(spec.batch_size, SPEED_BATCH)})
@@ -227,7 +247,7 @@ def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases:
         out_dir=out,
         files=files,
         accuracy=accuracy,
-        deploy_vs_simulated=scores(simulated, deployed, None),
+        deploy_vs_simulated=scores(simulated, deployed, None, task),
         layers=_layer_reports(qat, trained.config),
         loss=trained.loss_kind,
         epoch_losses=trained.epoch_losses,
@@ -236,14 +256,15 @@ def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases:
             "train_samples": len(dataset.x_train),
             "eval_samples": len(x_eval),
             "eval_source": eval_source,
-            "sample_shape": list(dataset.sample_shape),
+            "inputs": trained.example.describe(),
             "labels": dataset.has_labels,
         },
         spec=spec,
         batch_num=trained.config.batch_num,
+        task=task,
         speed=speed,
         selection=trained.selection,
-        caveats=output_caveats(fp32),
+        caveats=run_caveats(fp32, y_eval if task.name == "classification" else None, eval_source),
     )
 
 
@@ -264,7 +285,7 @@ def _device(name: str) -> torch.device:
 PROBE_ERRORS = (RuntimeError, ValueError, TypeError, AssertionError, IndexError)
 
 
-def _probe(reference: nn.Module, dataset: Dataset, device: torch.device) -> None:
+def _probe(reference: nn.Module, dataset: Dataset, task: Task, device: torch.device) -> None:
     """Run the FP32 model on two samples and on three, so a data/model mismatch or a batch size fixed
     at export fails before any work, with torch's whole message (it says what the program expected)."""
     out = _forward(reference, dataset.x_train[:2], device)
@@ -272,56 +293,64 @@ def _probe(reference: nn.Module, dataset: Dataset, device: torch.device) -> None
         if not isinstance(_forward(reference, dataset.x_train[:1], device), BaseException):
             raise _fixed_batch(1, 2, out) from out
         raise DataError(
-            f"the model cannot run on x_train samples of shape {dataset.sample_shape}: {_reason(out)}", field="x_train"
+            f"the model cannot run on x_train samples ({_samples(dataset.x_train)}): {one_line(out)}", field="x_train"
         ) from out
     if not isinstance(out, torch.Tensor):
-        raise ModelError(f"the model must return one tensor, it returns {type(out).__name__}")
+        raise ModelError(
+            f"the model must return one tensor, the one the INT8 model is scored and deployed by; it returns "
+            f"{_returned(out)}: export a wrapper whose forward returns that tensor, e.g. model(x).logits"
+        )
     if out.dim() < 2:
         raise ModelError(f"the model's output must be N x outputs (2+ dimensions), got shape {tuple(out.shape)}")
     if len(dataset.x_train) > 2:
         three = _forward(reference, dataset.x_train[:3], device)
         if isinstance(three, BaseException):
             raise _fixed_batch(2, 3, three) from three
-    if dataset.has_labels:
-        check_labels(dataset, out.shape[1])
+    check_labels(dataset, task, tuple(out.shape))
 
 
 @torch.no_grad()
-def _forward(reference: nn.Module, x: np.ndarray, device: torch.device) -> object:
+def _forward(reference: nn.Module, x: Inputs, device: torch.device) -> object:
     """The model's output on ``x``, or the error it raised (out of memory is raised, not returned)."""
     try:
-        return reference(torch.from_numpy(x).to(device))
+        return reference(*tensors(x, device))
     except PROBE_ERRORS as exc:
         if is_out_of_memory(exc):
             raise
         return exc
 
 
+def _returned(out: object) -> str:
+    """``a dict of logits, hidden_states.0, hidden_states.1``: the outputs' names, as torch flattens them."""
+    leaves, _ = torch.utils._pytree.tree_flatten_with_path(out)
+    names = [
+        ".".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path) for path, _ in leaves
+    ]
+    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    return f"a {type(out).__name__} of {len(leaves)} values ({shown})"
+
+
+def _samples(x: Inputs) -> str:
+    """``input_ids int64 (128,), attention_mask bool (128,)``: what the model was given."""
+    return ", ".join(f"{name} {info['dtype']} {tuple(info['shape'])}" for name, info in x.describe().items())
+
+
 def _fixed_batch(works: int, fails: int, exc: BaseException) -> ModelError:
     return ModelError(
-        f"the model runs on a batch of {works} but not of {fails}: its batch size is fixed ({_reason(exc)}). "
+        f"the model runs on a batch of {works} but not of {fails}: its batch size is fixed ({one_line(exc)}). "
         "Calibration, training and evaluation pass batches of every size: export it with a dynamic batch, "
         "torch.export.export(model, args, dynamic_shapes=({0: torch.export.Dim('batch')},))"
     )
 
 
-# torch's messages run long (a whole guard or shape report); this keeps what a user reads
-MAX_REASON = 2000
-
-
-def _reason(exc: BaseException) -> str:
-    """Torch's whole message on one line, bounded: its first line rarely says what the program expected."""
-    text = " ".join(str(exc).split())
-    if not text:
-        return type(exc).__name__
-    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
-
-
-def scores(reference: np.ndarray, outputs: np.ndarray, labels: np.ndarray | None) -> Scores:
+def scores(reference: np.ndarray, outputs: np.ndarray, labels: np.ndarray | None, task: Task) -> Scores:
+    """``outputs`` against ``reference`` and, given ``labels``, against them by ``task``'s metric."""
+    metric = task.score(outputs, labels) if labels is not None else None
     return Scores(
-        top1=top1_accuracy(outputs, labels) if labels is not None else None,
-        agreement=top1_agreement(reference, outputs),
+        top1=metric if task.name == "classification" else None,
+        agreement=task.agreement(reference, outputs),
         sqnr_db=sqnr_db(reference, outputs),
+        metric=metric,
     )
 
 

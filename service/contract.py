@@ -69,6 +69,7 @@ class FailureCode(enum.StrEnum):
     BAD_SPEC = "BAD_SPEC"
     BAD_MODEL = "BAD_MODEL"
     BAD_DATA = "BAD_DATA"
+    NO_QUANTIZABLE_LAYERS = "NO_QUANTIZABLE_LAYERS"
     DIVERGED = "DIVERGED"
     OUT_OF_MEMORY = "OUT_OF_MEMORY"
     TIMEOUT = "TIMEOUT"
@@ -116,13 +117,32 @@ Decibels = Annotated[
 class Accuracy(BaseModel):
     """One row of the accuracy table: a model's outputs on the eval data against a reference's."""
 
-    top1: float | None = Field(description="top-1 accuracy, a fraction; null without labels")
-    agreement: float = Field(description="fraction of samples where both pick the same class")
+    top1: float | None = Field(description="top-1 accuracy, a fraction; null without class labels")
+    agreement: float | None = Field(
+        description="fraction of decisions both make alike (classes per sample or pixel, labels of a multi-hot "
+        "row); null for regression"
+    )
     sqnr_db: Decibels
+    metric: Decibels | None = Field(
+        default=None, description="the task's metric (named by metrics.task), null without labels"
+    )
+
+
+class Task(BaseModel):
+    """What the labels were and how they were scored."""
+
+    name: Literal["classification", "segmentation", "regression", "multilabel", "distillation"]
+    metric: Literal["top1", "miou", "psnr_db", "f1", "sqnr_db"] = Field(
+        description="top1, miou, f1: fractions; psnr_db against the targets; sqnr_db against FP32 (no labels)"
+    )
+    label: str = Field(description="the metric as people read it: top-1, mIoU, PSNR dB, F1, SQNR dB")
 
 
 class Loss(BaseModel):
-    kind: str = Field(description="the fine-tuning loss: ce with labels, mse or kl distillation without")
+    kind: str = Field(
+        description="the fine-tuning loss: ce (classes, dense classes), bce (multi-hot), mse_labels (float "
+        "targets), or mse / kl distillation from the FP32 outputs"
+    )
     epoch_means: list[float]
 
 
@@ -153,13 +173,16 @@ class Metrics(BaseModel):
     caveats: list[str] = Field(
         default_factory=list, description="what the scores cannot be trusted for (FP32 outputs that are ~0)"
     )
+    task: Task | None = Field(default=None, description="null for jobs run before tasks were reported")
 
 
 class FineTune(BaseModel):
     """Whether the fine-tuned QAT model or the calibrated one shipped: whichever scored better on the eval data."""
 
     kept: Literal["fine-tuned", "calibrated"]
-    metric: Literal["top1", "sqnr_db"] = Field(description="top1 with labels, else SQNR against FP32")
+    metric: Literal["top1", "miou", "psnr_db", "f1", "sqnr_db"] = Field(
+        description="the task's metric with labels, else SQNR against FP32"
+    )
     calibrated: Decibels = Field(description="the calibrated model's score in that metric")
     fine_tuned: Decibels = Field(description="the fine-tuned model's score in that metric")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -13,12 +14,15 @@ import onnx
 import torch
 from torch import nn
 
+from quantlib.errors import one_line
 from quantlib.export.int_weights import store_weights_as_integers
 from quantlib.export.modules import export_form
 from quantlib.export.ops import translation_table
 from quantlib.graph.exported import widen_batch
 from quantlib.layers import QuantLayer
+from quantlib.pt2archive import ModelError
 
+ANSI_COLOR = re.compile(r"\x1b\[[0-9;]*m")
 DynamicAxes = Mapping[str, Mapping[int, str] | Sequence[int]]
 
 
@@ -95,6 +99,41 @@ def export_onnx(
     if program is None:  # only the TorchScript exporter (dynamo=False) returns None
         raise RuntimeError("torch.onnx.export returned no ONNXProgram")
     return _without_trace_metadata(program.model_proto)
+
+
+def check_exports(model: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: Sequence[str]) -> None:
+    """Export the FP32 model to ONNX (batch axis dynamic) and drop the result: a model torch's exporter
+    cannot take (Swin's window reshapes of a symbolic batch) is refused as the user's before any
+    calibration or training is spent on it, instead of failing after the whole run."""
+    names = list(input_names)
+    try:
+        with _quiet_exporter():
+            torch.onnx.export(
+                model,
+                widen_batch(inputs),
+                dynamo=True,
+                opset_version=18,
+                input_names=names,
+                dynamic_axes={name: {0: "batch"} for name in names},
+                verbose=False,
+            )
+    except Exception as exc:  # noqa: BLE001 - any exporter failure means the same to the user
+        raise ModelError(
+            "the model does not export to ONNX with a dynamic batch, so no deployable INT8 model could be "
+            f"written ({_exporter_cause(exc)}). Check that torch.onnx.export(model, args, dynamo=True, dynamic_shapes=...) "
+            "works on your FP32 model first"
+        ) from exc
+
+
+def _exporter_cause(exc: BaseException) -> str:
+    """What went wrong, from the exporter's report: its message is mostly colored advice to file a
+    torch issue, with the cause under "Exception summary" and the user's own stack after it."""
+    for link in (exc, exc.__cause__, exc.__context__):
+        text = ANSI_COLOR.sub("", str(link or ""))
+        if "## Exception summary" in text:
+            summary = text.split("## Exception summary", 1)[1]
+            return one_line(RuntimeError(re.split(r"Original traceback:|Use tlparse", summary)[0]))
+    return one_line(exc)
 
 
 def write_models(fake_quant: onnx.ModelProto, fake_path: Path, deploy_path: Path) -> None:

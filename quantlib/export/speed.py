@@ -21,6 +21,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from quantlib.inputs import Inputs
+from quantlib.loop import feed
+
 # interleaved repeats per batch size and the wall time they may take together
 MAX_REPEATS = 15
 BUDGET_S = 0.4
@@ -93,26 +96,27 @@ def _keep_only_what_outputs_need(graph: onnx.GraphProto) -> None:
     graph.initializer.extend(initializers)
 
 
-def measure_speed(fake_quant: Path, deploy: Path, sample: np.ndarray, batch_sizes: list[int]) -> Speed:
+def measure_speed(fake_quant: Path, deploy: Path, sample: Inputs, batch_sizes: list[int]) -> Speed:
     """Latency of ``deploy`` and of the FP32 twin of ``fake_quant`` on batches made of ``sample`` rows."""
     with tempfile.TemporaryDirectory() as scratch:
         fp32_path = Path(scratch) / "fp32.onnx"
         onnx.save(float_twin(onnx.load(str(fake_quant))), str(fp32_path))
         fp32, int8 = _session(fp32_path), _session(deploy)
         fp32_bytes = fp32_path.stat().st_size
-    name = int8.get_inputs()[0].name
     budget_s = BUDGET_S / len(batch_sizes)
     fp32_ms, int8_ms = [], []
     for batch in batch_sizes:
-        feed = {name: np.ascontiguousarray(np.resize(sample, (batch, *sample.shape[1:])))}
+        inputs = feed(
+            int8, Inputs({name: np.resize(array, (batch, *array.shape[1:])) for name, array in sample.arrays.items()})
+        )
         for session in (fp32, int8):  # warm-up: the first run allocates and prepacks
-            session.run(None, feed)
+            session.run(None, inputs)
         times: tuple[list[float], list[float]] = ([], [])
         stop = time.perf_counter() + budget_s
         while not times[1] or (len(times[1]) < MAX_REPEATS and time.perf_counter() < stop):
             for session, kept in zip((fp32, int8), times, strict=True):
                 start = time.perf_counter()
-                session.run(None, feed)
+                session.run(None, inputs)
                 kept.append((time.perf_counter() - start) * 1e3)
         fp32_ms.append(statistics.median(times[0]))
         int8_ms.append(statistics.median(times[1]))

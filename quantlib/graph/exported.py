@@ -116,12 +116,16 @@ def free_attr(gm: fx.GraphModule, name: str) -> str:
     return candidate
 
 
+# matmuls on a module's own weight, lifted as Linear layers (transformers' Conv1D, hand-written projections)
+PROJECTIONS = ("addmm", "mm", "matmul")
+
+
 def _called_elsewhere(node: fx.Node, weight_arg: int = 1) -> bool:
     """Whether the layer call ``node``'s weight also feeds another layer call (a module called twice).
     Another reader is fine: a tied weight (GPT-2's ``lm_head``, whose weight is the token embedding's)
     stays one Parameter, read by the embedding and the lifted layer alike."""
     return any(
-        user is not node and (op_name(user) in LIFTABLE or op_name(user) == "addmm" or user.op == "call_module")
+        user is not node and (op_name(user) in (*LIFTABLE, *PROJECTIONS) or user.op == "call_module")
         for user in _input(node, weight_arg).users
     )
 
@@ -168,6 +172,21 @@ def _lift_addmm(gm: fx.GraphModule, node: fx.Node) -> None:
     linear.weight = nn.Parameter(weight.detach().t().contiguous(), requires_grad=weight.requires_grad)
     linear.bias = bias
     _replace_call(gm, node, path, linear, data=1)
+
+
+def _lift_matmul(gm: fx.GraphModule, node: fx.Node) -> None:
+    """``x @ weight`` (``mm``/``matmul``) on a module's own 2-D ``[in, out]`` weight, a projection written
+    by hand, as an nn.Linear without bias holding that weight transposed."""
+    path = _owner(gm, node.args[1], "weight")
+    if path is None or _called_elsewhere(node) or not _replaceable(gm, path, {"weight"}):
+        return
+    weight = cast(nn.Parameter, gm.get_submodule(path).weight)
+    data = _input(node, 0).meta.get("val")
+    if weight.dim() != 2 or not isinstance(data, torch.Tensor) or data.dim() < 1:
+        return
+    linear = nn.Linear(weight.shape[0], weight.shape[1], bias=False, device="meta")
+    linear.weight = nn.Parameter(weight.detach().t().contiguous(), requires_grad=weight.requires_grad)
+    _replace_call(gm, node, path, linear)
 
 
 def _lift_batch_norm(gm: fx.GraphModule, node: fx.Node) -> None:
@@ -223,6 +242,8 @@ def trainable_module(ep: torch.export.ExportedProgram) -> fx.GraphModule:
             _lift_layer(gm, node)
         elif name == "addmm":
             _lift_addmm(gm, node)
+        elif name in ("mm", "matmul"):
+            _lift_matmul(gm, node)
         elif name == "batch_norm":
             _lift_batch_norm(gm, node)
         elif name in DROPOUTS:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from html import escape
 from typing import Any
 
+from quantlib.figures import METRIC_UNITS, metric_cell, metric_header
 from quantlib.report.charts import Bar, Row, bar_chart, linear_axis, log_axis
 from quantlib.report.values import db, general, number, pct, plotted
 
@@ -38,19 +40,53 @@ def section(anchor: str, title: str, *parts: str) -> str:
     return f'<section id="{anchor}"><h2>{escape(title)}</h2>{"".join(parts)}</section>'
 
 
+@dataclass(frozen=True)
+class _Metric:
+    """The task's metric as the page shows it: fractions (top-1, mIoU, F1) in %, PSNR in dB."""
+
+    key: str
+    name: str
+    label: str
+    labelled: bool
+
+    @property
+    def in_db(self) -> bool:
+        return self.name.endswith("_db")
+
+    def value(self, row: Mapping[str, Any]) -> float | None:
+        return number(row.get(self.key))
+
+    def shown(self, value: float | None) -> str:
+        return f"{metric_cell(value, self.name)} {'dB' if self.in_db else '%'}"
+
+    def drop(self, fp32: float | None, int8: float | None) -> str:
+        if fp32 is None or int8 is None:
+            return "-"
+        return f"{fp32 - int8:.2f} dB" if self.in_db else f"{100 * (fp32 - int8):.2f} points"
+
+
+def _metric(report: Report) -> _Metric:
+    """Reports before tasks existed carry top-1 only, under ``top1``."""
+    task = report.get("task") or {"name": "classification", "metric": "top1", "label": "top-1"}
+    key = "metric" if "metric" in report["accuracy"]["fp32"] else "top1"
+    return _Metric(key, str(task.get("metric")), str(task.get("label")), task.get("name") != "distillation")
+
+
 def headline(report: Report) -> str:
     """The three numbers people look for first: FP32, deployed INT8 and the drop between them."""
     accuracy = report["accuracy"]
     fp32, deployed = accuracy["fp32"], accuracy["int8_onnxruntime"]
-    if number(fp32.get("top1")) is not None and number(deployed.get("top1")) is not None:
-        drop = 100 * (plotted(fp32["top1"]) - plotted(deployed["top1"]))
+    metric = _metric(report)
+    if metric.value(fp32) is not None and metric.value(deployed) is not None:
         cards = [
-            ("FP32 top-1", f"{pct(fp32['top1'])} %"),
-            ("INT8 deploy top-1", f"{pct(deployed['top1'])} %"),
-            ("drop", f"{drop:.2f} points"),
+            (f"FP32 {metric.label}", metric.shown(metric.value(fp32))),
+            (f"INT8 deploy {metric.label}", metric.shown(metric.value(deployed))),
+            ("drop", metric.drop(metric.value(fp32), metric.value(deployed))),
         ]
-    else:
+    elif number(deployed.get("agreement")) is not None:
         cards = [("INT8 agrees with FP32", f"{pct(deployed.get('agreement'))} %")]
+    else:
+        cards = []
     cards.append(("output SQNR", f"{db(deployed.get('sqnr_db'))} dB"))
     speed = report.get("speed")
     if speed:
@@ -69,16 +105,21 @@ def headline(report: Report) -> str:
 
 def accuracy_section(report: Report) -> str:
     accuracy = report["accuracy"]
-    fp32_top1 = number(accuracy["fp32"].get("top1"))
+    metric = _metric(report)
+    fp32 = metric.value(accuracy["fp32"])
     rows = []
     for key, label in ACCURACY_ROWS.items():
         row = accuracy.get(key)
         if row is None:
             continue
-        top1 = number(row.get("top1"))
-        drop = "-" if top1 is None or fp32_top1 is None else f"{100 * (fp32_top1 - top1):.2f}"
-        rows.append([escape(label), pct(top1), drop, pct(row.get("agreement")), db(row.get("sqnr_db"))])
-    parts = [table(["model", "top-1 %", "drop (points)", "agrees with FP32 %", "output SQNR dB"], rows, css="num")]
+        value = metric.value(row)
+        drop = metric.drop(fp32, value).removesuffix(" dB").removesuffix(" points")
+        scored = [metric_cell(value, metric.name), drop] if metric.labelled else []
+        rows.append([escape(label), *scored, pct(row.get("agreement")), db(row.get("sqnr_db"))])
+    drop_unit = "dB" if metric.in_db else "points"
+    scored_headers = [metric_header(metric.name, metric.label), f"drop ({drop_unit})"] if metric.labelled else []
+    headers = ["model", *scored_headers, "agrees with FP32 %", "output SQNR dB"]
+    parts = [table(headers, rows, css="num")]
     deploy = report.get("deploy_vs_simulated")
     if deploy:
         parts.append(
@@ -315,13 +356,25 @@ def config_section(config_text: str | None) -> str:
     )
 
 
+def _inputs(inputs: dict[str, Any]) -> str:
+    """``input_ids: int64, 128 · attention_mask: bool, 128``, one entry per model input."""
+    return (
+        " · ".join(
+            f"{escape(str(name))}: {escape(str(info.get('dtype')))}, "
+            f"{escape(' x '.join(str(d) for d in info.get('shape', [])))}"
+            for name, info in inputs.items()
+        )
+        or "-"
+    )
+
+
 def run_section(report: Report) -> str:
     dataset = report.get("dataset", {})
     source = escape(str(dataset.get("eval_source")))
     facts = [
         ("training samples", general(dataset.get("train_samples"), 12)),
         ("evaluation samples", f"{general(dataset.get('eval_samples'), 12)} ({source})"),
-        ("sample shape", escape(" x ".join(str(d) for d in dataset.get("sample_shape", [])) or "-")),
+        ("inputs", _inputs(dataset.get("inputs", {}))),
         ("labels", "yes" if dataset.get("labels") else "no (scored by agreement with FP32)"),
         ("calibration batches", escape(str(report.get("batch_num", "-")))),
     ]
@@ -330,7 +383,7 @@ def run_section(report: Report) -> str:
     facts.append(("loss per epoch", f"{escape(str(loss.get('kind', '-')))}: {means}"))
     chosen = report.get("fine_tune")
     if chosen:
-        unit = "top-1" if chosen.get("metric") == "top1" else "dB SQNR"
+        unit = METRIC_UNITS.get(str(chosen.get("metric")), str(chosen.get("metric")))
         facts.append(
             (
                 "model kept",

@@ -7,15 +7,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quantlib.metrics import sqnr_db, top1_accuracy, top1_agreement
+from quantlib.metrics import sqnr_db, top1_agreement
+from quantlib.tasks import Task, task_named
+
+CLASSIFICATION = task_named("classification")
 
 
 @dataclass(frozen=True)
 class Objective:
     """The target metric on fixed eval samples, against the FP32 outputs on them.
 
-    ``top1``: the drop is FP32 top-1 minus quantized top-1 (a fraction; agreement with
-    FP32 when there are no labels). ``sqnr``: the drop is the output noise power
+    ``top1``: the drop is FP32's score minus the quantized model's in the task's metric
+    (top-1, mIoU or F1, a fraction; :mod:`quantlib.tasks`), or agreement with FP32 when
+    there are no labels. ``sqnr``: the drop is the output noise power
     relative to the signal, 10^(-SQNR/10), which is 0 for FP32 and, unlike dB, adds
     up across layers, so sensitivities can be compared.
     """
@@ -23,18 +27,19 @@ class Objective:
     metric: str
     reference: np.ndarray
     labels: np.ndarray | None
+    task: Task = CLASSIFICATION
 
     def subset(self, n: int) -> Objective:
         labels = None if self.labels is None else self.labels[:n]
-        return Objective(self.metric, self.reference[:n], labels)
+        return Objective(self.metric, self.reference[:n], labels, self.task)
 
     def value(self, outputs: np.ndarray) -> float:
-        """The metric itself: top-1 accuracy (or agreement), or the output SQNR in dB."""
+        """The metric itself: the task's score (or agreement without labels), or the output SQNR in dB."""
         if self.metric == "sqnr":
             return sqnr_db(self.reference, outputs)
         if self.labels is None:
             return top1_agreement(self.reference, outputs)
-        return top1_accuracy(outputs, self.labels)
+        return self.task.score(outputs, self.labels)
 
     def drop(self, outputs: np.ndarray) -> float:
         if self.metric == "sqnr":
@@ -44,11 +49,11 @@ class Objective:
             return noise / signal if signal > 0 else math.inf
         if self.labels is None:
             return 1.0 - top1_agreement(self.reference, outputs)
-        return top1_accuracy(self.reference, self.labels) - top1_accuracy(outputs, self.labels)
+        return self.task.score(self.reference, self.labels) - self.task.score(outputs, self.labels)
 
     def describe(self, drop: float) -> str:
         """A drop in words people read: top-1 points, or the noise with its SQNR."""
         if self.metric == "sqnr":
             db = "inf" if drop <= 0 else f"{-10 * math.log10(drop):.1f}"
             return f"{drop:.4g} (output SQNR {db} dB)"
-        return f"{100 * drop:.2f} top-1 points"
+        return f"{100 * drop:.2f} {self.task.metric_label} points"

@@ -19,7 +19,7 @@ from torch import nn
 from quantlib.config import QuantConfig
 from quantlib.data import Dataset
 from quantlib.layers import QuantLayer
-from quantlib.loop import predict
+from quantlib.loop import predict, tensors
 from quantlib.outputs import OUTPUT_FILES
 from quantlib.phases import Phase, Phases, ProgressFn
 from quantlib.prepare import ModelLike
@@ -66,7 +66,8 @@ class _Tuning:
         phases = Phases(self.on_progress)
         trained = train(self.model, self.dataset, config, self.spec, phases)
         started = time.perf_counter()
-        self.objective = Objective(self.target.metric, trained.fp32, self.y_eval)
+        labels = self.y_eval if trained.task.labelled else None
+        self.objective = Objective(self.target.metric, trained.fp32, labels, trained.task)
         self.params = _layer_params(trained.qat, trained.config)
         self._record(0, [f"QAT with {origin}"], trained, phases.timings)
         sensitivity: list[Sensitivity] = []
@@ -89,7 +90,7 @@ class _Tuning:
             self.on_progress(Phase.TUNING, 0, self.target.max_trials, None, None)
         probe = self._probe(trained)
         sensitivity = measure(probe)
-        sample = torch.from_numpy(self.x_eval[:1]).to(trained.device)
+        sample = tensors(self.x_eval[:1], trained.device)
         planner = Planner(
             base=trained.config,
             target=self.target,
@@ -104,7 +105,7 @@ class _Tuning:
             if proposal is None:
                 break
             phases = Phases(_as_trial(self.on_progress, index, self.target.max_trials))
-            trained = train(self.model, self.dataset, proposal.config, self.spec, phases)
+            trained = train(self.model, self.dataset, proposal.config, self.spec, phases, first=False)
             self._record(index, proposal.changes, trained, phases.timings)
             if self.trials[-1].meets(self.target):
                 break

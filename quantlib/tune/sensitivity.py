@@ -52,14 +52,14 @@ def measure(probe: Probe) -> list[Sensitivity]:
 
 
 @torch.no_grad()
-def edge_layers(qat: nn.Module, sample: torch.Tensor) -> dict[str, str]:
+def edge_layers(qat: nn.Module, sample: tuple[torch.Tensor, ...]) -> dict[str, str]:
     """The quantized layers that run first and last, the seed's usual suspects, named
     "input layer" / "output layer"; found by running one sample, so any structure works."""
     order: list[str] = []
     hooks = [layer.register_forward_pre_hook(_recorder(order, name)) for name, layer in quant_layers(qat)]
     try:
         qat.eval()
-        qat(sample)
+        qat(*sample)
     finally:
         for hook in hooks:
             hook.remove()

@@ -11,10 +11,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
+from quantlib.inputs import Inputs
 from quantlib.layers import QuantLayer
 from quantlib.loop import predict
 from quantlib.prepare import quant_layers
@@ -97,7 +97,7 @@ class Probe:
     """Scores variants of one trained model on fixed eval samples."""
 
     qat: nn.Module
-    x: np.ndarray
+    x: Inputs
     device: torch.device
     objective: Objective
 

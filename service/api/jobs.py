@@ -10,7 +10,7 @@ from flask import Blueprint, Response, redirect, request, url_for
 from werkzeug.wrappers import Response as BaseResponse  # what redirect() returns, and Flask's Response
 
 from quantlib.config import ConfigError
-from quantlib.data import DataError
+from quantlib.data import DataError, check_inputs
 from quantlib.errors import SpecError
 from quantlib.pt2archive import ModelError
 from quantlib.report import REPORT_HTML
@@ -61,7 +61,8 @@ SUBMIT_FORM: dict[str, Any] = {
         "data": {
             "type": "string",
             "contentMediaType": "application/octet-stream",
-            "description": "an .npz with x_train (float32), optional y_train (int64), x_eval, y_eval",
+            "description": "an .npz with x_train (the model's input; x_train.<name> per input of a model that "
+            "takes several, in the dtypes the program declares), optional y_train (int64), x_eval, y_eval",
         },
         "dataset_id": {"type": "string", "format": "uuid", "description": "instead of data: an uploaded dataset"},
         "config": {
@@ -115,13 +116,15 @@ def create_job() -> tuple[dict[str, object], int, dict[str, str]]:
     limit_body(job_body_limit(settings))
     refuse_upload_over_quota(svc.db, current_team_id(), request.content_length)
     model = required_file_part("model", settings.max_model_bytes)
-    off_loop(check_model, model, settings.max_model_bytes)
+    inputs = off_loop(check_model, model, settings.max_model_bytes)
     data = file_part("data", settings.max_data_bytes)
     dataset_id = _dataset_id(request.form.get("dataset_id"))
     if (data is None) == (dataset_id is None):
         raise InvalidArgument("give exactly one of a 'data' file (.npz) and a 'dataset_id'", field="data")
     if data is not None:
-        off_loop(check_data, data, settings.max_data_bytes)
+        arrays = off_loop(check_data, data, settings.max_data_bytes)
+        if inputs is not None:
+            check_inputs(arrays, inputs)
     spec = parse_spec_text(text_part("spec", settings.max_config_bytes))
     config = parse_config_text(text_part("config", settings.max_config_bytes), spec)
     submission = Submission(model=model, spec=spec, config=config, data=data, dataset_id=dataset_id)

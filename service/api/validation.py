@@ -20,21 +20,27 @@ from quantlib.config import QuantConfig, check_calibration, check_target, parse_
 from quantlib.config.parse import decode_json, strict_json
 from quantlib.data import DataError, check_structure, check_values
 from quantlib.errors import SpecError
-from quantlib.pt2archive import SAVE_A_MODEL, check_archive
+from quantlib.inputs import InputSpec
+from quantlib.pt2archive import SAVE_A_MODEL, check_archive, program_inputs
 from service.api.schemas import JobSpec, parse_job_spec
 from service.errors import InvalidArgument, PayloadTooLarge
 
 # bytes of an array read at a time while its values are checked
 VALUE_CHUNK_BYTES = 8 << 20
 NPY_MAGIC = b"\x93NUMPY"
+# the largest graph read at submission to learn the model's inputs (a BERT-base program's is ~2 MB);
+# a larger one's inputs are checked by the worker
+GRAPH_BYTES = 16 << 20
 
 
-def check_model(stream: IO[bytes], max_unpacked_bytes: int) -> None:
-    """A ``.pt2`` file is a zip archive holding a torch.export program of plain tensors, nothing to unpickle.
+def check_model(stream: IO[bytes], max_unpacked_bytes: int) -> list[InputSpec] | None:
+    """A ``.pt2`` file is a zip archive holding a torch.export program of plain tensors, nothing to unpickle;
+    returns the inputs the program takes (None for a graph too large to read here).
 
     The zip's directory is checked first, so a zip bomb costs nothing here; then the
-    payload configs (small JSON) are read to refuse pickled entries at submission. The
-    graph itself is checked by the worker, which reads it anyway.
+    payload configs (small JSON) are read to refuse pickled entries at submission, and a
+    graph of up to :data:`GRAPH_BYTES` for the program's inputs. Its operators are checked by
+    the worker, which reads it anyway.
     """
     archive = _open_zip(stream)
     if archive is None:
@@ -48,16 +54,19 @@ def check_model(stream: IO[bytes], max_unpacked_bytes: int) -> None:
             )
         _check_unpacked_size(archive, max_unpacked_bytes, "model")
         check_archive(archive, check_graph=False)
+        inputs = program_inputs(archive, GRAPH_BYTES)
     stream.seek(0)
+    return inputs
 
 
-def check_data(stream: IO[bytes], max_unpacked_bytes: int) -> None:
+def check_data(stream: IO[bytes], max_unpacked_bytes: int) -> Mapping[str, np.ndarray]:
     """Keys, dtypes, shapes and values of an ``.npz`` dataset (quantlib's rules), in bounded memory.
 
     The zip directory first (a zip bomb costs nothing), then each member's ``.npy`` header,
     which must declare exactly the bytes the member holds. The structure is checked on
     zero-memory stand-ins of the declared shapes, then the values a chunk of whole samples
     at a time: no array is ever held whole, so concurrent large uploads cost a chunk each.
+    Returns the stand-ins, by key, for :func:`quantlib.data.check_inputs`.
     """
     archive = _open_zip(stream)
     if archive is None:
@@ -65,10 +74,12 @@ def check_data(stream: IO[bytes], max_unpacked_bytes: int) -> None:
     with archive:
         _check_unpacked_size(archive, max_unpacked_bytes, "data")
         headers = {info.filename.removesuffix(".npy"): _array_header(archive, info) for info in archive.infolist()}
-        check_structure({key: np.broadcast_to(np.zeros((), h.dtype), h.shape) for key, h in headers.items()})
+        stand_ins = {key: np.broadcast_to(np.zeros((), h.dtype), h.shape) for key, h in headers.items()}
+        check_structure(stand_ins)
         for key, header in headers.items():
             _check_member_values(archive, key, header)
     stream.seek(0)
+    return stand_ins
 
 
 def _open_zip(stream: IO[bytes]) -> zipfile.ZipFile | None:

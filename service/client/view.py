@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from quantlib.figures import selection_summary, speed_summary
+from quantlib.figures import metric_cell, metric_header, selection_summary, speed_summary
 from service.contract import Job, Metrics
 
 _ACCURACY_ROWS = {
@@ -36,15 +36,20 @@ def accuracy_table(metrics: Metrics | None) -> Table | None:
     """The FP32 vs INT8 table from a finished job's metrics; ``None`` before there is one."""
     if metrics is None or not metrics.accuracy:
         return None
+    task = metrics.task
+    labelled = task is None or task.name != "distillation"  # jobs before tasks: top-1, or "-" without labels
+    metric, label = (task.metric, task.label) if task else ("top1", "top-1")
     table = Table(title="FP32 vs INT8 (evaluation data)")
     table.add_column("model")
-    table.add_column("top-1 %", justify="right")
+    if labelled:
+        table.add_column(metric_header(metric, label), justify="right")
     table.add_column("agrees with FP32 %", justify="right")
     table.add_column("output SQNR dB", justify="right")
-    for key, label in _ACCURACY_ROWS.items():
+    for key, name in _ACCURACY_ROWS.items():
         row = metrics.accuracy.get(key)
         if row is not None:
-            table.add_row(label, _pct(row.top1), _pct(row.agreement), _db(row.sqnr_db))
+            value = [metric_cell(row.metric if task else row.top1, metric)] if labelled else []
+            table.add_row(name, *value, _pct(row.agreement), _db(row.sqnr_db))
     captions = []
     if metrics.speed is not None:
         speed = metrics.speed

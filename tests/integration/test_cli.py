@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +10,7 @@ import pytest
 
 from quantlib.examples.digits import write_example
 from quantlib.outputs import OUTPUT_FILES
-
-QAT = Path(sys.executable).parent / "qat"
-
-
-def qat(*args: object) -> subprocess.CompletedProcess[str]:
-    assert QAT.exists(), f"{QAT} is missing: run `pip install -e '.[test]'` to install the console script"
-    return subprocess.run([str(QAT), *map(str, args)], check=False, capture_output=True, text=True, timeout=300)
+from support.qat_cli import assert_user_error, qat
 
 
 @pytest.fixture(scope="module")
@@ -51,19 +43,13 @@ def test_quantize_writes_every_output_and_prints_the_table(example, tmp_path: Pa
     assert (again / "config.json").read_text() == (out / "config.json").read_text()
 
 
-def _assert_user_error(run: subprocess.CompletedProcess[str], code: str, field: str) -> None:
-    assert run.returncode == 2, (run.stdout, run.stderr)
-    assert run.stderr.count("\n") == 1 and run.stderr.endswith("\n"), run.stderr
-    assert run.stderr.startswith(f"error [{code}] {field}: "), run.stderr
-
-
 def test_nan_in_data(example, tmp_path: Path) -> None:
     model, data = example
     arrays = dict(np.load(data))
     arrays["x_train"][5, 0, 3, 3] = np.nan
     bad = tmp_path / "nan.npz"
     np.savez(bad, **arrays)
-    _assert_user_error(qat("quantize", model, "--data", bad, "--out", tmp_path / "o"), "BAD_DATA", "x_train")
+    assert_user_error(qat("quantize", model, "--data", bad, "--out", tmp_path / "o"), "BAD_DATA", "x_train")
 
 
 def test_unknown_config_key(example, tmp_path: Path) -> None:
@@ -71,7 +57,7 @@ def test_unknown_config_key(example, tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"version": 1, "stem.0": {"retrain_data_config": {"clip_mx": 3.0}}}))
     run = qat("quantize", model, "--data", data, "--config", config, "--out", tmp_path / "o")
-    _assert_user_error(run, "BAD_CONFIG", "stem.0.retrain_data_config.clip_mx")
+    assert_user_error(run, "BAD_CONFIG", "stem.0.retrain_data_config.clip_mx")
     assert "did you mean 'clip_max'" in run.stderr
 
 
@@ -80,7 +66,7 @@ def test_config_layer_the_model_lacks(example, tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"version": 1, "stem.O": {"retrain_enable": True}}))
     run = qat("quantize", model, "--data", data, "--config", config, "--out", tmp_path / "o")
-    _assert_user_error(run, "BAD_CONFIG", "stem.O")
+    assert_user_error(run, "BAD_CONFIG", "stem.O")
     assert "did you mean 'stem.0'" in run.stderr
 
 
@@ -89,7 +75,7 @@ def test_too_many_calibration_images(example, tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"version": 1, "batch_num": 2}))
     run = qat("quantize", model, "--data", data, "--config", config, "--batch-size", 32, "--out", tmp_path / "o")
-    _assert_user_error(run, "BAD_CONFIG", "batch_num")
+    assert_user_error(run, "BAD_CONFIG", "batch_num")
     assert "64" in run.stderr and "50" in run.stderr
 
 
@@ -97,10 +83,10 @@ def test_text_file_named_pt2(example, tmp_path: Path) -> None:
     _, data = example
     fake = tmp_path / "model.pt2"
     fake.write_text("not a model\n")
-    _assert_user_error(qat("quantize", fake, "--data", data, "--out", tmp_path / "o"), "BAD_MODEL", "model")
+    assert_user_error(qat("quantize", fake, "--data", data, "--out", tmp_path / "o"), "BAD_MODEL", "model")
 
 
 def test_bad_setting(example, tmp_path: Path) -> None:
     model, data = example
     run = qat("quantize", model, "--data", data, "--out", tmp_path / "o", "--lr", "-1")
-    _assert_user_error(run, "BAD_SPEC", "lr")
+    assert_user_error(run, "BAD_SPEC", "lr")

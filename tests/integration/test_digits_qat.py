@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from quantlib.data import Dataset, validate_arrays
+from quantlib.data import validate_arrays
 from quantlib.examples.digits import DigitsNet, digits_dataset, export_program, train_fp32
 from quantlib.run import run_qat
 from quantlib.spec import QATSpec
@@ -72,7 +72,7 @@ def test_int8_accuracy_within_half_a_point_of_fp32(digits, tmp_path: Path) -> No
 
 def test_without_labels_distillation_keeps_outputs_close(digits, tmp_path: Path) -> None:
     program, data = digits
-    unlabelled = Dataset(x_train=data["x_train"], x_eval=data["x_eval"])
+    unlabelled = validate_arrays({"x_train": data["x_train"], "x_eval": data["x_eval"]})
     report = run_qat(program, unlabelled, tmp_path, spec=QATSpec(epochs=1, seed=SEED))
     assert report.loss == "mse"
     for row in ("int8_simulated", "int8_onnxruntime"):

@@ -121,7 +121,8 @@ def test_unreachable_target_says_not_suitable_with_the_best_drop(outlier_model, 
         model, (torch.zeros(2, 64),), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},)
     )
     torch.export.save(program, tmp_path / "model.pt2")
-    arrays = {k: getattr(dataset, k) for k in ("x_train", "y_train", "x_eval", "y_eval")}
+    arrays = {"x_train": dataset.x_train.arrays[""], "x_eval": dataset.x_eval.arrays[""]}
+    arrays |= {"y_train": dataset.y_train, "y_eval": dataset.y_eval}
     np.savez(tmp_path / "data.npz", **arrays)
     out = tmp_path / "out"
     args = ["quantize", tmp_path / "model.pt2", "--data", tmp_path / "data.npz", "--out", out, "--epochs", 1]

@@ -276,7 +276,15 @@ CASES = [
     ),
     Bad("x_eval Inf", 422, "BAD_DATA", "x_eval", data(npz(x_train=X, x_eval=np.full((2, 4), np.inf, np.float32)))),
     Bad("label negative", 422, "BAD_DATA", "y_train", data(npz(x_train=X, y_train=Y - 1)), says="negative"),
-    Bad("labels float", 422, "BAD_DATA", "y_train", data(npz(x_train=X, y_train=Y.astype(np.float32)))),
+    Bad("labels float64", 422, "BAD_DATA", "y_train", data(npz(x_train=X, y_train=Y.astype(np.float64)))),
+    Bad("x_train int16", 422, "BAD_DATA", "x_train", data(npz(x_train=X.astype(np.int16)))),
+    Bad(
+        "x_eval lacks an input",
+        422,
+        "BAD_DATA",
+        "x_eval.b",
+        data(npz(**{"x_train.a": X, "x_train.b": X, "x_eval.a": X})),
+    ),
     Bad("x_train one-dimensional", 422, "BAD_DATA", "x_train", data(npz(x_train=np.zeros(8, np.float32)))),
     Bad("x_train empty", 422, "BAD_DATA", "x_train", data(npz(x_train=np.zeros((0, 4), np.float32)))),
     Bad(

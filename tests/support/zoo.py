@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -118,6 +120,16 @@ def _vit() -> nn.Module:
     return ImageLogits(ViTForImageClassification(config))
 
 
+def _swin() -> nn.Module:
+    """Its window reshapes cannot be exported to ONNX with a symbolic batch (torch 2.13)."""
+    from transformers import SwinConfig, SwinForImageClassification
+
+    config = SwinConfig(
+        image_size=IMAGE, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4, num_labels=5
+    )
+    return ImageLogits(SwinForImageClassification(config))
+
+
 def _resnet() -> nn.Module:
     from transformers import ResNetConfig, ResNetForImageClassification
 
@@ -150,6 +162,25 @@ class ZooModel:
     # its quantized form amplifies any float rounding difference (see test_zoo's chaos check)
     chaotic: bool = False
 
+    def write_job(self, folder: Path, train: int = 64, evaluation: int = 32) -> tuple[Path, Path]:
+        """The model as a user uploads it (a ``.pt2`` with a dynamic batch) and a label-free dataset
+        naming each of its inputs (``x_train.input_ids``, ...); the two paths."""
+        calibration = self.inputs(train, 0)
+        batch = torch.export.Dim("batch")
+        example = tuple(x[:2] for x in calibration)
+        program = torch.export.export(
+            self.model(calibration), example, dynamic_shapes=tuple({0: batch} for _ in example), strict=False
+        )
+        model, data = folder / f"{self.name}.pt2", folder / f"{self.name}.npz"
+        torch.export.save(program, model)
+        arrays = {
+            f"{split}.{name}": x.numpy()
+            for split, inputs in (("x_train", calibration), ("x_eval", self.inputs(evaluation, 1)))
+            for name, x in zip(self.input_names, inputs, strict=True)
+        }
+        np.savez(data, **arrays)  # type: ignore[arg-type]  # numpy's stubs take keys as kwargs only
+        return model, data
+
     @torch.no_grad()
     def model(self, calibration: tuple[torch.Tensor, ...]) -> nn.Module:
         """The model in eval mode, random BatchNorm statistics replaced by those of ``calibration``:
@@ -177,3 +208,5 @@ ZOO = (
 # outside ZOO: its deploy check (chaotic once quantized, like MiniLM) cost 16 s of make test;
 # its in-place dropout is still checked
 MOBILENET_V2 = ZooModel("mobilenet_v2", _mobilenet_v2, _images, IMAGE_INPUT, chaotic=True)
+# outside ZOO: torch exports it, its ONNX exporter does not (with a dynamic batch)
+SWIN = ZooModel("swin", _swin, _images, IMAGE_INPUT)

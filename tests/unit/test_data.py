@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from quantlib.data import ALLOWED_KEYS, DataError, Dataset, check_labels, load_dataset
+from quantlib.tasks import task_named
 
 
 def _good(n: int = 6, eval_n: int = 4) -> dict[str, np.ndarray]:
@@ -41,10 +42,10 @@ def test_full_dataset_loads_from_a_path_and_a_file_object(tmp_path: Path) -> Non
     for source in (path, str(path), io.BytesIO(path.read_bytes())):
         data = load_dataset(source)
         assert isinstance(data, Dataset) and data.has_labels
-        assert data.sample_shape == (1, 4, 4)
+        assert data.x_train.describe() == {"": {"dtype": "float32", "shape": [1, 4, 4]}}
         np.testing.assert_array_equal(data.y_eval, arrays["y_eval"])
         x, y, source_name = data.eval_split()
-        assert source_name == "x_eval" and x.shape == (4, 1, 4, 4) and y is not None
+        assert source_name == "x_eval" and x.arrays[""].shape == (4, 1, 4, 4) and y is not None
 
 
 def test_unlabelled_train_only_dataset_evaluates_on_train(tmp_path: Path) -> None:
@@ -88,9 +89,10 @@ def test_x_train_is_required(tmp_path: Path) -> None:
     ("key", "dtype", "cast"),
     [
         ("x_train", np.float64, "x_train.astype(np.float32)"),
-        ("x_eval", np.float16, "x_eval.astype(np.float32)"),
+        ("x_eval", np.float64, "x_eval.astype(np.float32)"),
+        ("x_train", np.uint32, "the dtype the model's input takes"),
         ("y_train", np.int32, "y_train.astype(np.int64)"),
-        ("y_eval", np.float32, "y_eval.astype(np.int64)"),
+        ("y_eval", np.float64, "y_eval.astype(np.float32)"),
     ],
 )
 def test_wrong_dtype_says_how_to_cast(tmp_path: Path, key: str, dtype: type, cast: str) -> None:
@@ -110,7 +112,7 @@ def test_object_arrays_are_refused_without_unpickling(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "words"),
     [
-        ("y_train", np.zeros((6, 1), np.int64), "shape (N,)"),
+        ("y_train", np.zeros((), np.int64), "shape (N, ...)"),
         ("x_train", np.zeros(6, np.float32), "at least 2 dimensions"),
         ("x_train", np.zeros((0, 1, 4, 4), np.float32), "empty"),
         ("x_eval", np.zeros((4, 0), np.float32), "empty"),
@@ -173,7 +175,14 @@ def test_labels_must_index_the_model_outputs(tmp_path: Path, key: str) -> None:
     arrays = _good()
     arrays[key][0] = 7
     data = load_dataset(_write(tmp_path, **arrays))
-    check_labels(data, num_classes=8)
+    check_labels(data, task_named("classification"), (6, 8))
     with pytest.raises(DataError) as info:
-        check_labels(data, num_classes=3)
+        check_labels(data, task_named("classification"), (6, 3))
     assert info.value.field == key and "3 outputs" in info.value.message and "label 7" in info.value.message
+
+
+def test_both_splits_need_the_same_kind_of_labels(tmp_path: Path) -> None:
+    arrays = _good()
+    arrays["y_eval"] = arrays["y_eval"].astype(np.float32)
+    err = _error(_write(tmp_path, **arrays))
+    assert err.field == "y_eval" and "same kind of labels" in err.message

@@ -21,10 +21,9 @@ import torch
 from torch import nn
 
 from quantlib import api
-from quantlib.caveats import output_caveats
-from quantlib.config import ConfigError
+from quantlib.caveats import output_caveats, run_caveats
 from quantlib.data import Dataset, validate_arrays
-from quantlib.modelfile import ModelError
+from quantlib.errors import NoQuantizableLayers
 from quantlib.outputs import OUTPUT_FILES
 from quantlib.run import run_qat
 from quantlib.spec import QATSpec
@@ -94,7 +93,7 @@ def test_a_tuned_run_reads_the_config_once_and_writes_no_trial_config(tmp_path: 
     (in a child process: a hook cannot be removed)."""
     model, dataset = _tiny()
     torch.save(model, tmp_path / "model.pt")
-    np.savez(tmp_path / "data.npz", x_train=dataset.x_train, y_train=dataset.y_train)
+    np.savez(tmp_path / "data.npz", x_train=dataset.x_train.arrays[""], y_train=dataset.y_train)
     config = tmp_path / "given.json"
     config.write_text(json.dumps({"version": 1, "0": {}, "2": {}}, indent=1))
     out = tmp_path / "out"
@@ -150,21 +149,28 @@ class _Projection(nn.Module):
 
 
 def test_a_model_with_nothing_to_quantize_is_refused_before_training(tmp_path: Path) -> None:
-    """Fine-tuning it would pass FP32 off as INT8: the run says what it found instead."""
-    model = nn.Sequential(_Projection(8, 16), nn.LayerNorm(16), _Projection(16, 4))
+    """Fine-tuning it would pass FP32 off as INT8: the run says what it found instead. As a program,
+    its hand-written projections (``x @ self.weight``) are layers like any Linear."""
+    model = nn.Sequential(_Projection(8, 16), nn.LayerNorm(16), _Projection(16, 4)).eval()
     dataset = validate_arrays({"x_train": np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32)})
     with pytest.raises(
-        ModelError, match=r"no layer that can be quantized .*its layers are _Projection x2, LayerNorm x1"
-    ):
+        NoQuantizableLayers, match=r"no layer that can be quantized .*its layers are _Projection x2, LayerNorm x1"
+    ) as refused:
         run_qat(model, dataset, tmp_path, spec=QATSpec(epochs=1))
+    assert (refused.value.code, refused.value.field) == ("NO_QUANTIZABLE_LAYERS", "model")
     assert not (tmp_path / OUTPUT_FILES["report"]).exists()
+
+    program = torch.export.export(model, (torch.randn(2, 8),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    report = run_qat(program, dataset, tmp_path / "program", spec=QATSpec(epochs=1))
+    assert set(report.layers) == {"0", "2"}
+    assert report.deploy_vs_simulated.agreement == 1.0 and report.deploy_vs_simulated.sqnr_db > 40
 
 
 def test_a_config_that_enables_no_layer_is_refused(tmp_path: Path) -> None:
     model, dataset = _tiny()
     config = tmp_path / "given.json"
     config.write_text(json.dumps({"version": 1, "batch_num": 1}))
-    with pytest.raises(ConfigError, match="enables no layer") as refused:
+    with pytest.raises(NoQuantizableLayers, match="enables no layer") as refused:
         run_qat(model, dataset, tmp_path / "out", config_file=config, spec=QATSpec(epochs=1))
     assert refused.value.field == "config"
 
@@ -173,7 +179,7 @@ def test_a_fine_tune_that_hurts_is_not_what_ships(tmp_path: Path) -> None:
     """A learning rate far too high for a label-free fine-tune: the calibrated state scores
     better, and that is the model exported and reported."""
     model, labelled = _tiny()
-    dataset = validate_arrays({"x_train": labelled.x_train})
+    dataset = validate_arrays({"x_train": labelled.x_train.arrays[""]})
     report = run_qat(model, dataset, tmp_path, spec=QATSpec(epochs=2, lr=0.05))
     selection = report.selection
     assert selection is not None and selection.metric == "sqnr_db"
@@ -200,7 +206,7 @@ def test_outputs_of_nothing_are_called_out_beside_the_scores(tmp_path: Path) -> 
         model[2].weight.mul_(1e-10)
         model[2].bias.zero_()
     report = run_qat(model, dataset, tmp_path, spec=QATSpec(epochs=0))
-    assert len(report.caveats) == 1 and "outputs are at most" in report.caveats[0]
+    assert "outputs are at most" in report.caveats[0]
     assert json.loads((tmp_path / OUTPUT_FILES["report"]).read_text())["caveats"] == report.caveats
     assert "Warning:</strong> the FP32 model" in (tmp_path / OUTPUT_FILES["report_html"]).read_text()
 
@@ -208,3 +214,13 @@ def test_outputs_of_nothing_are_called_out_beside_the_scores(tmp_path: Path) -> 
 def test_a_constant_model_is_called_out_and_a_sound_one_is_not() -> None:
     assert "same output" in output_caveats(np.ones((8, 3), dtype=np.float32))[0]
     assert output_caveats(np.random.default_rng(0).standard_normal((8, 3))) == []
+
+
+def test_few_eval_samples_and_labels_at_chance_are_called_out() -> None:
+    fp32 = np.random.default_rng(0).standard_normal((64, 10))
+    labels = np.argmax(fp32, axis=1)
+    assert run_caveats(fp32, labels, "x_eval") == []
+    (shifted,) = run_caveats(fp32, (labels + 1) % 10, "x_eval")  # labels in another class order
+    assert "top-1 on these labels is 0.000, about chance (0.100 for 10 outputs)" in shifted
+    (few,) = run_caveats(fp32[:8], labels[:8], "x_train")
+    assert "only 8 samples of x_train" in few and "12 points" in few

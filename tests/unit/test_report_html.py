@@ -61,7 +61,7 @@ def report() -> dict[str, Any]:
             "train_samples": 1347,
             "eval_samples": 450,
             "eval_source": "x_eval",
-            "sample_shape": [1, 8, 8],
+            "inputs": {"x": {"dtype": "float32", "shape": [1, 8, 8]}},
             "labels": True,
         },
         "spec": {"epochs": 1, "optimizer": "adam"},

@@ -6,6 +6,7 @@ import pytest
 
 from quantlib.errors import SpecError
 from quantlib.spec import QATSpec, parse_spec
+from quantlib.tasks import TASKS
 
 
 @pytest.mark.parametrize(
@@ -51,12 +52,20 @@ def test_bad_settings_name_the_field(values: dict[str, object], field: str) -> N
 def test_defaults_and_loss_resolution() -> None:
     spec = parse_spec({"device": "cuda:1", "epochs": 0})
     assert spec.device == "cuda:1" and spec.epochs == 0 and spec.freeze_bn
-    assert QATSpec().resolved_loss(has_labels=True) == "ce"
-    assert QATSpec().resolved_loss(has_labels=False) == "mse"
-    assert QATSpec(loss="kl").resolved_loss(has_labels=True) == "kl"
-    with pytest.raises(SpecError) as info:
-        QATSpec(loss="ce").resolved_loss(has_labels=False)
-    assert info.value.field == "loss" and "y_train" in info.value.message
+    losses = {task: QATSpec().resolved_loss(task) for task in TASKS}
+    assert losses == {
+        "classification": "ce",
+        "segmentation": "ce",
+        "regression": "mse_labels",
+        "multilabel": "bce",
+        "distillation": "mse",
+    }
+    assert QATSpec(loss="kl").resolved_loss("classification") == "kl"
+    assert QATSpec(loss="ce").resolved_loss("segmentation") == "ce"
+    for task in ("distillation", "regression"):
+        with pytest.raises(SpecError) as info:
+            QATSpec(loss="ce").resolved_loss(task)  # type: ignore[arg-type]
+        assert info.value.field == "loss" and f"task is {task}" in info.value.message
 
 
 def test_accuracy_target_defaults_and_nested_messages() -> None:

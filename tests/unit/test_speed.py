@@ -14,6 +14,7 @@ from torch import nn
 
 from quantlib import create_quant_retrain_config, create_quant_retrain_model, save_quant_retrain_model
 from quantlib.export.speed import float_twin, measure_speed
+from quantlib.inputs import Inputs
 from quantlib.metrics import sqnr_db
 
 
@@ -65,7 +66,7 @@ def test_the_twin_is_the_fp32_network(exported: tuple[nn.Module, Path, Path, np.
 
 def test_speed_is_measured_for_both_models_at_each_batch(exported: tuple[nn.Module, Path, Path, np.ndarray]) -> None:
     _, fake, deploy, x = exported
-    speed = measure_speed(fake, deploy, x[:4], [1, 8])
+    speed = measure_speed(fake, deploy, Inputs({"input": x[:4]}), [1, 8])
     assert speed.batch_sizes == [1, 8] and speed.threads == 1
     assert all(ms > 0 for ms in (*speed.fp32_ms, *speed.int8_ms))
     assert speed.int8_bytes == deploy.stat().st_size and speed.fp32_bytes > speed.int8_bytes  # int8 weights

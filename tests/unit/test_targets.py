@@ -26,6 +26,7 @@ from quantlib.errors import SpecError
 from quantlib.export.speed import optimized_ops
 from quantlib.export.tensorrt_rules import COMMUTING, tensorrt_violations
 from quantlib.graph.analysis import op_name
+from quantlib.inputs import Inputs
 from quantlib.layers import QuantLayer
 from quantlib.loop import predict_onnx
 from quantlib.metrics import sqnr_db, top1_agreement
@@ -89,7 +90,7 @@ def deployed_vs_simulated(qat: nn.Module, deploy: Path, *, integer_kernels: bool
     x = torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         simulated = qat(x).numpy()
-    deployed = predict_onnx(deploy, x.numpy(), integer_kernels=integer_kernels)
+    deployed = predict_onnx(deploy, Inputs({"input": x.numpy()}), integer_kernels=integer_kernels)
     return sqnr_db(simulated, deployed), top1_agreement(simulated, deployed)
 
 
@@ -384,6 +385,6 @@ def test_extreme_weights_and_activations_deploy_as_simulated(kind: str, tmp_path
     x = torch.ones(4, *shape)  # above the calibrated range: every input quantizes to 255
     with torch.no_grad():
         simulated = qat(x).numpy()
-    deployed = predict_onnx(deploy, x.numpy())
+    deployed = predict_onnx(deploy, Inputs({"input": x.numpy()}))
     assert sqnr_db(simulated, deployed) >= 40
     assert optimized_ops(deploy)["QLinearConv" if "conv" in kind else "QGemm"] >= 1  # the integer kernel ran

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from quantlib.config import QuantConfig, parse_config
-from quantlib.loop import predict
+from quantlib.inputs import Inputs
+from quantlib.loop import predict, tensors
 from quantlib.prepare import prepare, quant_layers
 from quantlib.tune.edits import avg_weight_bits, float_layers, int4_layers, with_changes
 from quantlib.tune.objective import Objective
@@ -22,13 +23,13 @@ from quantlib.tune.variants import Probe, Variant, applied
 CPU = torch.device("cpu")
 
 
-def _calibrated() -> tuple[nn.Module, nn.Module, QuantConfig, np.ndarray]:
+def _calibrated() -> tuple[nn.Module, nn.Module, QuantConfig, Inputs]:
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
     config = parse_config({"version": 1, "batch_num": 1, "0": {}, "2": {}, "4": {}})
     x = torch.randn(64, 16)
     qat = prepare(model, config, (x[:1],))
     qat.eval()(x)  # the first forward calibrates
-    return model, qat, config, x.numpy()
+    return model, qat, config, Inputs({"input": x.numpy()})
 
 
 def test_variants_apply_inside_and_leave_the_model_as_it_was() -> None:
@@ -63,7 +64,7 @@ def test_sensitivity_of_an_exact_model_and_its_edge_layers() -> None:
         # quantization noise: some with one layer quantized, less than with all but one, less than all
         assert 0 < entry.quantized_only_drop < everything and 0 < entry.float_only_drop < everything
         assert entry.int4_only_drop > 0
-    assert edge_layers(qat, torch.from_numpy(x[:1])) == {"0": "input layer", "4": "output layer"}
+    assert edge_layers(qat, tensors(x[:1], CPU)) == {"0": "input layer", "4": "output layer"}
 
 
 def test_config_edits_are_valid_configs_and_weigh_bits_by_parameters() -> None:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from quantlib.data import DataError, Dataset, validate_arrays
-from quantlib.modelfile import ModelError
+from quantlib.modelfile import ModelError, load_exported_program
 from quantlib.run import run_qat
 from quantlib.spec import QATSpec
 
@@ -60,26 +60,49 @@ def test_the_probe_keeps_torch_whole_message(tmp_path: Path) -> None:
         run_qat(_Picky(), _data(), tmp_path, spec=QATSpec(epochs=1))
 
 
-def test_a_hugging_face_output_class_is_named_with_the_fix(tmp_path: Path) -> None:
-    """Exported directly, a transformers classifier returns ImageClassifierOutputWithNoAttention; a
-    process without transformers (the job's sandbox) cannot rebuild it."""
+def _hf_classifier(**config: object) -> nn.Module:
     from transformers import ResNetConfig, ResNetForImageClassification
 
-    model = ResNetForImageClassification(
-        ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1], layer_type="basic", num_labels=3)
+    return ResNetForImageClassification(
+        ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1], layer_type="basic", num_labels=3, **config)
     ).eval()
+
+
+def _exported(model: nn.Module, path: Path) -> Path:
     program = torch.export.export(model, (torch.randn(2, 3, 16, 16),), dynamic_shapes=({0: torch.export.Dim("batch")},))
-    torch.export.save(program, tmp_path / "model.pt2")
-    loader = (
-        "import sys\nfrom quantlib.modelfile import ModelError, load_exported_program\n"
-        "try:\n    load_exported_program(sys.argv[1])\nexcept ModelError as exc:\n    print(exc)\n"
+    torch.export.save(program, path)
+    return path
+
+
+def test_a_hugging_face_output_class_loads_where_transformers_is_absent(tmp_path: Path) -> None:
+    """Exported directly, a transformers classifier returns ImageClassifierOutputWithNoAttention, which
+    a process without transformers (the job's sandbox) cannot rebuild: the loader returns its one
+    tensor, the logits, instead."""
+    model = _hf_classifier()
+    x = torch.randn(3, 3, 16, 16)
+    np.savez(tmp_path / "io.npz", x=x.numpy(), logits=model(x).logits.detach().numpy())
+    runner = (
+        "import sys, numpy as np, torch\nfrom quantlib.modelfile import load_exported_program\n"
+        "io = np.load(sys.argv[2])\nout = load_exported_program(sys.argv[1]).module()(torch.from_numpy(io['x']))\n"
+        "assert 'transformers' not in sys.modules\n"
+        "print(type(out).__name__, np.abs(out.detach().numpy() - io['logits']).max())\n"
     )
-    said = subprocess.run(
-        [sys.executable, "-c", loader, str(tmp_path / "model.pt2")],
+    run = subprocess.run(
+        [sys.executable, "-c", runner, str(_exported(model, tmp_path / "model.pt2")), str(tmp_path / "io.npz")],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
-    ).stdout
-    assert "ImageClassifierOutputWithNoAttention in pytree is not registered" in said, said
-    assert "export a wrapper that returns plain tensors" in said and ".logits" in said
+    )
+    kind, error = run.stdout.split()
+    assert kind == "Tensor" and float(error) < 1e-5, run.stderr[-2000:]
+
+
+def test_several_outputs_are_named_with_the_fix(tmp_path: Path) -> None:
+    """The output class becomes a dict of its fields (the same with or without transformers)."""
+    path = _exported(_hf_classifier(output_hidden_states=True), tmp_path / "model.pt2")
+    data = validate_arrays({"x_train": np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)})
+    with pytest.raises(ModelError) as refused:
+        run_qat(load_exported_program(path), data, tmp_path / "out", spec=QATSpec(epochs=0))
+    assert "it returns a dict of 3 values (logits, hidden_states.0, hidden_states.1)" in str(refused.value)
+    assert "model(x).logits" in str(refused.value)

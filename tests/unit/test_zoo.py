@@ -25,12 +25,16 @@ import torch
 from torch import fx, nn
 
 from quantlib import create_quant_retrain_config, create_quant_retrain_model, save_quant_retrain_model
+from quantlib.data import load_dataset
 from quantlib.export.speed import optimized_ops
 from quantlib.layers import QuantLayer
 from quantlib.loop import train_mode
 from quantlib.metrics import sqnr_db, top1_agreement
+from quantlib.modelfile import ModelError, load_exported_program
 from quantlib.quant import ActivationQuantizer
-from support.zoo import MOBILENET_V2, ZOO, ZooModel
+from quantlib.run import run_qat
+from quantlib.spec import QATSpec
+from support.zoo import MOBILENET_V2, SWIN, ZOO, ZooModel
 
 
 @torch.no_grad()
@@ -152,3 +156,21 @@ def test_gpt2_from_a_pt2_quantizes_its_conv1d_projections(tmp_path: Path) -> Non
     session = ort.InferenceSession(str(deploy), providers=["CPUExecutionProvider"])
     deployed = session.run(None, {name: x.numpy() for name, x in zip(entry.input_names, evaluation, strict=True)})[0]
     assert sqnr_db(simulated, deployed) >= 40 and top1_agreement(simulated, deployed) >= 0.999
+
+
+def test_a_model_the_onnx_exporter_cannot_take_is_refused_before_calibration(tmp_path: Path) -> None:
+    """Swin exports with torch.export but not to ONNX with a dynamic batch: the run stops while loading,
+    with the exporter's cause, not after calibration and training."""
+    model, data = SWIN.write_job(tmp_path, train=8, evaluation=4)
+    phases: list[str] = []
+    with pytest.raises(ModelError) as refused:
+        run_qat(
+            load_exported_program(model),
+            load_dataset(data),
+            tmp_path / "out",
+            spec=QATSpec(epochs=1, batch_size=4),
+            on_progress=lambda phase, *_: phases.append(str(phase)),
+        )
+    assert "does not export to ONNX" in refused.value.message and "Cannot view a tensor" in refused.value.message
+    assert "\x1b[" not in refused.value.message and "Original traceback" not in refused.value.message
+    assert set(phases) == {"loading"}

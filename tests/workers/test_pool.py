@@ -76,15 +76,16 @@ def test_config_naming_a_missing_layer_fails_as_the_users_bad_config(digits: tup
 def test_data_that_does_not_fit_the_model_fails_as_the_users_bad_data(
     digits: tuple[Path, Path], pool: Pool, tmp_path: Path
 ) -> None:
-    """The API cannot run the model, so images of the wrong size pass it; the worker names the problem."""
+    """The API checks the data against the program's inputs but cannot run the model: a label past its
+    outputs passes it, and the worker names the problem."""
     model, _ = digits
     wrong = tmp_path / "wrong.npz"
     rng = np.random.default_rng(0)
-    np.savez(wrong, x_train=rng.normal(size=(40, 1, 5, 5)).astype(np.float32), y_train=np.zeros(40, dtype=np.int64))
+    np.savez(wrong, x_train=rng.normal(size=(40, 1, 8, 8)).astype(np.float32), y_train=np.full(40, 12, np.int64))
     job = pool.wait_for_job(submit(pool, (model, wrong), {"epochs": 1}), finished)
     assert job["state"] == "FAILED"
     assert job["failure"]["code"] == "BAD_DATA" and job["failure"]["user_error"] is True, job["failure"]
-    assert "x_train" in job["failure"]["message"] or "shape" in job["failure"]["message"]
+    assert "label 12, but the model has 10 outputs" in job["failure"]["message"], job["failure"]
 
 
 def test_cancel_stops_a_running_job_and_keeps_nothing(digits: tuple[Path, Path], pool: Pool) -> None:
