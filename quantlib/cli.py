@@ -22,8 +22,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from quantlib.config import check_calibration, load_config, load_simple_config
+from quantlib.config.parse import strict_json
 from quantlib.data import load_dataset
-from quantlib.errors import QuantlibError, is_out_of_memory, one_line
+from quantlib.errors import QuantlibError, SpecError, is_out_of_memory, one_line
 from quantlib.figures import metric_cell, metric_header, speed_summary
 from quantlib.modelfile import load_exported_program
 from quantlib.spec import AccuracyTarget, QATSpec, Target, parse_spec
@@ -113,6 +114,8 @@ def _summary(report: Report) -> Table:
 def _spec_values(**options: Any) -> dict[str, Any]:
     """Only the options given: QATSpec owns the defaults; the tuning options nest under ``accuracy``."""
     values = {key: value for key, value in options.items() if value is not None}
+    if "preprocess" in values:
+        values["preprocess"] = strict_json(values["preprocess"], field="preprocess", error=SpecError)
     accuracy = {key: values.pop(key) for key in AccuracyTarget.model_fields if key in values}
     return {**values, "accuracy": accuracy} if accuracy else values
 
@@ -186,6 +189,10 @@ def _internal_error(exc: Exception) -> NoReturn:
     help="what the labels are; auto reads it from y_train [default: auto]",
 )
 @click.option("--ignore-index", type=int, help="segmentation: the label of ignored pixels [default: 255]")
+@click.option(
+    "--preprocess",
+    help='image archives: JSON, e.g. \'{"resize": [224, 224], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}\'',
+)
 @click.option("--seed", type=int, help=f"[default: {_default('seed')}]")
 @click.option(
     "--freeze-bn/--update-bn", default=None, help="keep BatchNorm statistics fixed while fine-tuning [default: freeze]"
@@ -225,7 +232,7 @@ def quantize(
     try:
         spec = parse_spec(_spec_values(**spec_options))
         _precheck_config(config_file, config_defination, spec)
-        dataset = load_dataset(data)
+        dataset = load_dataset(data, spec.preprocess)
         _quiet_libraries()
         from quantlib.run import run_qat
 

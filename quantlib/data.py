@@ -15,10 +15,12 @@ import os
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
+from quantlib.images import Preprocess, is_image_archive, load_image_dataset
 from quantlib.inputs import (
     INPUT_DTYPES,
     INPUT_NAME,
@@ -75,8 +77,15 @@ class Dataset:
         return replace(self, x_train=Inputs(bind("x_train", self.x_train.arrays, specs)), x_eval=x_eval)
 
 
-def load_dataset(source: str | os.PathLike[str] | BinaryIO) -> Dataset:
-    """Open and validate an ``.npz`` dataset (a path or a binary file object)."""
+def load_dataset(source: str | os.PathLike[str] | BinaryIO, preprocess: Preprocess | None = None) -> Dataset:
+    """Open and validate a dataset (a path or a binary file object): an ``.npz``, or a ``.zip``/``.tar``
+    of images (:mod:`quantlib.images`) made into arrays by ``preprocess``."""
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_file():
+        with open(source, "rb") as stream:
+            if is_image_archive(stream):
+                return validate_arrays(load_image_dataset(stream, preprocess or Preprocess()))
+    elif not isinstance(source, (str, os.PathLike)) and is_image_archive(source):
+        return validate_arrays(load_image_dataset(source, preprocess or Preprocess()))
     try:
         archive = np.load(source, allow_pickle=False)
     except FileNotFoundError as exc:

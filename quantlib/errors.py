@@ -75,7 +75,8 @@ class FirstError:
 def first_error(exc: ValidationError) -> FirstError:
     """The first of ``exc``'s errors: users get one clear message at a time, not a list."""
     err = exc.errors()[0]
-    key = ".".join(str(part) for part in err["loc"])
+    # a union's member appears in the location as a tag (``constrained-int``, ``list[int]``): no field of ours
+    key = ".".join(str(part) for part in err["loc"] if not (isinstance(part, str) and ("-" in part or "[" in part)))
     return FirstError(key, err["type"], err["msg"], err.get("input"), dict(err.get("ctx") or {}))
 
 

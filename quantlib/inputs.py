@@ -95,10 +95,11 @@ def bind(split: str, inputs: Mapping[str, np.ndarray], specs: Sequence[InputSpec
     A lone unnamed array feeds a one-input model. Inputs go to the model by position, so an
     optional input may be left out only after the last one given.
     """
+    keys = {name: array_key(split, name) for name in inputs}  # what the user called each array
     if list(inputs) == [UNNAMED]:
         if len([spec for spec in specs if not spec.optional]) > 1 or not specs:
             raise DataError(_name_them(split, specs), field=split)
-        inputs = {specs[0].name: inputs[UNNAMED]}
+        inputs, keys = {specs[0].name: inputs[UNNAMED]}, {specs[0].name: split}
     by_name = {spec.name: spec for spec in specs}
     for name in inputs:
         if name not in by_name:
@@ -109,7 +110,7 @@ def bind(split: str, inputs: Mapping[str, np.ndarray], specs: Sequence[InputSpec
     last_given = max(i for i, spec in enumerate(specs) if spec.name in inputs)
     bound = {}
     for index, spec in enumerate(specs):
-        key = array_key(split, spec.name)
+        key = keys.get(spec.name, array_key(split, spec.name))
         if spec.name not in inputs:
             if spec.optional and index > last_given:
                 continue

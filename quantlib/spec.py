@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from quantlib.errors import SpecError, first_error
+from quantlib.images import Preprocess
 from quantlib.tasks import TaskName, TaskSetting
 
 # beyond these a run can only fail or never end: refused at submission
@@ -163,6 +164,10 @@ class QATSpec(BaseModel):
         description="what the labels are: auto reads it from y_train (int64 (N,): classification; int64 "
         "(N, H, W) or (N, L): segmentation; bool/uint8 (N, C): multilabel; float32: regression; no labels: "
         "distillation). The loss and the metric (top-1, mIoU, PSNR, F1) follow",
+    )
+    preprocess: Preprocess = Field(
+        default_factory=Preprocess,
+        description="image datasets (.zip/.tar of JPEG/PNG): resize, center_crop, channels, mean, std",
     )
     ignore_index: int = Field(
         default=255, ge=0, description="segmentation: the label of pixels that count for neither loss nor mIoU"

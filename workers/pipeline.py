@@ -10,10 +10,12 @@ with the artifacts in ``WORKDIR/out``, or ``EXIT_REPORTED_ERROR`` after writing
 from __future__ import annotations
 
 import os
+import resource  # here, not in the failure handler: at the memory ceiling even that import fails
 import sys
 import traceback
 from pathlib import Path
 
+from quantlib.errors import QuantlibError, is_out_of_memory
 from service.contract import FailureCode
 from workers.protocol import (
     EXIT_REPORTED_ERROR,
@@ -44,7 +46,7 @@ def run(workdir: Path) -> None:
         on_progress("loading", 0, 1, None, None)
         spec = parse_spec(job.spec)
         program = load_exported_program(workdir / job.model)
-        dataset = load_dataset(workdir / job.data)
+        dataset = load_dataset(workdir / job.data, spec.preprocess)
         run_qat(
             program,
             dataset,
@@ -57,8 +59,6 @@ def run(workdir: Path) -> None:
 
 def classify(exc: BaseException) -> PipelineError:
     """The failure code, message and fault for an exception raised by :func:`run`."""
-    from quantlib.errors import QuantlibError, is_out_of_memory
-
     if isinstance(exc, QuantlibError):
         where = f" ({exc.field})" if exc.field else ""
         return PipelineError(exc.code, f"{exc.message}{where}", user_error=True)
@@ -80,8 +80,6 @@ def classify(exc: BaseException) -> PipelineError:
 
 def _memory_ceiling() -> str:
     """The worker's per-job memory limit in words, if it set one."""
-    import resource
-
     limit = resource.getrlimit(resource.RLIMIT_DATA)[0]
     return "" if limit == resource.RLIM_INFINITY else f" (this worker allows a job {limit >> 20} MiB)"
 

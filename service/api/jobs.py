@@ -123,7 +123,7 @@ def create_job() -> tuple[dict[str, object], int, dict[str, str]]:
         raise InvalidArgument("give exactly one of a 'data' file (.npz) and a 'dataset_id'", field="data")
     if data is not None:
         arrays = off_loop(check_data, data, settings.max_data_bytes)
-        if inputs is not None:
+        if inputs is not None and arrays is not None:
             check_inputs(arrays, inputs)
     spec = parse_spec_text(text_part("spec", settings.max_config_bytes))
     config = parse_config_text(text_part("config", settings.max_config_bytes), spec)

@@ -20,6 +20,7 @@ from quantlib.config import QuantConfig, check_calibration, check_target, parse_
 from quantlib.config.parse import decode_json, strict_json
 from quantlib.data import DataError, check_structure, check_values
 from quantlib.errors import SpecError
+from quantlib.images import archive_listing, is_image_archive
 from quantlib.inputs import InputSpec
 from quantlib.pt2archive import SAVE_A_MODEL, check_archive, program_inputs
 from service.api.schemas import JobSpec, parse_job_spec
@@ -59,15 +60,20 @@ def check_model(stream: IO[bytes], max_unpacked_bytes: int) -> list[InputSpec] |
     return inputs
 
 
-def check_data(stream: IO[bytes], max_unpacked_bytes: int) -> Mapping[str, np.ndarray]:
+def check_data(stream: IO[bytes], max_unpacked_bytes: int) -> Mapping[str, np.ndarray] | None:
     """Keys, dtypes, shapes and values of an ``.npz`` dataset (quantlib's rules), in bounded memory.
 
     The zip directory first (a zip bomb costs nothing), then each member's ``.npy`` header,
     which must declare exactly the bytes the member holds. The structure is checked on
     zero-memory stand-ins of the declared shapes, then the values a chunk of whole samples
     at a time: no array is ever held whole, so concurrent large uploads cost a chunk each.
-    Returns the stand-ins, by key, for :func:`quantlib.data.check_inputs`.
+    Returns the stand-ins, by key, for :func:`quantlib.data.check_inputs`. An archive of images is
+    checked for its layout only (:func:`quantlib.images.archive_listing`; None is returned): its
+    arrays exist once the worker has decoded and preprocessed the images.
     """
+    if is_image_archive(stream):
+        _check_image_archive(stream, max_unpacked_bytes)
+        return None
     archive = _open_zip(stream)
     if archive is None:
         raise DataError(_not_an_npz(stream), field="data")
@@ -80,6 +86,15 @@ def check_data(stream: IO[bytes], max_unpacked_bytes: int) -> Mapping[str, np.nd
             _check_member_values(archive, key, header)
     stream.seek(0)
     return stand_ins
+
+
+def _check_image_archive(stream: IO[bytes], max_unpacked_bytes: int) -> None:
+    archive = _open_zip(stream)
+    if archive is not None:
+        with archive:
+            _check_unpacked_size(archive, max_unpacked_bytes, "data")
+    archive_listing(stream)
+    stream.seek(0)
 
 
 def _open_zip(stream: IO[bytes]) -> zipfile.ZipFile | None:
@@ -113,7 +128,10 @@ class _Header:
 def _not_an_npz(stream: IO[bytes]) -> str:
     if stream.read(len(NPY_MAGIC)) == NPY_MAGIC:
         return "data is a single .npy array, not an .npz archive; write it with numpy.savez(path, x_train=..., y_train=...)"
-    return "data is not a readable .npz archive (not a zip file); write it with numpy.savez"
+    return (
+        "data is not a readable .npz archive (not a zip file), nor a .zip or uncompressed .tar of images; "
+        "write arrays with numpy.savez"
+    )
 
 
 def _read_header(member: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:

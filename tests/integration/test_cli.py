@@ -90,3 +90,30 @@ def test_bad_setting(example, tmp_path: Path) -> None:
     model, data = example
     run = qat("quantize", model, "--data", data, "--out", tmp_path / "o", "--lr", "-1")
     assert_user_error(run, "BAD_SPEC", "lr")
+
+
+def test_quantize_reads_an_image_archive_with_a_preprocess(tmp_path: Path) -> None:
+    """``--data images.zip --preprocess JSON``: class folders of PNGs made into the model's input."""
+    import io
+    import zipfile
+
+    import torch
+    from PIL import Image
+
+    images = tmp_path / "images.zip"
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(images, "w") as archive:
+        for name, level in {"dark": 40, "light": 210}.items():
+            for i in range(8):
+                buffer = io.BytesIO()
+                pixels = np.clip(level + rng.integers(-25, 25, (12, 12, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(buffer, format="PNG")
+                archive.writestr(f"{name}/{i}.png", buffer.getvalue())
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2)).eval()
+    program = torch.export.export(model, (torch.randn(2, 3, 8, 8),), dynamic_shapes=({0: torch.export.Dim("b")},))
+    torch.export.save(program, tmp_path / "model.pt2")
+    args = ["quantize", tmp_path / "model.pt2", "--data", images, "--out", tmp_path / "out", "--epochs", 0]
+    run = qat(*args, "--preprocess", '{"resize": 8, "mean": [0.5], "std": [0.5]}', "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["dataset"]["inputs"] == {"input": {"dtype": "float32", "shape": [3, 8, 8]}}
+    assert_user_error(qat(*args, "--preprocess", '{"resize": "big"}'), "BAD_SPEC", "preprocess.resize")

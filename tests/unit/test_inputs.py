@@ -113,3 +113,9 @@ def test_a_graph_the_api_cannot_read_leaves_the_inputs_to_the_worker() -> None:
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("archive/models/model.json", '{"graph_module": {"graph": []}}')
     assert program_inputs(zipfile.ZipFile(buffer)) is None
+
+
+def test_a_lone_x_train_is_named_as_given_in_errors() -> None:
+    with pytest.raises(DataError) as info:
+        check_inputs({"x_train": np.zeros((4, 8), np.float64)}, [InputSpec("pixels", "float32", (None, 8))])
+    assert info.value.field == "x_train" and "cast it with x_train.astype(np.float32)" in info.value.message
