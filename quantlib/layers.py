@@ -50,6 +50,16 @@ SUPPORTED: dict[type[nn.Module], tuple[Runner, int]] = {
 }
 
 
+def supported_kind(layer: nn.Module) -> type[nn.Module] | None:
+    """The supported type ``layer`` is: its own, or the one it subclasses without changing ``forward``
+    (Hugging Face's EfficientNetDepthwiseConv2d is an nn.Conv2d with other constructor arguments);
+    None for any other layer, a subclass with its own forward included (its arithmetic is its own)."""
+    for kind in SUPPORTED:
+        if isinstance(layer, kind) and type(layer).forward is kind.forward:
+            return kind
+    return None
+
+
 def runs_on_gemm(layer: nn.Module) -> bool:
     """Whether onnxruntime's CPU kernels compute ``layer`` as a uint8 x int8 matrix product (QGemm,
     MatMulInteger, QLinearConv's im2col path): a Linear, or a Conv other than a depthwise one (one input
@@ -77,7 +87,10 @@ class QuantLayer(nn.Module):
         self, layer: nn.Module, config: LayerConfig, *, batch_num: int, fixed_min: bool, symmetric: bool = False
     ) -> None:
         super().__init__()
-        run, axis = SUPPORTED[type(layer)]
+        kind = supported_kind(layer)
+        if kind is None:
+            raise TypeError(f"{type(layer).__name__} is no layer quantlib can quantize")
+        run, axis = SUPPORTED[kind]
         data, weight = config.retrain_data_config, config.retrain_weight_config
         self.layer = cast(Wrapped, layer)  # a key of SUPPORTED, checked just above
         self.act_quant = ActivationQuantizer(

@@ -16,7 +16,7 @@ from quantlib.config import BITS, QuantConfig, build_config, check_layers, check
 from quantlib.export.fold import can_fold
 from quantlib.graph import GraphFacts, analyze_exported, analyze_module, trainable_module
 from quantlib.graph.exported import widen_batch
-from quantlib.layers import SUPPORTED, QuantLayer, runs_on_gemm
+from quantlib.layers import SUPPORTED, QuantLayer, runs_on_gemm, supported_kind
 from quantlib.spec import TARGET_FORMS, Target
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,14 @@ def default_config(model: ModelLike, config_defination: str | os.PathLike[str] |
 
 
 def layer_types(model: nn.Module) -> dict[str, str]:
-    """Module path -> class name, the vocabulary config files are checked against."""
-    return {name: type(module).__name__ for name, module in model.named_modules() if name}
+    """Module path -> class name, the vocabulary config files are checked against; a subclass of a
+    supported layer that keeps its forward is named as that layer (:func:`quantlib.layers.supported_kind`)."""
+    return {name: _kind_name(module) for name, module in model.named_modules() if name}
+
+
+def _kind_name(module: nn.Module) -> str:
+    kind = supported_kind(module)
+    return (kind or type(module)).__name__
 
 
 def as_inputs(input_data: object) -> tuple[torch.Tensor, ...]:

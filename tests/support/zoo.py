@@ -102,6 +102,15 @@ def _bert() -> nn.Module:
     return TextLogits(BertForSequenceClassification(config))
 
 
+def _distilbert() -> nn.Module:
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    config = DistilBertConfig(
+        vocab_size=VOCAB, max_position_embeddings=64, dim=64, n_layers=2, n_heads=4, hidden_dim=128, num_labels=5
+    )
+    return TextLogits(DistilBertForSequenceClassification(config))
+
+
 def _gpt2() -> nn.Module:
     """Its projections are ``transformers``' own Conv1D (not quantized yet); ``lm_head`` is a Linear
     whose weight is tied to the token embedding's."""
@@ -128,6 +137,14 @@ def _swin() -> nn.Module:
         image_size=IMAGE, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4, num_labels=5
     )
     return ImageLogits(SwinForImageClassification(config))
+
+
+def _convnext() -> nn.Module:
+    """Depthwise 7x7 convolutions, LayerNorm over channels, GELU and a layer scale."""
+    from transformers import ConvNextConfig, ConvNextForImageClassification
+
+    config = ConvNextConfig(num_stages=2, hidden_sizes=[16, 32], depths=[1, 1], image_size=IMAGE, num_labels=5)
+    return ImageLogits(ConvNextForImageClassification(config))
 
 
 def _resnet() -> nn.Module:
@@ -200,7 +217,9 @@ IMAGE_INPUT = ("pixel_values",)
 TEXT_INPUTS = ("input_ids", "attention_mask")
 ZOO = (
     ZooModel("bert", _bert, _tokens, TEXT_INPUTS),
+    ZooModel("distilbert", _distilbert, _tokens, TEXT_INPUTS),
     ZooModel("gpt2", _gpt2, _tokens, TEXT_INPUTS),
+    ZooModel("convnext", _convnext, _images, IMAGE_INPUT),
     ZooModel("vit", _vit, _images, IMAGE_INPUT),
     ZooModel("resnet", _resnet, _images, IMAGE_INPUT),
     ZooModel("all-minilm-l6-v2", _minilm, _sentences, TEXT_INPUTS, chaotic=True),

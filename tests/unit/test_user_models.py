@@ -106,3 +106,25 @@ def test_several_outputs_are_named_with_the_fix(tmp_path: Path) -> None:
         run_qat(load_exported_program(path), data, tmp_path / "out", spec=QATSpec(epochs=0))
     assert "it returns a dict of 3 values (logits, hidden_states.0, hidden_states.1)" in str(refused.value)
     assert "model(x).logits" in str(refused.value)
+
+
+class _ConstructedConv(nn.Conv2d):
+    """Another constructor (Hugging Face's EfficientNetDepthwiseConv2d), nn.Conv2d's forward."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, channels, 3, padding=1, groups=channels, bias=False)
+
+
+class _ShiftedConv(nn.Conv2d):
+    """Its own forward: arithmetic a quantized Conv2d would not reproduce."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + 1
+
+
+def test_a_subclass_of_a_layer_is_quantized_unless_it_has_its_own_forward(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), _ConstructedConv(4), _ShiftedConv(4, 4, 1), nn.Flatten()).eval()
+    data = validate_arrays({"x_train": np.random.default_rng(0).standard_normal((8, 3, 4, 4)).astype(np.float32)})
+    report = run_qat(model, data, tmp_path, spec=QATSpec(epochs=0, target="generic-qdq"))
+    assert set(report.layers) == {"0", "1"}
+    assert report.deploy_vs_simulated.sqnr_db > 40

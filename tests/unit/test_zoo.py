@@ -53,7 +53,8 @@ def _with_rounding_noise(qat: nn.Module, inputs: tuple[torch.Tensor, ...]) -> to
             hook.remove()
 
 
-@pytest.mark.parametrize("entry", ZOO, ids=lambda entry: entry.name)
+# GPT-2's deploy check runs from a .pt2 below (its Conv1D projections are found only in a program)
+@pytest.mark.parametrize("entry", [e for e in ZOO if e.name != "gpt2"], ids=lambda entry: entry.name)
 def test_the_deploy_model_computes_what_qat_simulated(entry: ZooModel, tmp_path: Path) -> None:
     calibration, evaluation = entry.inputs(32, 0), entry.inputs(64, 1)
     model = entry.model(calibration)
