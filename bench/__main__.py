@@ -16,13 +16,14 @@ from bench import (
     quality,
     report,
     sandbox_startup,
+    sentence_embeddings,
     service_throughput,
     step_time,
 )
 from bench.models import ZOO
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("quality", "step_time", "deploy", "service", "sandbox")
+PARTS = ("quality", "step_time", "deploy", "sentences", "service", "sandbox")
 
 
 def main() -> None:
@@ -59,6 +60,9 @@ def main() -> None:
         report.write(results, args.out)
     if "deploy" in parts:
         results["deploy_speed"] = deploy_speed.measure(args.quick, log=lambda line: print(line, flush=True))
+        report.write(results, args.out)
+    if "sentences" in parts:
+        results["sentence_embeddings"] = sentence_embeddings.measure(log=lambda line: print(line, flush=True))
         report.write(results, args.out)
     if "service" in parts:
         results["service"] = service_throughput.measure(

