@@ -60,6 +60,8 @@ class Dataset:
     y_train: np.ndarray | None = None
     x_eval: Inputs | None = None
     y_eval: np.ndarray | None = None
+    # class names by label (an image archive's folders or labels.csv); None where the labels are bare numbers
+    classes: tuple[str, ...] | None = None
 
     @property
     def has_labels(self) -> bool:
@@ -83,9 +85,9 @@ def load_dataset(source: str | os.PathLike[str] | BinaryIO, preprocess: Preproce
     if isinstance(source, (str, os.PathLike)) and Path(source).is_file():
         with open(source, "rb") as stream:
             if is_image_archive(stream):
-                return validate_arrays(load_image_dataset(stream, preprocess or Preprocess()))
+                return _images(stream, preprocess)
     elif not isinstance(source, (str, os.PathLike)) and is_image_archive(source):
-        return validate_arrays(load_image_dataset(source, preprocess or Preprocess()))
+        return _images(source, preprocess)
     try:
         archive = np.load(source, allow_pickle=False)
     except FileNotFoundError as exc:
@@ -103,6 +105,11 @@ def load_dataset(source: str | os.PathLike[str] | BinaryIO, preprocess: Preproce
     with archive:
         arrays = {key: _read(archive, key) for key in _checked_keys(archive.files)}
     return validate_arrays(arrays)
+
+
+def _images(stream: BinaryIO, preprocess: Preprocess | None) -> Dataset:
+    arrays, classes = load_image_dataset(stream, preprocess or Preprocess())
+    return replace(validate_arrays(arrays), classes=tuple(classes))
 
 
 def _checked_keys(keys: list[str]) -> list[str]:

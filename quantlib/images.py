@@ -119,8 +119,9 @@ def archive_listing(stream: IO[bytes]) -> Listing:
     return Listing(members, classes)
 
 
-def load_image_dataset(stream: IO[bytes], preprocess: Preprocess) -> dict[str, np.ndarray]:
-    """The archive as the arrays of an ``.npz`` dataset (``x_train``, ``y_train``, ``x_eval``, ``y_eval``)."""
+def load_image_dataset(stream: IO[bytes], preprocess: Preprocess) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The archive as the arrays of an ``.npz`` dataset (``x_train``, ``y_train``, ``x_eval``, ``y_eval``),
+    and the class names, label ``i`` being ``classes[i]``."""
     listing = archive_listing(stream)
     index = {name: i for i, name in enumerate(listing.classes)}
     arrays: dict[str, np.ndarray] = {}
@@ -131,7 +132,7 @@ def load_image_dataset(stream: IO[bytes], preprocess: Preprocess) -> dict[str, n
                 arrays[f"x_{split}"] = _decoded(archive, members, preprocess)
                 arrays[f"y_{split}"] = np.array([index[member.label] for member in members], np.int64)
     stream.seek(0)
-    return arrays
+    return arrays, listing.classes
 
 
 def _decoded(archive: _Archive, members: list[Member], preprocess: Preprocess) -> np.ndarray:

@@ -257,6 +257,7 @@ def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases:
             "eval_samples": len(x_eval),
             "eval_source": eval_source,
             "inputs": trained.example.describe(),
+            **({"classes": list(dataset.classes)} if dataset.classes else {}),
             "labels": dataset.has_labels,
         },
         spec=spec,

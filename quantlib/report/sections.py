@@ -375,6 +375,11 @@ def run_section(report: Report) -> str:
         ("training samples", general(dataset.get("train_samples"), 12)),
         ("evaluation samples", f"{general(dataset.get('eval_samples'), 12)} ({source})"),
         ("inputs", _inputs(dataset.get("inputs", {}))),
+        *(
+            [("classes", escape(", ".join(f"{i} {name}" for i, name in enumerate(dataset["classes"]))))]
+            if dataset.get("classes")
+            else []
+        ),
         ("labels", "yes" if dataset.get("labels") else "no (scored by agreement with FP32)"),
         ("calibration batches", escape(str(report.get("batch_num", "-")))),
     ]

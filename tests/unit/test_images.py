@@ -53,6 +53,7 @@ def test_class_folders_become_arrays_with_sorted_class_indices(tmp_path: Path) -
     assert data.x_eval is not None and data.x_eval.arrays[""].shape == (9, 3, 8, 8)
     # classes sorted by name: blue 0, green 1, red 2; the red channel of red images is high
     assert data.y_train is not None and sorted(set(data.y_train.tolist())) == [0, 1, 2]
+    assert data.classes == ("blue", "green", "red")
     red = x[data.y_train == 2]
     assert red[:, 0].mean() > (220 / 255 - 0.5) / 0.25 - 0.5 and red[:, 2].mean() < 0
 
@@ -123,3 +124,5 @@ def test_an_image_classifier_quantizes_from_an_image_archive(tmp_path: Path) -> 
     report = run_qat(model.eval(), data, tmp_path / "out", spec=spec)
     assert report.task.name == "classification" and report.dataset["eval_source"] == "x_eval"
     assert report.dataset["inputs"] == {"input": {"dtype": "float32", "shape": [3, 8, 8]}}
+    assert report.dataset["classes"] == ["blue", "green", "red"]
+    assert "0 blue, 1 green, 2 red" in (tmp_path / "out" / "report.html").read_text()
