@@ -32,6 +32,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from quantlib.inputs import DataError
+from quantlib.zipguard import MAX_ENTRIES, check_directory
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -41,7 +42,7 @@ LABELS_CSV = "labels.csv"
 EVAL_FOLDERS = ("eval", "val")
 # the most pixels one image may decode to (Pillow's own bomb guard is at 89 million)
 MAX_PIXELS = 40_000_000
-MAX_CSV_BYTES = 64 << 20
+MAX_CSV_BYTES = 8 << 20  # ~150 000 rows: parsed by the API too, so bounded like the entry count
 
 
 # an image size: N, or [H, W]
@@ -272,7 +273,7 @@ class _Archive:
         self._zip: zipfile.ZipFile | None = None
         self._tar: tarfile.TarFile | None = None
         if zipfile.is_zipfile(stream):
-            stream.seek(0)
+            check_directory(stream, "data")
             self._zip = zipfile.ZipFile(stream)
             return
         stream.seek(0)
@@ -289,7 +290,9 @@ class _Archive:
             yield from (info.filename for info in self._zip.infolist())
         else:
             assert self._tar is not None
-            for info in self._tar.getmembers():
+            for count, info in enumerate(self._tar, start=1):
+                if count > MAX_ENTRIES:
+                    raise DataError(f"the image archive holds more than {MAX_ENTRIES} entries", field="data")
                 if info.isfile():
                     yield info.name
                 elif not info.isdir():

@@ -22,7 +22,8 @@ from quantlib.data import DataError, check_structure, check_values
 from quantlib.errors import SpecError
 from quantlib.images import archive_listing, is_image_archive
 from quantlib.inputs import InputSpec
-from quantlib.pt2archive import SAVE_A_MODEL, check_archive, program_inputs
+from quantlib.pt2archive import SAVE_A_MODEL, ModelError, check_archive, program_inputs
+from quantlib.zipguard import check_directory
 from service.api.schemas import JobSpec, parse_job_spec
 from service.errors import InvalidArgument, PayloadTooLarge
 
@@ -43,6 +44,7 @@ def check_model(stream: IO[bytes], max_unpacked_bytes: int) -> list[InputSpec] |
     graph of up to :data:`GRAPH_BYTES` for the program's inputs. Its operators are checked by
     the worker, which reads it anyway.
     """
+    check_directory(stream, "model", ModelError)
     archive = _open_zip(stream)
     if archive is None:
         raise InvalidArgument(f"model is not a .pt2 archive; {SAVE_A_MODEL}", field="model")
@@ -71,6 +73,7 @@ def check_data(stream: IO[bytes], max_unpacked_bytes: int) -> Mapping[str, np.nd
     checked for its layout only (:func:`quantlib.images.archive_listing`; None is returned): its
     arrays exist once the worker has decoded and preprocessed the images.
     """
+    check_directory(stream, "data")
     if is_image_archive(stream):
         _check_image_archive(stream, max_unpacked_bytes)
         return None

@@ -31,7 +31,16 @@ from service.api.app import create_app
 from service.db import Artifact, Dataset, IdempotencyKey, Job, reading
 from service.settings import Settings
 from support.api_server import ApiServer
-from support.hostile_files import npy_claiming, npz, npz_bomb, npz_corrupt_deflate, npz_lying_shape, pt2_bomb, zip_of
+from support.hostile_files import (
+    npy_claiming,
+    npz,
+    npz_bomb,
+    npz_corrupt_deflate,
+    npz_lying_shape,
+    pt2_bomb,
+    zip_of,
+    zip_stating_directory,
+)
 
 # small limits, so the over-limit cases stay cheap; bombs unpack far beyond them
 LIMITS = {"QAT_MAX_MODEL_BYTES": "8MiB", "QAT_MAX_DATA_BYTES": "8MiB", "QAT_MAX_CONFIG_BYTES": "1MiB"}
@@ -87,6 +96,10 @@ def data(payload: bytes) -> dict[str, Any]:
 
 def model(payload: bytes) -> dict[str, Any]:
     return {"model": ("model.pt2", payload)}
+
+
+# what a zip of millions of empty entries states in its end record, without its megabytes
+HUGE_DIRECTORY = zip_stating_directory(65_535, 400 << 20)
 
 
 @dataclass(frozen=True)
@@ -231,6 +244,8 @@ CASES = [
         says="archive_format",
     ),
     Bad("model zip bomb", 413, "TOO_LARGE", "model", model(pt2_bomb(BOMB_BYTES)), says="unpacks"),
+    Bad("model zip of a huge directory", 422, "BAD_MODEL", "model", model(HUGE_DIRECTORY), says="at most 200000"),
+    Bad("data zip of a huge directory", 422, "BAD_DATA", "data", data(HUGE_DIRECTORY), says="directory"),
     # ---- the data file
     Bad("data truncated", 422, "BAD_DATA", "data", data(DATA[: len(DATA) // 2])),
     Bad("data a .npy not an .npz", 422, "BAD_DATA", "data", data(np.lib.format.magic(1, 0) + b"\0" * 32)),

@@ -127,3 +127,12 @@ def npz_corrupt_deflate() -> bytes:
     middle = len(deflated) // 2
     deflated[middle : middle + 8] = b"\xff" * 8
     return _raw_zip({}, "x_train.npy", bytes(deflated), len(payload))
+
+
+def zip_stating_directory(entries: int, directory_bytes: int, members: dict[str, bytes] | None = None) -> bytes:
+    """A valid zip whose end record is rewritten to state ``entries`` entries in a directory of
+    ``directory_bytes`` (what a zip of millions of empty entries states, without its megabytes)."""
+    raw = bytearray(zip_of(members or {"x_train.npy": b""}))
+    at = raw.rfind(b"PK\x05\x06")
+    raw[at + 8 : at + 16] = struct.pack("<HHI", min(entries, 0xFFFF), min(entries, 0xFFFF), directory_bytes)
+    return bytes(raw)
