@@ -54,12 +54,20 @@ def calibrate(qat: nn.Module, x: Inputs, batch_num: int, batch_size: int, device
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def loss_function(kind: LossKind, ignore_index: int = 255) -> LossFn:
+def loss_function(kind: LossKind, ignore_index: int | None = None) -> LossFn:
     """The training loss ``kind`` names (:data:`quantlib.spec.TASK_LOSSES`): cross-entropy over axis 1
-    (classes, or dense class maps with ``ignore_index`` pixels left out), binary cross-entropy on
-    multi-hot rows, MSE to float targets or to the FP32 outputs, or KL to the FP32 outputs."""
+    (classes, or dense class maps with ``ignore_index`` pixels left out; None ignores no label, as
+    class labels, where 255 is a class like any other), binary cross-entropy on multi-hot rows,
+    MSE to float targets or to the FP32 outputs, or KL to the FP32 outputs."""
     if kind == "ce":
-        return lambda out, target: F.cross_entropy(out, target, ignore_index=ignore_index)
+        ignored = -100 if ignore_index is None else ignore_index  # torch's default: no label is negative
+
+        def cross_entropy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            # the mean over the labels kept; 0, not NaN, for a batch of ignored pixels only
+            kept = (target != ignored).sum().clamp_min(1)
+            return F.cross_entropy(out, target, ignore_index=ignored, reduction="sum") / kept
+
+        return cross_entropy
     if kind == "bce":
         return lambda out, target: F.binary_cross_entropy_with_logits(out, target.to(out.dtype))
     if kind in ("mse", "mse_labels"):

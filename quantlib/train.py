@@ -205,7 +205,7 @@ def train(
     targets = torch.from_numpy(teacher if teacher is not None else dataset.y_train)
     calibrated = snapshot(qat) if spec.epochs else None
     with phases.phase(Phase.TRAINING, steps_per_epoch(len(x_train), spec.batch_size) * spec.epochs):
-        loss = loss_function(loss_kind, task.ignore_index)
+        loss = loss_function(loss_kind, task.ignore_index if task.name == "segmentation" else None)
         epoch_losses = fine_tune(qat, x_train, targets, loss, spec, device, phases)
     x_eval, y_eval, _ = dataset.eval_split()
     labels = y_eval if task.labelled else None

@@ -14,6 +14,7 @@ from torch import nn
 
 from quantlib.data import DataError, validate_arrays
 from quantlib.errors import SpecError
+from quantlib.loop import loss_function
 from quantlib.outputs import OUTPUT_FILES
 from quantlib.run import run_qat
 from quantlib.spec import QATSpec
@@ -133,3 +134,16 @@ def test_dense_labels_must_fit_the_outputs(tmp_path: Path, change, words: str) -
     with pytest.raises(DataError) as info:
         run_qat(_Segmenter().eval(), validate_arrays(data), tmp_path, spec=QATSpec(epochs=0))
     assert info.value.field == "y_train" and words in info.value.message, info.value.message
+
+
+def test_class_255_is_a_class_unless_the_labels_are_dense() -> None:
+    """ignore_index (255) leaves pixels out of a segmentation loss only: ImageNet's class 255 trains.
+    A batch of ignored pixels only has loss 0, not NaN (which would read as a diverged run)."""
+    outputs = torch.zeros(2, 300, requires_grad=True)
+    labels = torch.tensor([255, 255])
+    loss_function("ce")(outputs, labels).backward()
+    assert outputs.grad is not None and outputs.grad[:, 255].abs().sum() > 0
+    dense = torch.zeros(1, 300, 2, 2, requires_grad=True)
+    ignored_only = loss_function("ce", 255)(dense, torch.full((1, 2, 2), 255))
+    ignored_only.backward()
+    assert ignored_only.item() == 0 and dense.grad is not None and dense.grad.abs().sum() == 0
