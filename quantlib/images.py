@@ -102,12 +102,17 @@ def is_image_archive(stream: IO[bytes]) -> bool:
 def archive_listing(stream: IO[bytes]) -> Listing:
     """The images, splits and classes of an archive, checked; :class:`DataError` naming what is wrong."""
     with _open(stream) as archive:
-        files = [name for name in archive.names() if not _ignored(name)]
-        if LABELS_CSV in files:
-            members = _from_csv(archive.read(LABELS_CSV, MAX_CSV_BYTES), set(files))
-        else:
-            members = _from_folders(files)
+        listing = _listing(archive)
     stream.seek(0)
+    return listing
+
+
+def _listing(archive: _Archive) -> Listing:
+    files = [name for name in archive.names() if not _ignored(name)]
+    if LABELS_CSV in files:
+        members = _from_csv(archive.read(LABELS_CSV, MAX_CSV_BYTES), set(files))
+    else:
+        members = _from_folders(files)
     if not any(member.split == "train" for member in members):
         raise DataError("the image archive has no training images (train/<class>/... or <class>/...)", field="data")
     classes = sorted({member.label for member in members})
@@ -123,10 +128,10 @@ def archive_listing(stream: IO[bytes]) -> Listing:
 def load_image_dataset(stream: IO[bytes], preprocess: Preprocess) -> tuple[dict[str, np.ndarray], list[str]]:
     """The archive as the arrays of an ``.npz`` dataset (``x_train``, ``y_train``, ``x_eval``, ``y_eval``),
     and the class names, label ``i`` being ``classes[i]``."""
-    listing = archive_listing(stream)
-    index = {name: i for i, name in enumerate(listing.classes)}
     arrays: dict[str, np.ndarray] = {}
     with _open(stream) as archive:
+        listing = _listing(archive)
+        index = {name: i for i, name in enumerate(listing.classes)}
         for split in ("train", "eval"):
             members = listing.split(split)
             if members:

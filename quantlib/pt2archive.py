@@ -140,15 +140,16 @@ def write_inert_copy(source: IO[bytes], target: IO[bytes]) -> None:
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ModelError(f"the model is not a .pt2 archive (not a zip file: {exc}); {SAVE_A_MODEL}") from exc
     with archive, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as copy:
-        root = check_archive(archive)
+        root = check_archive(archive, check_graph=False)
+        graph_name = f"{root}/{_GRAPH}"
+        graph = _read_json(archive, graph_name)  # read once: checked, then copied plain if it must be
+        _check_operators(graph, graph_name)
         for info in archive.infolist():
             if info.is_dir():
                 continue
-            if info.filename == f"{root}/{_GRAPH}":
-                graph = _read_json(archive, info.filename)
-                if plain_outputs(graph):
-                    copy.writestr(info.filename, json.dumps(graph))
-                    continue
+            if info.filename == graph_name and plain_outputs(graph):
+                copy.writestr(info.filename, json.dumps(graph))
+                continue
             inert = info.filename == f"{root}/{_SAMPLE_INPUTS}"
             with archive.open(info) as member, copy.open(info.filename, "w", force_zip64=True) as out:
                 while not inert and (chunk := member.read(1 << 20)):

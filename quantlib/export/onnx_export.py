@@ -102,26 +102,16 @@ def export_onnx(
 
 
 def check_exports(model: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: Sequence[str]) -> None:
-    """Export the FP32 model to ONNX (batch axis dynamic) and drop the result: a model torch's exporter
-    cannot take (Swin's window reshapes of a symbolic batch) is refused as the user's before any
-    calibration or training is spent on it, instead of failing after the whole run."""
-    names = list(input_names)
+    """Export the FP32 model as :func:`export_onnx` will export its QAT copy, and drop the result: a
+    model torch's exporter cannot take (Swin's window reshapes of a symbolic batch) is refused as the
+    user's before any calibration or training is spent on it, instead of failing after the whole run."""
     try:
-        with _quiet_exporter():
-            torch.onnx.export(
-                model,
-                widen_batch(inputs),
-                dynamo=True,
-                opset_version=18,
-                input_names=names,
-                dynamic_axes={name: {0: "batch"} for name in names},
-                verbose=False,
-            )
+        export_onnx(model, inputs, input_names=input_names)
     except Exception as exc:  # noqa: BLE001 - any exporter failure means the same to the user
         raise ModelError(
             "the model does not export to ONNX with a dynamic batch, so no deployable INT8 model could be "
-            f"written ({_exporter_cause(exc)}). Check that torch.onnx.export(model, args, dynamo=True, dynamic_shapes=...) "
-            "works on your FP32 model first"
+            f"written ({_exporter_cause(exc)}). Check that torch.onnx.export(model, args, dynamo=True, "
+            "dynamic_shapes=...) works on your FP32 model first"
         ) from exc
 
 
