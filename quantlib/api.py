@@ -29,15 +29,17 @@ def create_quant_retrain_config(
     model: ModelLike,
     input_data: object,
     config_defination: PathLike | None = None,
+    target: Target = "generic-qdq",
 ) -> None:
     """Write the default config for ``model``: every quantizable layer, ULQ + ARQ, INT8.
 
     With ``config_defination`` (a simplified JSON/YAML config) its skips and overrides
     are applied on top. ``input_data`` is accepted for AMCT compatibility; the layer
-    list comes from the module tree.
+    list comes from the module tree. ``target`` (as for :func:`create_quant_retrain_model`)
+    leaves embedding tables in float where it has no int8 gather.
     """
     as_inputs(input_data)
-    default_config(model, config_defination).write(config_file)
+    default_config(model, config_defination, target).write(config_file)
 
 
 def create_quant_retrain_model(

@@ -12,15 +12,24 @@ import torch
 from torch import fx, nn
 
 from quantlib.between import quantize_between
-from quantlib.config import BITS, QuantConfig, build_config, check_layers, check_target, load_simple_config
+from quantlib.config import (
+    BITS,
+    EMBEDDING,
+    QUANTIZABLE_TYPES,
+    QuantConfig,
+    build_config,
+    check_layers,
+    check_target,
+    load_simple_config,
+)
+from quantlib.embedding import QuantEmbedding, quantizable_embedding
 from quantlib.export.fold import can_fold
 from quantlib.graph import GraphFacts, analyze_exported, analyze_module, trainable_module
 from quantlib.graph.exported import widen_batch
-from quantlib.layers import SUPPORTED, QuantLayer, runs_on_gemm, supported_kind
-from quantlib.spec import TARGET_FORMS, Target
+from quantlib.layers import QuantLayer, runs_on_gemm, supported_kind
+from quantlib.spec import TARGET_FORMS, Target, refusal
 
 log = logging.getLogger(__name__)
-SUPPORTED_NAMES = {kind.__name__ for kind in SUPPORTED}
 
 ModelLike = nn.Module | torch.export.ExportedProgram
 
@@ -62,7 +71,7 @@ def _as_graph(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[nn.M
     finally:
         module.train(was_training)
     lifted = trainable_module(ep)
-    wanted = {name: kind for name, kind in layer_types(module).items() if kind in SUPPORTED_NAMES}
+    wanted = {name: kind for name, kind in layer_types(module).items() if kind in QUANTIZABLE_TYPES}
     dead = _never_called(ep)
     if not {(name, kind) for name, kind in wanted.items() if name not in dead} <= layer_types(lifted).items():
         log.warning("quantizing layer inputs only: some layers are not plain calls in the model's graph")
@@ -104,21 +113,44 @@ def _not_a_model(model: object) -> TypeError:
     return TypeError(f"model must be a torch.nn.Module or torch.export.ExportedProgram, got {type(model).__name__}")
 
 
-def default_config(model: ModelLike, config_defination: str | os.PathLike[str] | None = None) -> QuantConfig:
+def default_config(
+    model: ModelLike, config_defination: str | os.PathLike[str] | None = None, target: Target = "generic-qdq"
+) -> QuantConfig:
     """The default config for ``model``: every quantizable layer, ULQ + ARQ, INT8, with the
-    skips and overrides of ``config_defination`` (a simplified JSON/YAML config) applied."""
+    skips and overrides of ``config_defination`` (a simplified JSON/YAML config) applied.
+    Embedding tables are listed but left in float on a target that cannot gather int8 rows."""
     types = model_layer_types(model)
     simple = load_simple_config(config_defination) if config_defination is not None else None
-    return build_config(types, simple)
+    config = build_config(types, simple)
+    if refusal(target, "int8_gather") is not None:
+        for name, entry in config.layers.items():
+            if types[name] == EMBEDDING:
+                entry.retrain_enable = False
+    return config
 
 
 def layer_types(model: nn.Module) -> dict[str, str]:
     """Module path -> class name, the vocabulary config files are checked against; a subclass of a
     supported layer that keeps its forward is named as that layer (:func:`quantlib.layers.supported_kind`)."""
-    return {name: _kind_name(module) for name, module in model.named_modules() if name}
+    tied = _tied_parameters(model)
+    return {name: _kind_name(module, tied) for name, module in model.named_modules() if name}
 
 
-def _kind_name(module: nn.Module) -> str:
+def _tied_parameters(model: nn.Module) -> set[int]:
+    """ids of the parameters more than one module holds (GPT-2's token table, which ``lm_head`` reads)."""
+    seen: set[int] = set()
+    tied: set[int] = set()
+    for _, parameter in model.named_parameters(remove_duplicate=False):
+        (tied if id(parameter) in seen else seen).add(id(parameter))
+    return tied
+
+
+def _kind_name(module: nn.Module, tied: set[int]) -> str:
+    if isinstance(module, nn.Embedding):
+        if id(module.weight) in tied:
+            # the layer that shares the table is quantized; the table's own rows stay float (as in a graph)
+            return f"{type(module).__name__} with a tied weight"
+        return EMBEDDING if quantizable_embedding(module) else f"{type(module).__name__} with max_norm"
     kind = supported_kind(module)
     return (kind or type(module)).__name__
 
@@ -137,8 +169,9 @@ def quantize_layers(
     """Swap every enabled layer of ``model``, a private copy, in place; ``fixed_min`` absent
     from the config comes from the graph, traced once on ``input_data`` when ``facts`` is None.
     ``target`` decides the arithmetic the layers simulate (:data:`quantlib.spec.TARGET_FORMS`)."""
-    check_layers(config, layer_types(model))
-    check_target(config, target)
+    types = layer_types(model)
+    check_layers(config, types)
+    check_target(config, target, types)
     form = TARGET_FORMS[target]
     if facts is None:
         facts = analyze_module(model, as_inputs(input_data))
@@ -146,6 +179,9 @@ def quantize_layers(
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         original = getattr(parent, child)
+        if types[name] == EMBEDDING:
+            setattr(parent, child, QuantEmbedding(original, entry))
+            continue
         fixed_min = entry.retrain_data_config.fixed_min
         if fixed_min is None:
             fixed_min = facts.nonneg_input.get(name, False)
@@ -176,4 +212,10 @@ def prepare(model: ModelLike, config: QuantConfig, input_data: object, target: T
 def quant_layers(model: nn.Module) -> Iterator[tuple[str, QuantLayer]]:
     for name, module in model.named_modules():
         if isinstance(module, QuantLayer):
+            yield name, module
+
+
+def quant_embeddings(model: nn.Module) -> Iterator[tuple[str, QuantEmbedding]]:
+    for name, module in model.named_modules():
+        if isinstance(module, QuantEmbedding):
             yield name, module

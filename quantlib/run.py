@@ -16,14 +16,14 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from quantlib.config import ConfigError, QuantConfig, load_config
+from quantlib.config import QUANTIZABLE_TYPES, ConfigError, QuantConfig, load_config
 from quantlib.data import Dataset
 from quantlib.errors import NoQuantizableLayers, SpecError
 from quantlib.outputs import OUTPUT_FILES
 from quantlib.phases import Phases, ProgressFn
-from quantlib.prepare import SUPPORTED_NAMES, ModelLike, default_config, model_layer_types
+from quantlib.prepare import ModelLike, default_config, model_layer_types
 from quantlib.signature import model_inputs
-from quantlib.spec import AccuracyTarget, QATSpec
+from quantlib.spec import AccuracyTarget, QATSpec, Target
 from quantlib.tasks import Task, infer_task
 from quantlib.train import Report, finish, train, write_report
 from quantlib.tune import run_tuned
@@ -52,7 +52,7 @@ def run_qat(
     dataset = dataset.bound(model_inputs(model))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config = _run_config(out / OUTPUT_FILES["config"], model, config_file, config_defination)
+    config = _run_config(out / OUTPUT_FILES["config"], model, config_file, config_defination, spec.target)
     _check_something_to_quantize(
         model, config, given="config" if config_file else "config_defination" if config_defination else None
     )
@@ -83,13 +83,17 @@ def _check_tuning_metric(target: AccuracyTarget, task: Task) -> None:
 
 
 def _run_config(
-    path: Path, model: ModelLike, config_file: str | Path | None, config_defination: str | Path | None
+    path: Path,
+    model: ModelLike,
+    config_file: str | Path | None,
+    config_defination: str | Path | None,
+    target: Target,
 ) -> QuantConfig:
     """The run's config, also left at ``path``: the user's (validated, copied as written) or a generated default."""
     if config_file is not None and config_defination is not None:
         raise ConfigError("give either a config file or a config_defination, not both", field="config_defination")
     if config_file is None:
-        config = default_config(model, config_defination)
+        config = default_config(model, config_defination, target)
         config.write(path)
         return config
     config = load_config(config_file)
@@ -113,7 +117,7 @@ def _check_something_to_quantize(model: ModelLike, config: QuantConfig, *, given
     leaves = Counter(kind for name, kind in types.items() if not any(other.startswith(f"{name}.") for other in types))
     found = ", ".join(f"{kind} x{count}" for kind, count in leaves.most_common(6)) or "none"
     raise NoQuantizableLayers(
-        f"the model has no layer that can be quantized (supported: {', '.join(sorted(SUPPORTED_NAMES))}); "
+        f"the model has no layer that can be quantized (supported: {', '.join(QUANTIZABLE_TYPES)}); "
         f"its layers are {found}. Build it from those layers, or give it as a torch.export program (.pt2), "
         "where a matmul on a module's own weight (addmm as transformers' Conv1D, x @ self.weight) is found too",
         field="model",

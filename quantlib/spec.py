@@ -68,7 +68,9 @@ class TargetForm:
     # activations on a symmetric int8 grid, zero point 0
     symmetric_activations: bool
     # has kernels for INT4 weights; without, the seed's INT4 is refused
-    int4: bool
+    int4: bool = False
+    # gathers int8 rows (Gather on an int8 table, then one scale per row): embedding tables deploy as int8
+    int8_gather: bool = True
     # INT8 weights of the layers it runs on a uint8 x int8 GEMM take a 7-bit grid, [-64, 63]: x86 kernels without
     # VNNI (AVX2, AVX-512) add pairs of products in saturating 16-bit lanes (255 x 127 x 2 overflows them), so
     # the full grid computes something else on those CPUs than QAT simulated (quantlib.layers.runs_on_gemm)
@@ -85,7 +87,6 @@ TARGET_FORMS: dict[str, TargetForm] = {
         between="integer-ops",
         signed_weights=True,
         symmetric_activations=False,
-        int4=False,
         gemm_weight_headroom=True,
     ),
     "tensorrt": TargetForm(
@@ -93,7 +94,7 @@ TARGET_FORMS: dict[str, TargetForm] = {
         between="residual-adds",
         signed_weights=True,
         symmetric_activations=True,
-        int4=False,
+        int8_gather=False,
         cpu_integer_kernels=False,
     ),
     "generic-qdq": TargetForm(
@@ -102,14 +103,21 @@ TARGET_FORMS: dict[str, TargetForm] = {
 }
 
 
-def int4_refusal(target: str) -> str | None:
-    """Why ``target`` cannot deploy INT4 weights, or None when it can."""
-    if TARGET_FORMS[target].int4:
+# a kernel a target may lack, and what a user does about a layer that needs it
+Kernel = Literal["int4", "int8_gather"]
+_WITHOUT: dict[str, str] = {
+    "int4": "has no kernels for INT4 weights (its integer convolutions and matmuls take int8); use INT8 for this "
+    "layer, or target generic-qdq, whose INT4 weights are dequantized at run time",
+    "int8_gather": "has no kernel that gathers int8 rows (its Gather would dequantize the whole table); leave the "
+    'table in float ("retrain_enable": false), or target onnxruntime-cpu or generic-qdq',
+}
+
+
+def refusal(target: str, kernel: Kernel) -> str | None:
+    """Why ``target`` cannot deploy a layer that needs ``kernel``, or None when it can."""
+    if getattr(TARGET_FORMS[target], kernel):
         return None
-    return (
-        f"target {target} has no kernels for INT4 weights (its integer convolutions and matmuls take int8); "
-        "use INT8 for this layer, or target generic-qdq, whose INT4 weights are dequantized at run time"
-    )
+    return f"target {target} {_WITHOUT[kernel]}"
 
 
 # the loss of each task's labels; distillation trains toward the FP32 model's outputs
@@ -210,7 +218,7 @@ def parse_spec(values: Mapping[str, Any]) -> QATSpec:
 
 def check_budget(spec: QATSpec) -> None:
     """A weight-bits budget is met with INT4 weights, which not every target can deploy."""
-    reason = int4_refusal(spec.target)
+    reason = refusal(spec.target, "int4")
     if spec.accuracy is not None and spec.accuracy.weight_bits_budget is not None and reason is not None:
         raise SpecError(
             f"accuracy.weight_bits_budget needs INT4 weights: {reason}", field="accuracy.weight_bits_budget"

@@ -35,7 +35,7 @@ from quantlib.metrics import sqnr_db
 from quantlib.modelfile import ModelError
 from quantlib.outputs import OUTPUT_FILES
 from quantlib.phases import Phase, Phases, ProgressFn
-from quantlib.prepare import ModelLike, as_module, layer_types, quant_layers, quantize_layers
+from quantlib.prepare import ModelLike, as_module, layer_types, quant_embeddings, quant_layers, quantize_layers
 from quantlib.report import write_report_html
 from quantlib.selection import Selection, keep_better, snapshot
 from quantlib.signature import model_inputs
@@ -77,6 +77,17 @@ class LayerReport:
     folded_bn: str | None
 
 
+@dataclass(frozen=True)
+class EmbeddingReport:
+    """One quantized embedding table: its shape and how far its int8 rows are from the float ones."""
+
+    rows: int
+    dim: int
+    weight_dst_type: str
+    channel_wise: bool
+    weight_rel_mse: float
+
+
 @dataclass
 class Report:
     """The outcome of a run; ``report.json`` holds the same, paths relative to ``out_dir``.
@@ -106,6 +117,7 @@ class Report:
     tuning: dict[str, Any] | None = None
     selection: Selection | None = None
     caveats: list[str] = field(default_factory=list)
+    embeddings: dict[str, EmbeddingReport] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         tuning = {} if self.tuning is None else {"tuning": self.tuning}
@@ -117,6 +129,7 @@ class Report:
                 "accuracy": {key: asdict(row) for key, row in self.accuracy.items()},
                 "deploy_vs_simulated": asdict(self.deploy_vs_simulated),
                 "layers": {key: asdict(layer) for key, layer in self.layers.items()},
+                "embeddings": {key: asdict(table) for key, table in self.embeddings.items()},
                 "loss": {"kind": self.loss, "epoch_means": self.epoch_losses},
                 "timings_s": self.timings_s,
                 "dataset": self.dataset,
@@ -187,8 +200,9 @@ def train(
 
     with phases.phase(Phase.LOADING, 1):
         module, facts = as_module(model, tensors(example, torch.device("cpu")), spec.target)
-        check_layers(config, layer_types(module))  # before any forward pass is spent on a config that cannot apply
-        check_target(config, spec.target)
+        types = layer_types(module)
+        check_layers(config, types)  # before any forward pass is spent on a config that cannot apply
+        check_target(config, spec.target, types)
         check_budget(spec)
         module.eval().to(device)
         _probe(module, dataset, task, device)
@@ -249,6 +263,7 @@ def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases:
         accuracy=accuracy,
         deploy_vs_simulated=scores(simulated, deployed, None, task),
         layers=_layer_reports(qat, trained.config),
+        embeddings=_embedding_reports(qat, trained.config),
         loss=trained.loss_kind,
         epoch_losses=trained.epoch_losses,
         timings_s=phases.timings,
@@ -355,6 +370,27 @@ def scores(reference: np.ndarray, outputs: np.ndarray, labels: np.ndarray | None
     )
 
 
+def _relative_error(quantized: torch.Tensor, weight: torch.Tensor) -> float:
+    """|Q(w) - w|^2 / |w|^2."""
+    return float((quantized - weight).pow(2).sum() / weight.pow(2).sum().clamp_min(1e-30))
+
+
+@torch.no_grad()
+def _embedding_reports(qat: nn.Module, config: QuantConfig) -> dict[str, EmbeddingReport]:
+    reports = {}
+    for name, table in quant_embeddings(qat):
+        weight = table.layer.weight.detach().float()
+        entry = config.layers[name].retrain_weight_config
+        reports[name] = EmbeddingReport(
+            rows=weight.shape[0],
+            dim=weight.shape[1],
+            weight_dst_type=entry.dst_type,
+            channel_wise=entry.channel_wise,
+            weight_rel_mse=_relative_error(table.weight_quant(weight), weight),
+        )
+    return reports
+
+
 @torch.no_grad()
 def _layer_reports(qat: nn.Module, config: QuantConfig) -> dict[str, LayerReport]:
     reports = {}
@@ -362,7 +398,6 @@ def _layer_reports(qat: nn.Module, config: QuantConfig) -> dict[str, LayerReport
         act, entry = layer.act_quant, config.layers[name]
         clip_max, clip_min = act.clips()
         weight = layer.layer.weight.detach().float()
-        error = (layer.weight_quant(weight) - weight).pow(2).sum() / weight.pow(2).sum().clamp_min(1e-30)
         reports[name] = LayerReport(
             observed_min=float(act.observed_min),
             observed_max=float(act.observed_max),
@@ -374,7 +409,7 @@ def _layer_reports(qat: nn.Module, config: QuantConfig) -> dict[str, LayerReport
             data_dst_type=entry.retrain_data_config.dst_type,
             weight_dst_type=entry.retrain_weight_config.dst_type,
             channel_wise=entry.retrain_weight_config.channel_wise,
-            weight_rel_mse=float(error),
+            weight_rel_mse=_relative_error(layer.weight_quant(weight), weight),
             folded_bn=layer.folds_bn if layer.folds_bn and can_fold(layer) else None,
         )
     return reports

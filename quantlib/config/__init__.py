@@ -4,6 +4,7 @@ from quantlib.config.errors import ConfigError
 from quantlib.config.parse import check_calibration, check_layers, load_config, parse_config
 from quantlib.config.schema import (
     BITS,
+    EMBEDDING,
     MAX_CALIBRATION_IMAGES,
     QUANTIZABLE_TYPES,
     DataConfig,
@@ -17,6 +18,7 @@ from quantlib.config.targets import check_target
 __all__ = [
     "BITS",
     "MAX_CALIBRATION_IMAGES",
+    "EMBEDDING",
     "QUANTIZABLE_TYPES",
     "ConfigError",
     "DataConfig",

@@ -17,8 +17,9 @@ DstType = Literal["INT8", "INT4"]
 DST_TYPES: tuple[str, ...] = ("INT8", "INT4")
 BITS: dict[str, int] = {"INT8": 8, "INT4": 4}
 
-# Module class names the library can quantize: quantlib.layers.SUPPORTED by name, without torch
-# (tests/unit/test_contract.py ties the two)
+# Module class names the library can quantize: quantlib.layers.SUPPORTED by name, without torch, and the
+# embedding table (quantlib.embedding; tests/unit/test_contract.py ties them)
+EMBEDDING = "Embedding"
 QUANTIZABLE_TYPES: tuple[str, ...] = (
     "Conv1d",
     "Conv2d",
@@ -26,6 +27,7 @@ QUANTIZABLE_TYPES: tuple[str, ...] = (
     "ConvTranspose1d",
     "ConvTranspose2d",
     "Linear",
+    EMBEDDING,
 )
 
 MAX_CALIBRATION_IMAGES = 50

@@ -1,4 +1,5 @@
-"""The export form of a QAT model: QuantLayers become QDQ layers, folded BNs vanish."""
+"""The export form of a QAT model: QuantLayers become QDQ layers, quantized embeddings int8 tables,
+folded BNs vanish."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from typing import cast
 import torch
 from torch import fx, nn
 
+from quantlib.embedding import QuantEmbedding
 from quantlib.export.fold import DeployedLayer, can_fold, deploy_layer
-from quantlib.export.ops import dequantize_int32, quant_dequant
+from quantlib.export.ops import dequantize_int32, gather_rows, quant_dequant
 from quantlib.graph.analysis import op_name
 from quantlib.layers import QuantLayer
-from quantlib.prepare import quant_layers
+from quantlib.prepare import quant_embeddings, quant_layers
 from quantlib.quant import ActivationQuantizer, IntRange
 
 
@@ -81,6 +83,20 @@ class QDQLayer(nn.Module):
         return y + self.bias.reshape(-1, *[1] * (y.dim() - 2))
 
 
+class EmbeddingQDQ(nn.Module):
+    """A quantized embedding as exported: the int8 table and one scale per row (a per-tensor scale
+    repeated), gathered as int8 rows and then scaled (:func:`quantlib.export.ops.gather_rows`)."""
+
+    def __init__(self, source: QuantEmbedding) -> None:
+        super().__init__()
+        table, scale = source.quantized_table()
+        self.register_buffer("table", table)
+        self.register_buffer("scale", scale.float().expand(table.shape[0]).contiguous())
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return gather_rows(self.table, self.scale, ids)
+
+
 def _set(model: nn.Module, path: str, module: nn.Module) -> None:
     parent, _, child = path.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, module)
@@ -118,6 +134,8 @@ def export_form(model: nn.Module) -> nn.Module:
             elif op_name(node) == "adaptive_avg_pool2d" and _global(node.args[1]):
                 node.target, node.args = torch.ops.quantlib.global_average_pool.default, node.args[:1]
         model.recompile()
+    for name, embedding in list(quant_embeddings(model)):
+        _set(model, name, EmbeddingQDQ(embedding))
     for name, layer in list(quant_layers(model)):
         _set(model, name, QDQLayer(layer, deployed[name]))
         if layer.folds_bn and can_fold(layer):

@@ -1,5 +1,6 @@
 """Quantize-dequantize as a torch custom op that the ONNX exporter turns into
-QuantizeLinear/DequantizeLinear, with int8 or int4 zero points.
+QuantizeLinear/DequantizeLinear, with int8 or int4 zero points; and the other integer
+ops of the deploy model (int32 biases, global pooling, lookups in int8 tables).
 
 The torch implementation computes exactly what ONNX Runtime computes, so the exported
 graph can be checked against the export-form module in PyTorch.
@@ -75,6 +76,17 @@ def _(x: torch.Tensor) -> torch.Tensor:
     return torch.empty((*x.shape[:2], 1, 1), dtype=x.dtype, device=x.device)
 
 
+@torch.library.custom_op("quantlib::gather_rows", mutates_args=())
+def gather_rows(table: torch.Tensor, scale: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Rows ``ids`` of an int8 ``table`` as float, each times its row's ``scale``."""
+    return table[ids].float() * scale[ids].unsqueeze(-1)
+
+
+@gather_rows.register_fake
+def _(table: torch.Tensor, scale: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    return torch.empty((*ids.shape, table.shape[1]), dtype=torch.float32, device=table.device)
+
+
 def translation_table(opset: int) -> dict[Callable[..., object], Callable[..., object]]:
     """The ONNX translation of the op for the exporter's ``custom_translation_table``."""
     # Any: onnxscript types an op's output by a type variable that only the op's inputs bind, so no chain of ops checks.
@@ -97,11 +109,18 @@ def translation_table(opset: int) -> dict[Callable[..., object], Callable[..., o
     def onnx_global_average_pool(x):  # type: ignore[no-untyped-def]  # hints as above
         return op.GlobalAveragePool(x)
 
+    def onnx_gather_rows(table, scale, ids):  # type: ignore[no-untyped-def]  # hints as above
+        # the int8 rows are gathered first, so a lookup reads only its rows; each row's scale follows its row
+        rows = op.Cast(op.Gather(table, ids, axis=0), to=TensorProto.FLOAT)
+        row_scale = op.Unsqueeze(op.Gather(scale, ids, axis=0), op.Constant(value_ints=[-1]))
+        return op.Mul(rows, row_scale)
+
     return {
+        torch.ops.quantlib.gather_rows.default: onnx_gather_rows,
         torch.ops.quantlib.quant_dequant.default: onnx_quant_dequant,
         torch.ops.quantlib.dequantize_int32.default: onnx_dequantize_int32,
         torch.ops.quantlib.global_average_pool.default: onnx_global_average_pool,
     }
 
 
-__all__ = ["dequantize_int32", "global_average_pool", "quant_dequant", "translation_table"]
+__all__ = ["dequantize_int32", "gather_rows", "global_average_pool", "quant_dequant", "translation_table"]

@@ -1,8 +1,8 @@
 """Turn an ExportedProgram (a ``.pt2`` upload) into an nn.Module that trains.
 
 ``ExportedProgram.module()`` gives a GraphModule that refuses ``.train()`` and calls
-convolutions as functions on raw weights. We lift conv, linear, batch-norm and dropout
-calls into real modules named by their parameters' paths (``layer1.0.conv1``), so the
+convolutions as functions on raw weights. We lift conv, linear, embedding, batch-norm and
+dropout calls into real modules named by their parameters' paths (``layer1.0.conv1``), so the
 rest of the library swaps layers exactly as it does in a user's own nn.Module, and
 ``.train()`` / ``.eval()`` switch BatchNorm and dropout as usual.
 """
@@ -189,6 +189,30 @@ def _lift_matmul(gm: fx.GraphModule, node: fx.Node) -> None:
     _replace_call(gm, node, path, linear)
 
 
+def _lift_embedding(gm: fx.GraphModule, node: fx.Node) -> None:
+    """``embedding(weight, ids)`` on a module's own table as an nn.Embedding at that module's path. A table
+    that other ops read too (GPT-2's token table, tied to ``lm_head``, which is lifted as the Linear) stays a
+    plain lookup: the layer owns that weight."""
+    path = _owner(gm, node.args[0], "weight")
+    table = _input(node, 0)
+    if path is None or len(table.users) > 1 or not _replaceable(gm, path, {"weight"}):
+        return
+    weight = cast(nn.Parameter, gm.get_submodule(path).weight)
+    if weight.dim() != 2:
+        return
+    padding_idx = _arg(node, 2, "padding_idx", -1)
+    module = nn.Embedding(
+        weight.shape[0],
+        weight.shape[1],
+        padding_idx=None if padding_idx < 0 else padding_idx,
+        scale_grad_by_freq=bool(_arg(node, 3, "scale_grad_by_freq", False)),
+        sparse=bool(_arg(node, 4, "sparse", False)),
+        device="meta",
+    )
+    module.weight = weight
+    _replace_call(gm, node, path, module, data=1)
+
+
 def _lift_batch_norm(gm: fx.GraphModule, node: fx.Node) -> None:
     path = _owner(gm, node.args[3], "running_mean")
     if path is None or not _replaceable(
@@ -244,6 +268,8 @@ def trainable_module(ep: torch.export.ExportedProgram) -> fx.GraphModule:
             _lift_addmm(gm, node)
         elif name in ("mm", "matmul"):
             _lift_matmul(gm, node)
+        elif name == "embedding":
+            _lift_embedding(gm, node)
         elif name == "batch_norm":
             _lift_batch_norm(gm, node)
         elif name in DROPOUTS:

@@ -170,6 +170,26 @@ def layers_section(report: Report) -> str:
         "<h3>Weight quantization error</h3>",
         _weight_chart(layers),
         _layer_table(layers),
+        _embedding_table(report.get("embeddings", {})),
+    )
+
+
+def _embedding_table(embeddings: Mapping[str, Mapping[str, Any]]) -> str:
+    """Embedding tables have no activation to clip: their own table, rows x dim and the weight error."""
+    if not embeddings:
+        return ""
+    rows = [
+        [
+            f"<code>{escape(name)}</code>",
+            escape(f"{table.get('rows', '-')} x {table.get('dim', '-')}"),
+            escape(str(table.get("weight_dst_type", "-"))),
+            escape("per row" if table.get("channel_wise") else "per tensor"),
+            general(table.get("weight_rel_mse"), 3),
+        ]
+        for name, table in embeddings.items()
+    ]
+    return "<h3>Embedding tables (int8 rows, gathered then scaled)</h3>" + table(
+        ["table", "rows x dim", "weights", "scale", "weight rel. MSE"], rows, css="layers"
     )
 
 

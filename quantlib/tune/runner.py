@@ -18,6 +18,7 @@ from torch import nn
 
 from quantlib.config import QuantConfig
 from quantlib.data import Dataset
+from quantlib.embedding import QuantEmbedding
 from quantlib.layers import QuantLayer
 from quantlib.loop import predict, tensors
 from quantlib.outputs import OUTPUT_FILES
@@ -140,7 +141,7 @@ def _layer_params(qat: nn.Module, config: QuantConfig) -> dict[str, int]:
     params = {}
     for name in config.layers:
         module = qat.get_submodule(name)
-        weight = (module.layer if isinstance(module, QuantLayer) else module).weight
+        weight = (module.layer if isinstance(module, (QuantLayer, QuantEmbedding)) else module).weight
         params[name] = cast(torch.Tensor, weight).numel()  # config layers are SUPPORTED types: weight is a tensor
     return params
 

@@ -35,11 +35,19 @@ def test_token_ids_and_a_mask_are_fed_by_name_and_deployed_with_their_dtypes(ber
     }
     program = load_exported_program(model)
     linear = sum(node.target is torch.ops.aten.linear.default for node in program.graph.nodes)
+    tables = sum(node.target is torch.ops.aten.embedding.default for node in program.graph.nodes)
     config = json.loads((out / "config.json").read_text())
-    assert len([entry for entry in config.values() if isinstance(entry, dict)]) == linear == 14
+    assert len([entry for entry in config.values() if isinstance(entry, dict)]) == linear + tables == 14 + 3
+    # the token, position and segment tables are quantized per row and deployed as int8 rows
+    assert sorted(report["embeddings"]) == [
+        f"model.bert.embeddings.{kind}_embeddings" for kind in ("position", "token_type", "word")
+    ]
+    assert report["embeddings"]["model.bert.embeddings.word_embeddings"]["rows"] == 500
     # the deployed model takes the inputs under the model's names and dtypes, and computes what QAT simulated
     deploy = onnx.load(str(out / "model_int8.onnx"))
     declared = {i.name: i.type.tensor_type.elem_type for i in deploy.graph.input}
+    int8_tables = [t for t in deploy.graph.initializer if t.data_type == onnx.TensorProto.INT8 and t.dims[:1] == [500]]
+    assert len(int8_tables) == 1
     assert declared == {"input_ids": onnx.TensorProto.INT64, "attention_mask": onnx.TensorProto.INT64}
     match = report["deploy_vs_simulated"]
     assert match["agreement"] >= 0.999 and match["sqnr_db"] >= 40, match

@@ -54,12 +54,17 @@ def test_a_job_is_done_exactly_in_the_terminal_states() -> None:
 
 def test_the_supported_layer_types_are_one_list() -> None:
     """The config schema names (torch-free), the layers quantlib wraps and those it lifts from a graph agree."""
+    from torch import nn
+
     from quantlib.graph.exported import LIFTABLE
     from quantlib.layers import SUPPORTED
 
-    assert {layer.__name__ for layer in SUPPORTED} == set(QUANTIZABLE_TYPES)
+    assert {layer.__name__ for layer in SUPPORTED} | {nn.Embedding.__name__} == set(QUANTIZABLE_TYPES)
     # aten's op for each type: Conv2d -> conv2d, ConvTranspose1d -> conv_transpose1d, Linear -> linear
-    assert set(LIFTABLE) == {re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() for name in QUANTIZABLE_TYPES}
+    # (the embedding is lifted on its own: its table is its first argument, not its second)
+    assert set(LIFTABLE) | {"embedding"} == {
+        re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() for name in QUANTIZABLE_TYPES
+    }
 
 
 def test_an_infinite_sqnr_travels_as_the_string_report_json_writes() -> None:

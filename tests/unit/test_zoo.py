@@ -26,6 +26,7 @@ from torch import fx, nn
 
 from quantlib import create_quant_retrain_config, create_quant_retrain_model, save_quant_retrain_model
 from quantlib.data import load_dataset
+from quantlib.embedding import QuantEmbedding
 from quantlib.export.speed import optimized_ops
 from quantlib.layers import QuantLayer
 from quantlib.loop import train_mode
@@ -67,6 +68,10 @@ def test_the_deploy_model_computes_what_qat_simulated(entry: ZooModel, tmp_path:
     assert isinstance(qat, fx.GraphModule)
     assert sum(isinstance(m, QuantLayer) for m in qat.modules()) == sum(
         isinstance(m, (nn.Linear, nn.Conv2d)) for m in model.modules()
+    )
+    # and every embedding table (token, position, segment), deployed as int8 rows
+    assert sum(isinstance(m, QuantEmbedding) for m in qat.modules()) == sum(
+        isinstance(m, nn.Embedding) for m in model.modules()
     )
     with torch.no_grad():
         qat(*calibration)

@@ -16,8 +16,8 @@ from workers.sandbox import ChildLimits
 
 # enough for the worker, far too little for a pipeline that imports torch and trains
 CEILING_MIB = 200
-# past importing torch, loading and calibrating (about 5 CPU-seconds here), well into training
-CPU_SECONDS = 15
+# past importing torch, loading and calibrating (about 5 CPU-seconds here), into training
+CPU_SECONDS = 10
 # trains far longer than CPU_SECONDS allows
 LONG_SPEC = {"epochs": 200, "batch_size": 8}
 
