@@ -11,6 +11,7 @@ import torch
 
 from bench import (
     api_under_load,
+    dataset_memory,
     datasets,
     deploy_speed,
     quality,
@@ -23,7 +24,7 @@ from bench import (
 from bench.models import ZOO
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("quality", "step_time", "deploy", "sentences", "service", "sandbox")
+PARTS = ("quality", "step_time", "deploy", "sentences", "memory", "service", "sandbox")
 
 
 def main() -> None:
@@ -39,6 +40,12 @@ def main() -> None:
         "spinning against other processes run several times slower than one",
     )
     parser.add_argument("--only", choices=PARTS, action="append", help="run just these parts")
+    parser.add_argument(
+        "--task",
+        choices=[task.name for task in quality.TASKS],
+        action="append",
+        help="quality: run just these tasks (all by default)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     parts = set(args.only or PARTS)
@@ -47,7 +54,9 @@ def main() -> None:
     results: dict = {"mode": "quick" if args.quick else "full", "environment": report.environment()}
     if "quality" in parts:
         results["quality_budget"] = asdict(budget)
-        results["quality"] = quality.measure(budget, args.cache, log=lambda line: print(line, flush=True))
+        results["quality"] = quality.measure(
+            budget, args.cache, log=lambda line: print(line, flush=True), names=args.task
+        )
         report.write(results, args.out)  # a later part failing keeps this one
     if "step_time" in parts:
         results["step_time"] = []
@@ -63,6 +72,9 @@ def main() -> None:
         report.write(results, args.out)
     if "sentences" in parts:
         results["sentence_embeddings"] = sentence_embeddings.measure(log=lambda line: print(line, flush=True))
+        report.write(results, args.out)
+    if "memory" in parts:
+        results["dataset_memory"] = dataset_memory.measure(args.quick, log=lambda line: print(line, flush=True))
         report.write(results, args.out)
     if "service" in parts:
         results["service"] = service_throughput.measure(

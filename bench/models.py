@@ -142,3 +142,69 @@ class MeanPooled(nn.Module):
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         keep = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * keep).sum(1) / keep.sum(1).clamp_min(1e-9)
+
+
+class ImageLogits(nn.Module):
+    """A Hugging Face image classifier as a user exports it: pixels in, the logits tensor out."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values).logits
+
+
+def hf_resnet(classes: int = 10) -> nn.Module:
+    """transformers' ResNet (basic blocks, four stages), for 3x32x32 images."""
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    config = ResNetConfig(
+        embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1], layer_type="basic", num_labels=classes
+    )
+    return ImageLogits(ResNetForImageClassification(config))
+
+
+def hf_vit(classes: int = 10) -> nn.Module:
+    """transformers' ViT: 4x4 patches of a 3x32x32 image, four blocks of width 96."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(
+        image_size=32,
+        patch_size=4,
+        hidden_size=96,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=192,
+        num_labels=classes,
+    )
+    return ImageLogits(ViTForImageClassification(config))
+
+
+class RowsGPT2(nn.Module):
+    """transformers' GPT-2 blocks (Conv1D projections, causal attention) reading an image's rows as a
+    sequence of tokens, classified from the last position; no dropout, as the other tools train too."""
+
+    def __init__(self, features: int = 28, classes: int = 10, width: int = 96) -> None:
+        super().__init__()
+        from transformers import GPT2Config, GPT2Model
+
+        config = GPT2Config(
+            vocab_size=2,  # no token table is read: rows come in as embeddings
+            bos_token_id=0,
+            eos_token_id=0,
+            n_positions=features,
+            n_embd=width,
+            n_layer=4,
+            n_head=4,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
+        self.embed = nn.Linear(features, width)
+        self.gpt2 = GPT2Model(config)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        hidden = self.gpt2(inputs_embeds=self.embed(rows)).last_hidden_state
+        return self.head(hidden[:, -1])

@@ -2,8 +2,10 @@
 calibration images, scored on what each one ships.
 
 Per task and seed one FP32 model is trained; then our pipeline (``run_qat``: W8A8 QAT,
-W4A8 QAT, calibration only) and the baselines (torch.ao FX, torchao PT2E) each start
-from a copy of it. Every variant is scored on its deployed form: our ONNX model in
+W4A8 QAT, calibration only) and the baselines (torch.ao FX, torchao PT2E, and
+onnxruntime's ``quantize_static``, which does not train) each start from a copy of it.
+The last three tasks are architectures nobody here wrote (transformers' ResNet, ViT and
+GPT-2 blocks), trained briefly from random init. Every variant is scored on its deployed form: our ONNX model in
 onnxruntime, torch.ao's converted fbgemm model, PT2E's converted Q/DQ graph, so a
 simulation that the export does not reproduce cannot flatter anyone. Our simulated
 (PyTorch) accuracy is kept alongside. The autoencoder has no classes: its score is the
@@ -12,6 +14,7 @@ PSNR of its reconstructions in dB.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import tempfile
@@ -30,7 +33,8 @@ from torch import nn
 
 from bench import datasets
 from bench.baselines import BASELINES, Baseline
-from bench.models import AutoEncoder, Conv1dNet, MnistCNN, MobileNetish, TinyTransformer
+from bench.models import AutoEncoder, Conv1dNet, MnistCNN, MobileNetish, RowsGPT2, TinyTransformer, hf_resnet, hf_vit
+from bench.ort_static import quantize_static_session
 from quantlib.data import validate_arrays
 from quantlib.examples.digits import DigitsNet, digits_dataset
 from quantlib.metrics import sqnr_db, top1_accuracy, top1_agreement
@@ -118,6 +122,11 @@ def _identity(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _rows(x: np.ndarray) -> np.ndarray:
+    """1x28x28 grey to 28 tokens of 28 features: an image's rows as a sequence."""
+    return np.ascontiguousarray(x[:, 0])
+
+
 TASKS: tuple[Task, ...] = (
     Task("digits CNN", "sklearn digits 8x8", DigitsNet, _digits),
     Task("MNIST CNN", "MNIST", MnistCNN, _reshaped(datasets.mnist, _identity)),
@@ -127,7 +136,7 @@ TASKS: tuple[Task, ...] = (
         "transformer-style",
         "Animal-MNIST rows as 28 tokens",
         lambda: TinyTransformer(features=28),
-        _reshaped(datasets.animal_mnist, lambda x: np.ascontiguousarray(x[:, 0])),
+        _reshaped(datasets.animal_mnist, _rows),
     ),
     Task(
         "Conv1d",
@@ -142,7 +151,12 @@ TASKS: tuple[Task, ...] = (
         _reshaped(datasets.mnist, _identity),
         classes=False,
     ),
+    # architectures nobody here wrote: transformers' own definitions, trained briefly from random init
+    Task("HF ResNet", "Animal-MNIST 3x32x32", hf_resnet, _reshaped(datasets.animal_mnist, _rgb32)),
+    Task("HF ViT", "Animal-MNIST 3x32x32", hf_vit, _reshaped(datasets.animal_mnist, _rgb32)),
+    Task("HF GPT-2", "Animal-MNIST rows as 28 tokens", RowsGPT2, _reshaped(datasets.animal_mnist, _rows)),
 )
+STATIC = "onnxruntime quantize_static (PTQ)"
 
 
 def fit(
@@ -269,6 +283,17 @@ def _baseline(
     }
 
 
+def _quantize_static(task: Task, split: datasets.Split, model: nn.Module, fp32: np.ndarray) -> dict[str, Any]:
+    """onnxruntime's PTQ on the FP32 export, calibrated on the 50 images the others calibrate on
+    (its ``calibrating`` seconds cover the export and the quantization)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        session = quantize_static_session(model, {"x": split.x_train[:CALIBRATION_IMAGES]}, ("x",), Path(tmp))
+        seconds = {"calibrating": round(time.perf_counter() - start, 3)}
+        outputs = predict(_onnx_runner(session), split.x_eval)
+    return {**_score(task, split, fp32, outputs), "seconds": seconds}
+
+
 def _targets(task: Task, split: datasets.Split, model: nn.Module) -> tuple[torch.Tensor, Callable[..., torch.Tensor]]:
     """Fine-tuning targets as run_qat picks them: labels with cross-entropy, or, without
     labels, the FP32 model's outputs with MSE (distillation)."""
@@ -296,11 +321,16 @@ def run_task(
         FP32: {**reference, "seconds": {"training": round(time.perf_counter() - start, 3)}}
     }
     results.update(_ours(task, split, _export(model, x[:2]), fp32, budget, seed))
-    for baseline in BASELINES:
+    tools: dict[str, Callable[[], dict[str, Any]]] = {
+        baseline.name: functools.partial(_baseline, baseline, task, split, model, fp32, budget, seed)
+        for baseline in BASELINES
+    }
+    tools[STATIC] = functools.partial(_quantize_static, task, split, model, fp32)
+    for name, run in tools.items():
         try:
-            results[baseline.name] = _baseline(baseline, task, split, model, fp32, budget, seed)
+            results[name] = run()
         except Exception as exc:  # noqa: BLE001 - a tool that cannot take a model is a result
-            results[baseline.name] = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"}
+            results[name] = {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"}
     for name, row in results.items():
         log(f"  {task.name} seed {seed} {name}: {row.get('score', row.get('error'))}")
     return results
@@ -335,9 +365,12 @@ def summarise(task: Task, runs: list[dict[str, dict[str, Any]]]) -> list[dict[st
     return rows
 
 
-def measure(budget: Budget, cache: Path, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def measure(
+    budget: Budget, cache: Path, log: Callable[[str], None] = print, names: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Every task (or those ``names`` name) for every seed of ``budget``: one row per task and variant."""
     rows = []
-    for task in TASKS:
+    for task in [t for t in TASKS if names is None or t.name in names]:
         runs = [run_task(task, budget, seed, cache, log) for seed in budget.seeds]
         rows += summarise(task, runs)
     return rows

@@ -17,18 +17,17 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from torch import nn
 
 from bench.baselines import convert_pt2e, prepare_pt2e
 from bench.models import MeanPooled
+from bench.ort_static import quantize_static_session
 from quantlib.data import validate_arrays
 from quantlib.inputs import Inputs
 from quantlib.loop import predict_onnx
@@ -85,14 +84,6 @@ def _nearest(unit: np.ndarray) -> np.ndarray:
     return np.argmax(similarity, axis=1)
 
 
-class _Reader(CalibrationDataReader):
-    def __init__(self, batches: list[dict[str, np.ndarray]]) -> None:
-        self.rows: Iterator[dict[str, np.ndarray]] = iter(batches)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self.rows, None)
-
-
 def _ours(model: nn.Module, train: Inputs, evaluation: Inputs, folder: Path, epochs: int) -> np.ndarray:
     batch = torch.export.Dim("batch")
     example = tuple(torch.from_numpy(x[:2]) for x in train)
@@ -107,31 +98,7 @@ def _ours(model: nn.Module, train: Inputs, evaluation: Inputs, folder: Path, epo
 
 
 def _quantize_static(model: nn.Module, train: Inputs, evaluation: Inputs, folder: Path) -> np.ndarray:
-    fp32, int8 = folder / "fp32.onnx", folder / "qdq.onnx"
-    example = tuple(torch.from_numpy(x[:2]) for x in train)
-    batch = torch.export.Dim("batch")
-    program = torch.onnx.export(
-        model,
-        example,
-        dynamo=True,
-        opset_version=21,
-        input_names=list(NAMES),
-        dynamic_shapes=tuple({0: batch} for _ in example),
-    )
-    assert program is not None
-    program.save(str(fp32))
-    batches = [{name: x[i : i + 12] for name, x in train.arrays.items()} for i in range(0, len(train), 12)]
-    quantize_static(
-        str(fp32),
-        str(int8),
-        _Reader(batches),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        reduce_range=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-    session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    session = quantize_static_session(model, dict(train.arrays), NAMES, folder, batch=12)
     return np.asarray(session.run(None, dict(evaluation.arrays))[0])
 
 

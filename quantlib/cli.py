@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, get_args
@@ -232,12 +233,16 @@ def quantize(
     try:
         spec = parse_spec(_spec_values(**spec_options))
         _precheck_config(config_file, config_defination, spec)
-        dataset = load_dataset(data, spec.preprocess)
         _quiet_libraries()
         from quantlib.run import run_qat
 
-        program = load_exported_program(model)
-        with _progress(stderr, disable=as_json or not stderr.is_terminal) as progress:
+        # the dataset stays on disk, mapped (decoded images are written there): memory bounded by the batch
+        with (
+            tempfile.TemporaryDirectory(prefix="qat-arrays-") as scratch,
+            _progress(stderr, disable=as_json or not stderr.is_terminal) as progress,
+        ):
+            dataset = load_dataset(data, spec.preprocess, Path(scratch))
+            program = load_exported_program(model)
             report = run_qat(
                 program,
                 dataset,

@@ -32,6 +32,7 @@ from quantlib.inputs import (
     bind,
     split_key,
 )
+from quantlib.mapped import map_npz
 from quantlib.tasks import LABEL_DTYPES, Task
 
 __all__ = [
@@ -50,6 +51,8 @@ Y_KEYS = ("y_train", "y_eval")
 ALLOWED_KEYS = ("x_train", "y_train", "x_eval", "y_eval")
 # the largest input magnitude accepted: float16's largest finite value
 MAX_INPUT = 65504.0
+# the values of an array are checked this many bytes of samples at a time (a mapped array is never read whole)
+CHECK_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -79,15 +82,24 @@ class Dataset:
         return replace(self, x_train=Inputs(bind("x_train", self.x_train.arrays, specs)), x_eval=x_eval)
 
 
-def load_dataset(source: str | os.PathLike[str] | BinaryIO, preprocess: Preprocess | None = None) -> Dataset:
+def load_dataset(
+    source: str | os.PathLike[str] | BinaryIO, preprocess: Preprocess | None = None, scratch: Path | None = None
+) -> Dataset:
     """Open and validate a dataset (a path or a binary file object): an ``.npz``, or a ``.zip``/``.tar``
-    of images (:mod:`quantlib.images`) made into arrays by ``preprocess``."""
+    of images (:mod:`quantlib.images`) made into arrays by ``preprocess``.
+
+    With a ``scratch`` folder, a dataset file stays on disk: an ``.npz``'s arrays are memory-mapped
+    (:mod:`quantlib.mapped`) and decoded images are written to a mapped file there, so memory stays
+    bounded however large the dataset; without one, the arrays are read into memory."""
     if isinstance(source, (str, os.PathLike)) and Path(source).is_file():
         with open(source, "rb") as stream:
             if is_image_archive(stream):
-                return _images(stream, preprocess)
+                return _images(stream, preprocess, scratch)
+        if scratch is not None:
+            arrays = map_npz(Path(source), scratch)
+            return validate_arrays({key: arrays[key] for key in _checked_keys(list(arrays))})
     elif not isinstance(source, (str, os.PathLike)) and is_image_archive(source):
-        return _images(source, preprocess)
+        return _images(source, preprocess, scratch)
     try:
         archive = np.load(source, allow_pickle=False)
     except FileNotFoundError as exc:
@@ -107,8 +119,8 @@ def load_dataset(source: str | os.PathLike[str] | BinaryIO, preprocess: Preproce
     return validate_arrays(arrays)
 
 
-def _images(stream: BinaryIO, preprocess: Preprocess | None) -> Dataset:
-    arrays, classes = load_image_dataset(stream, preprocess or Preprocess())
+def _images(stream: BinaryIO, preprocess: Preprocess | None, scratch: Path | None) -> Dataset:
+    arrays, classes = load_image_dataset(stream, preprocess or Preprocess(), scratch)
     return replace(validate_arrays(arrays), classes=tuple(classes))
 
 
@@ -137,7 +149,9 @@ def validate_arrays(arrays: Mapping[str, np.ndarray]) -> Dataset:
     """Check names, dtypes, shapes and values; the first problem raises :class:`DataError`."""
     check_structure(arrays)
     for key, array in arrays.items():
-        check_values(key, array)
+        rows = max(1, CHECK_BYTES // max(1, array[:1].nbytes))
+        for start in range(0, len(array), rows):
+            check_values(key, array[start : start + rows], start)
     splits = _inputs_by_split(arrays)
     x_eval = splits.get("x_eval")
     return Dataset(

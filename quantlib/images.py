@@ -25,7 +25,7 @@ import tarfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
@@ -125,9 +125,12 @@ def _listing(archive: _Archive) -> Listing:
     return Listing(members, classes)
 
 
-def load_image_dataset(stream: IO[bytes], preprocess: Preprocess) -> tuple[dict[str, np.ndarray], list[str]]:
+def load_image_dataset(
+    stream: IO[bytes], preprocess: Preprocess, scratch: Path | None = None
+) -> tuple[dict[str, np.ndarray], list[str]]:
     """The archive as the arrays of an ``.npz`` dataset (``x_train``, ``y_train``, ``x_eval``, ``y_eval``),
-    and the class names, label ``i`` being ``classes[i]``."""
+    and the class names, label ``i`` being ``classes[i]``. With a ``scratch`` folder the decoded images
+    go to memory-mapped ``.npy`` files there (bounded memory), else into memory."""
     arrays: dict[str, np.ndarray] = {}
     with _open(stream) as archive:
         listing = _listing(archive)
@@ -135,19 +138,22 @@ def load_image_dataset(stream: IO[bytes], preprocess: Preprocess) -> tuple[dict[
         for split in ("train", "eval"):
             members = listing.split(split)
             if members:
-                arrays[f"x_{split}"] = _decoded(archive, members, preprocess)
+                target = None if scratch is None else scratch / f"x_{split}.npy"
+                arrays[f"x_{split}"] = _decoded(archive, members, preprocess, target)
                 arrays[f"y_{split}"] = np.array([index[member.label] for member in members], np.int64)
     stream.seek(0)
     return arrays, listing.classes
 
 
-def _decoded(archive: _Archive, members: list[Member], preprocess: Preprocess) -> np.ndarray:
-    """Every image of ``members`` preprocessed into one array, allocated once the first is seen."""
+def _decoded(archive: _Archive, members: list[Member], preprocess: Preprocess, target: Path | None) -> np.ndarray:
+    """Every image of ``members`` preprocessed into one array, allocated once the first is seen: in
+    memory, or as a ``.npy`` file at ``target`` mapped shared (written back to disk, not process data)."""
     out: np.ndarray | None = None
     for i, member in enumerate(members):
         image = _preprocessed(archive, member.name, preprocess)
         if out is None:
-            out = np.empty((len(members), *image.shape), np.float32)
+            shape = (len(members), *image.shape)
+            out = np.empty(shape, np.float32) if target is None else _mapped_file(target, shape)
         elif image.shape != out.shape[1:]:
             first = members[0].name
             raise DataError(
@@ -158,6 +164,11 @@ def _decoded(archive: _Archive, members: list[Member], preprocess: Preprocess) -
         out[i] = image
     assert out is not None  # members is never empty here
     return out
+
+
+def _mapped_file(target: Path, shape: tuple[int, ...]) -> np.ndarray:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=shape)
 
 
 def _size(image: np.ndarray) -> str:

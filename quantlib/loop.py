@@ -7,6 +7,7 @@ configs; the pipeline around them (phases, files, report) is :mod:`quantlib.trai
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,9 +37,26 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
     return batches
 
 
+def shared_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor over ``array``'s memory, not a copy. A read-only mapped array (:mod:`quantlib.mapped`) is
+    fine: training only ever indexes it (which copies the rows), so torch's warning that it could write
+    to it does not apply."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
 def tensors(x: Inputs, device: torch.device, rows: slice | np.ndarray = slice(None)) -> tuple[torch.Tensor, ...]:
     """``rows`` of every input, as the model's positional arguments on ``device``."""
-    return tuple(torch.from_numpy(np.ascontiguousarray(array[rows])).to(device, non_blocking=True) for array in x)
+    return tuple(torch.from_numpy(_writable(array[rows])).to(device, non_blocking=True) for array in x)
+
+
+def _writable(batch: np.ndarray) -> np.ndarray:
+    """``batch`` contiguous, and copied out of a read-only mapped array: a model may write to its input in
+    place, which on the mapping itself would fault."""
+    if not batch.flags.writeable:
+        return np.array(batch, order="C")
+    return np.ascontiguousarray(batch)
 
 
 @torch.no_grad()

@@ -30,7 +30,16 @@ from quantlib.export.onnx_export import check_exports, export_onnx, write_models
 from quantlib.export.record import write_record
 from quantlib.export.speed import Speed, measure_speed
 from quantlib.inputs import Inputs
-from quantlib.loop import calibrate, fine_tune, loss_function, predict, predict_onnx, steps_per_epoch, tensors
+from quantlib.loop import (
+    calibrate,
+    fine_tune,
+    loss_function,
+    predict,
+    predict_onnx,
+    shared_tensor,
+    steps_per_epoch,
+    tensors,
+)
 from quantlib.metrics import sqnr_db
 from quantlib.modelfile import ModelError
 from quantlib.outputs import OUTPUT_FILES
@@ -216,7 +225,9 @@ def train(
     with phases.phase(Phase.CALIBRATING, config.batch_num):
         calibrate(qat, x_train, config.batch_num, spec.batch_size, device, phases)
 
-    targets = torch.from_numpy(teacher if teacher is not None else dataset.y_train)
+    labels = teacher if teacher is not None else dataset.y_train
+    assert labels is not None  # a run without labels distills toward the teacher's outputs
+    targets = shared_tensor(labels)
     calibrated = snapshot(qat) if spec.epochs else None
     with phases.phase(Phase.TRAINING, steps_per_epoch(len(x_train), spec.batch_size) * spec.epochs):
         loss = loss_function(loss_kind, task.ignore_index if task.name == "segmentation" else None)

@@ -15,7 +15,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from quantlib.outputs import OUTPUT_FILES  # the files a succeeded job publishes, by report.json's keys
 from quantlib.phases import Phase
@@ -241,3 +241,55 @@ class Dataset(BaseModel):
     sha256: str
     size: int
     created_at: datetime
+
+
+# S3's bounds on a multipart upload: every part but the last at least 5 MiB, at most 10 000 parts of 5 GiB
+MIN_PART_BYTES = 5 << 20
+MAX_PART_BYTES = 5 << 30
+MAX_PARTS = 10_000
+
+
+class DatasetUploadRequest(BaseModel):
+    """A dataset file to send straight to the object store in parts: the API never carries its bytes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    size: int = Field(gt=0, description="bytes of the file (an .npz, or a .zip/.tar of images)")
+    sha256: str = Field(
+        pattern="^[0-9a-f]{64}$", description="sha256 of the whole file, lower-case hex; the worker checks it"
+    )
+    part_size: int | None = Field(
+        None,
+        ge=MIN_PART_BYTES,
+        le=MAX_PART_BYTES,
+        description="bytes per part (the last may be smaller); default 64 MiB, more where 10 000 parts need it",
+    )
+
+
+class UploadPart(BaseModel):
+    part_number: int = Field(description="1-based")
+    url: str = Field(description="PUT this part's bytes here, no token; keep the ETag header of the answer")
+
+
+class DatasetUpload(BaseModel):
+    id: uuid.UUID = Field(description="the upload, in the URLs that complete or abort it")
+    upload_token: str = Field(description="the object store's id of the upload; send it back to complete or abort")
+    part_size: int
+    parts: list[UploadPart]
+    expires_at: datetime = Field(description="when the part URLs stop working")
+
+
+class CompletedPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    part_number: int = Field(ge=1, le=MAX_PARTS)
+    etag: str = Field(min_length=1, max_length=256, description="the ETag header the part's PUT answered")
+
+
+class DatasetUploadCompletion(BaseModel):
+    """Every part sent: the upload becomes a dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    upload_token: str = Field(min_length=1, max_length=1024)
+    parts: list[CompletedPart] = Field(min_length=1, max_length=MAX_PARTS)

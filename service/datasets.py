@@ -33,7 +33,7 @@ def register_dataset(
     """
     try:
         with writing(db) as session:
-            team = _locked_team(session, team_id)
+            team = locked_team(session, team_id)
             existing = _by_content(session, team_id, sha256)
             if existing is not None and existing.deleted_at is None:
                 return existing, False
@@ -71,7 +71,7 @@ def delete_dataset(db: SessionFactory, store: ArtifactStore, team_id: int, datas
     between is an orphan ``qat admin gc`` removes.
     """
     with writing(db) as session:
-        _locked_team(session, team_id)
+        locked_team(session, team_id)
         dataset = _live(session, team_id, dataset_id)
         if dataset is None:
             raise NotFound(f"no dataset {dataset_id}", field="dataset_id")
@@ -89,7 +89,8 @@ def delete_dataset(db: SessionFactory, store: ArtifactStore, team_id: int, datas
     store.delete(key)
 
 
-def _locked_team(session: Session, team_id: int) -> Team:
+def locked_team(session: Session, team_id: int) -> Team:
+    """The team's row, locked until the transaction ends: dataset and job creation serialise on it."""
     team = session.scalar(select(Team).where(Team.id == team_id).with_for_update())
     if team is None:
         raise NotFound(f"no team with id {team_id}", field="team")

@@ -122,6 +122,14 @@ class Settings(BaseSettings):
     )
     max_model_bytes: Size = Field(ByteSize(512 << 20), description="upload limit of a model")
     max_data_bytes: Size = Field(ByteSize(2 << 30), description="upload limit of a job's or a dataset's data")
+    max_dataset_upload_bytes: Size = Field(
+        ByteSize(256 << 30),
+        description="largest dataset sent straight to S3 in parts (POST /v1/datasets/uploads); the API never "
+        "carries those bytes",
+    )
+    upload_url_expiry_s: PositiveInt = Field(
+        4 * 3600, description="seconds the presigned part URLs of a dataset upload stay valid"
+    )
     max_config_bytes: Size = Field(ByteSize(1 << 20), description="upload limit of a job's spec and its config")
     lease_seconds: PositiveInt = Field(
         60, description="how long a worker's claim on a job lasts without a heartbeat before the job is re-queued"

@@ -28,6 +28,7 @@ COMMANDS = {
     "download": "service.client.cli:download",
     "logs": "service.client.cli:logs",
     "report": "service.client.cli:report",
+    "upload-dataset": "service.client.cli:upload_dataset",
     "demo": "workers.demo:demo",
 }
 

@@ -10,6 +10,7 @@ job never mixes two attempts' outputs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -19,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from quantlib.inputs import DataError
 from service.api.schemas import JOB_OPTION_KEYS
 from service.artifacts import ArtifactStore
 from service.artifacts.retry import store_file
@@ -110,7 +112,11 @@ def _run(
     deadline = started + job.spec["max_runtime_s"] if job.spec.get("max_runtime_s") else None
     folder = workdir / CHILD_FOLDER
     folder.mkdir()
-    _fetch_inputs(job, lease, artifacts, folder)
+    try:
+        _fetch_inputs(job, lease, artifacts, folder)
+    except DataError as exc:
+        _fail_if_held(lease, PipelineError(exc.code, f"{exc.message} ({exc.field})", user_error=True))
+        return
     timings["download"] = round(time.monotonic() - started, 3)
     if heartbeat.status is not LeaseStatus.HELD:  # cancelled, or taken, while the inputs came in
         _stop_early(lease)
@@ -134,22 +140,33 @@ def _run(
 
 def _fetch_inputs(job: Job, lease: JobLease, artifacts: ArtifactStore, folder: Path) -> None:
     """Copy the model, data and config into the child's ``folder`` and describe them in ``job.json``."""
-    data_key = job.data_key
+    data_key, data_sha256 = job.data_key, job.data_sha256
     if data_key is None:  # the API guarantees exactly one of data_key and dataset_id
         assert job.dataset_id is not None
-        data_key = get_dataset(lease.db, job.team_id, job.dataset_id).storage_key
+        dataset = get_dataset(lease.db, job.team_id, job.dataset_id)
+        data_key, data_sha256 = dataset.storage_key, dataset.sha256
     _download(artifacts, job.model_key, folder / "model.pt2")
-    _download(artifacts, data_key, folder / "data.npz")
+    data_bytes_sha256 = _download(artifacts, data_key, folder / "data.npz")
+    if data_sha256 is not None and data_bytes_sha256 != data_sha256:
+        # a dataset sent in parts declared its sha256 (the API never saw its bytes); one it stored, it hashed
+        raise DataError(
+            f"the data's bytes do not have the sha256 declared when it was uploaded ({data_sha256}); upload it again",
+            field="dataset_id" if job.dataset_id else "data",
+        )
     if job.config_key:
         _download(artifacts, job.config_key, folder / "config.json")
     spec = {key: value for key, value in job.spec.items() if key not in JOB_OPTION_KEYS}
     PipelineJob("model.pt2", "data.npz", "config.json" if job.config_key else None, spec).write(folder)
 
 
-def _download(artifacts: ArtifactStore, key: str, path: Path) -> None:
+def _download(artifacts: ArtifactStore, key: str, path: Path) -> str:
+    """Copy ``key`` to ``path``; its sha256."""
+    digest = hashlib.sha256()
     with open(path, "wb") as file:
         for chunk in artifacts.open_stream(key):
             file.write(chunk)
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _publish(job: Job, lease: JobLease, artifacts: ArtifactStore, workdir: Path, timings: dict[str, float]) -> None:

@@ -21,6 +21,7 @@ from workers.protocol import (
     EXIT_REPORTED_ERROR,
     OUT_DIR,
     PROGRESS_FILE,
+    SCRATCH_DIR,
     PipelineError,
     PipelineJob,
     ProgressLine,
@@ -46,7 +47,8 @@ def run(workdir: Path) -> None:
         on_progress("loading", 0, 1, None, None)
         spec = parse_spec(job.spec)
         program = load_exported_program(workdir / job.model)
-        dataset = load_dataset(workdir / job.data, spec.preprocess)
+        # mapped from the job's folder (decoded images written there): memory bounded by the batch, not the data
+        dataset = load_dataset(workdir / job.data, spec.preprocess, workdir / SCRATCH_DIR)
         run_qat(
             program,
             dataset,

@@ -22,6 +22,8 @@ JOB_FILE = "job.json"
 PROGRESS_FILE = "progress.jsonl"
 ERROR_FILE = "error.json"
 OUT_DIR = "out"
+# the dataset's arrays as files the child maps (inflated .npz members, decoded images)
+SCRATCH_DIR = "arrays"
 
 # The files a succeeded job publishes, in ``OUT_DIR`` (``log.txt`` is the child's log).
 ARTIFACTS = (*OUTPUT_FILES.values(), LOG_FILE)

@@ -21,11 +21,27 @@ from werkzeug.routing import Rule
 from quantlib.errors import QatError
 from service.api.operations import Operation, operation_of
 from service.api.schemas import ErrorResponse, HealthOut, JobSpec
-from service.contract import ArtifactList, Dataset, Job, JobPage
+from service.contract import (
+    ArtifactList,
+    Dataset,
+    DatasetUpload,
+    DatasetUploadCompletion,
+    DatasetUploadRequest,
+    Job,
+    JobPage,
+)
 
 REF = "#/components/schemas/{model}"
-_INPUT_MODELS: tuple[type[BaseModel], ...] = (JobSpec,)
-_OUTPUT_MODELS: tuple[type[BaseModel], ...] = (Job, JobPage, ArtifactList, Dataset, ErrorResponse, HealthOut)
+_INPUT_MODELS: tuple[type[BaseModel], ...] = (JobSpec, DatasetUploadRequest, DatasetUploadCompletion)
+_OUTPUT_MODELS: tuple[type[BaseModel], ...] = (
+    Job,
+    JobPage,
+    ArtifactList,
+    Dataset,
+    DatasetUpload,
+    ErrorResponse,
+    HealthOut,
+)
 # werkzeug's converters as OpenAPI parameter schemas
 _CONVERTERS = {"uuid": {"type": "string", "format": "uuid"}}
 _NOT_DOCUMENTED = {"static"}
@@ -94,6 +110,8 @@ def _operation(rule: Rule, operation: Operation) -> dict[str, Any]:
         out["parameters"] = parameters
     if operation.form is not None:
         out["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": dict(operation.form)}}}
+    if operation.body is not None:
+        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(operation.body)}}}
     if operation.public:
         out["security"] = []
     return out

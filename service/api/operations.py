@@ -49,6 +49,8 @@ class Operation:
     query: type[BaseModel] | None = None
     headers: tuple[Mapping[str, Any], ...] = ()
     form: Mapping[str, Any] | None = None
+    # a JSON request body, parsed with service.api.schemas.parse_body
+    body: type[BaseModel] | None = None
     path: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     public: bool = False
 

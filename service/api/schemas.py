@@ -105,12 +105,29 @@ class HealthOut(BaseModel):
     checks: dict[str, str] = Field(default_factory=dict, description="component -> 'ok' or what is wrong")
 
 
+class UploadTokenQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    upload_token: str = Field(min_length=1, max_length=1024, description="the upload_token the upload was given")
+
+
 def parse_query(model: type[M], args: Mapping[str, str]) -> M:
     """Validate a query string; the first bad parameter is an ``InvalidArgument`` naming it."""
+    return _parsed(model, args, "query")
+
+
+def parse_body(model: type[M], data: Any) -> M:
+    """Validate a decoded JSON body; the first bad field is an ``InvalidArgument`` naming it."""
+    if not isinstance(data, Mapping):
+        raise InvalidArgument(f"the body must be a JSON object, got {type(data).__name__}", field="body")
+    return _parsed(model, data, "body")
+
+
+def _parsed(model: type[M], values: Mapping[str, Any], where: str) -> M:
     try:
-        return model.model_validate(dict(args))
+        return model.model_validate(dict(values))
     except ValidationError as exc:
-        raise _invalid(exc, "query") from None
+        raise _invalid(exc, where) from None
 
 
 def parse_job_spec(values: Mapping[str, Any]) -> JobSpec:

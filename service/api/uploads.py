@@ -1,4 +1,4 @@
-"""Reading multipart uploads without trusting their size.
+"""Reading request bodies (multipart uploads, JSON) without trusting their size.
 
 A declared ``Content-Length`` over the limit is refused before the body is read; a body
 without one (chunked) is cut off by werkzeug at the same limit while streaming. Files
@@ -9,15 +9,20 @@ files), then each part is measured against its own limit before anything is pars
 from __future__ import annotations
 
 import os
-from typing import IO
+from typing import IO, TypeVar
 
 from flask import request
+from pydantic import BaseModel
 
+from service.api.schemas import parse_body
 from service.errors import InvalidArgument, PayloadTooLarge
 from service.settings import Settings
 
 # room for multipart boundaries, part headers and small text fields such as `spec`
 FORM_OVERHEAD_BYTES = 1 << 20
+# a JSON body: an upload's 10 000 parts with their ETags at the most
+JSON_BODY_BYTES = 4 << 20
+M = TypeVar("M", bound=BaseModel)
 
 
 def job_body_limit(settings: Settings) -> int:
@@ -29,16 +34,31 @@ def dataset_body_limit(settings: Settings) -> int:
     return settings.max_data_bytes + FORM_OVERHEAD_BYTES
 
 
+def json_body(model: type[M]) -> M:
+    """The request's JSON body as ``model``, read only up to :data:`JSON_BODY_BYTES`."""
+    _cap_body(JSON_BODY_BYTES)
+    if not request.is_json:
+        raise InvalidArgument("send the body as application/json", field="Content-Type")
+    data = request.get_json(silent=True)
+    if data is None:
+        raise InvalidArgument("the body is not valid JSON", field="body")
+    return parse_body(model, data)
+
+
 def limit_body(limit: int) -> None:
     """Refuse a body declared larger than ``limit`` now, and cap reading at ``limit`` otherwise."""
+    _cap_body(limit)
+    if not request.mimetype.startswith("multipart/form-data"):
+        raise InvalidArgument("send the upload as multipart/form-data", field="Content-Type")
+
+
+def _cap_body(limit: int) -> None:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(
             f"the request body is {declared} bytes; this endpoint accepts at most {limit}", field="body"
         )
     request.max_content_length = limit
-    if not request.mimetype.startswith("multipart/form-data"):
-        raise InvalidArgument("send the upload as multipart/form-data", field="Content-Type")
 
 
 def required_file_part(name: str, limit: int) -> IO[bytes]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import IO, Protocol, runtime_checkable
 
@@ -51,6 +51,21 @@ class ArtifactStore(Protocol):
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Keys that start with ``prefix``, in lexicographic order."""
+        ...
+
+    def start_upload(
+        self, key: str, parts: int, expires_s: int, metadata: Mapping[str, str]
+    ) -> tuple[str, Sequence[str]]:
+        """Begin a multipart upload to ``key`` that clients send straight to the store, ``metadata`` kept with
+        the object: ``(upload id, one presigned PUT URL per part)``; ``WrongState`` where the store has none."""
+        ...
+
+    def finish_upload(self, key: str, upload_id: str, etags: Sequence[str]) -> tuple[int, dict[str, str]]:
+        """Join the parts (``etags[i]`` is part ``i + 1``'s); ``(size, metadata)`` of the stored object."""
+        ...
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Drop an unfinished upload and its parts."""
         ...
 
 

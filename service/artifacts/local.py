@@ -5,14 +5,14 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
 from service.artifacts.base import CHUNK_SIZE, HashingReader, validate_key, validate_prefix
-from service.errors import NotFound, StorageFull
+from service.errors import NotFound, StorageFull, WrongState
 from service.server.offload import off_loop
 
 # A file being written is '.partial-<random>' beside its key: a key of its own that the service
@@ -81,6 +81,23 @@ class LocalStore:
         """Local files have no URL of their own: the API streams them."""
         validate_key(key)
         return None
+
+    def start_upload(
+        self, key: str, parts: int, expires_s: int, metadata: Mapping[str, str]
+    ) -> tuple[str, Sequence[str]]:
+        """A local folder has no URL a client could send parts to."""
+        validate_key(key)
+        raise WrongState(
+            "uploads straight to storage need the S3 artifact store (QAT_ARTIFACTS=s3://bucket/prefix); with local "
+            "artifacts send the file to POST /v1/datasets",
+            field="size",
+        )
+
+    def finish_upload(self, key: str, upload_id: str, etags: Sequence[str]) -> tuple[int, dict[str, str]]:
+        raise NotFound(f"no upload {upload_id!r} to {key!r}: local artifacts take none", field="upload_id")
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        raise NotFound(f"no upload {upload_id!r} to {key!r}: local artifacts take none", field="upload_id")
 
     def list(self, prefix: str = "") -> Iterator[str]:
         # walk only the folder the prefix names up to its last '/', not the whole store

@@ -8,7 +8,7 @@ DNS). ``s3v4`` signatures make presigned URLs valid everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -20,9 +20,12 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from service.artifacts.base import CHUNK_SIZE, HashingReader, validate_key, validate_prefix
-from service.errors import NotFound, StorageUnavailable
+from service.errors import InvalidArgument, NotFound, StorageUnavailable
 
 _MISSING = ("404", "NoSuchKey", "NotFound")
+_MISSING_UPLOAD = (*_MISSING, "NoSuchUpload")
+# completing an upload: the parts the client names are not the ones it sent (or one but the last is small)
+_BAD_PARTS = ("InvalidPart", "InvalidPartOrder", "EntityTooSmall")
 # Multipart above 8 MiB in 8 MiB parts. The reader is not seekable, so boto3 reads it
 # part by part in order and holds at most ten parts (80 MiB) in memory, whatever the size.
 _TRANSFER = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=4)
@@ -88,6 +91,50 @@ class S3Store:
             )
         return url
 
+    def start_upload(
+        self, key: str, parts: int, expires_s: int, metadata: Mapping[str, str]
+    ) -> tuple[str, Sequence[str]]:
+        name = self._object(key)
+        with _errors(key):
+            upload_id: str = self.client.create_multipart_upload(Bucket=self.bucket, Key=name, Metadata=dict(metadata))[
+                "UploadId"
+            ]
+            urls = [
+                self._presigner.generate_presigned_url(
+                    "upload_part",
+                    Params={"Bucket": self.bucket, "Key": name, "UploadId": upload_id, "PartNumber": number},
+                    ExpiresIn=expires_s,
+                )
+                for number in range(1, parts + 1)
+            ]
+        return upload_id, urls
+
+    def finish_upload(self, key: str, upload_id: str, etags: Sequence[str]) -> tuple[int, dict[str, str]]:
+        name = self._object(key)
+        parts = [{"PartNumber": number, "ETag": etag} for number, etag in enumerate(etags, start=1)]
+        self._check_upload(key, upload_id)
+        with _errors(key, missing=_MISSING_UPLOAD, bad_parts=_BAD_PARTS):
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=name, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+            head = self.client.head_object(Bucket=self.bucket, Key=name)
+        return int(head["ContentLength"]), dict(head.get("Metadata", {}))
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        name = self._object(key)
+        self._check_upload(key, upload_id)
+        with _errors(key, missing=_MISSING_UPLOAD):
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
+
+    def _check_upload(self, key: str, upload_id: str) -> None:
+        """``NotFound`` unless ``upload_id`` is an unfinished upload to ``key`` itself. Servers differ on
+        whether an upload id sent with another key acts on the upload (moto does): the key is the owner's."""
+        name = self._object(key)
+        with _errors(key):
+            listed = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=name)
+        if not any(u["Key"] == name and u["UploadId"] == upload_id for u in listed.get("Uploads", [])):
+            raise NotFound(f"no unfinished upload {upload_id!r} to {key!r}", field="upload_id")
+
     def list(self, prefix: str = "") -> Iterator[str]:
         full = self.prefix + validate_prefix(prefix)
         with _errors(prefix):
@@ -96,14 +143,22 @@ class S3Store:
 
 
 @contextmanager
-def _errors(key: str) -> Iterator[None]:
-    """botocore's exceptions as the service's: a missing object is ``NotFound``, the rest unavailable."""
+def _errors(key: str, missing: tuple[str, ...] = _MISSING, bad_parts: tuple[str, ...] = ()) -> Iterator[None]:
+    """botocore's exceptions as the service's: a missing object (or upload) is ``NotFound``, parts that do not
+    match what was sent an ``InvalidArgument`` on ``parts``, the rest unavailable."""
     try:
         yield
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in _MISSING:
-            raise NotFound(f"no stored object {key!r}", field="key") from None
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        if code in missing:
+            raise NotFound(f"no stored object or upload {key!r}", field="key") from None
+        if code in bad_parts:
+            raise InvalidArgument(
+                f"the store refused the parts ({code}: {error.get('Message', '')}); PUT every part to its URL and "
+                "send each part's ETag, in part order",
+                field="parts",
+            ) from None
         raise StorageUnavailable(f"S3 refused the request for {key!r}: {exc}", field="key") from exc
     except S3UploadFailedError as exc:
         raise StorageUnavailable(f"S3 refused the upload of {key!r}: {exc}", field="key") from exc

@@ -25,12 +25,23 @@ from urllib.parse import quote
 
 import httpx
 
-from service.contract import Artifact, Dataset, Job
+from service.contract import (
+    Artifact,
+    CompletedPart,
+    Dataset,
+    DatasetUpload,
+    DatasetUploadCompletion,
+    DatasetUploadRequest,
+    Job,
+)
 
 # answers that mean "again in a moment": the service or a proxy in front of it is restarting
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 RETRY_FOR_S = 60.0
 _FIRST_DELAY_S, _MAX_DELAY_S = 0.5, 8.0
+_HASH_CHUNK = 8 << 20
+# tries per part of an upload sent in parts (a connection error or a 5xx from the store)
+_PART_TRIES = 3
 PathLike = str | os.PathLike[str]
 JobId = str | uuid.UUID
 
@@ -150,6 +161,29 @@ class Client:
         with ExitStack() as stack:
             file = _upload(stack, data, "data.npz")
             return Dataset.model_validate(self._send("POST", "/v1/datasets", [file[1]], files={"data": file}).json())
+
+    def upload_dataset_in_parts(self, path: PathLike, *, part_size: int | None = None) -> Dataset:
+        """Send a dataset file straight to the object store, part by part: for files beyond the API's upload
+        limit (the service must keep its artifacts in S3). The file is read twice, once for its sha256 and
+        once to send it; an upload that fails part-way is aborted, leaving nothing stored."""
+        source = Path(path)
+        digest = hashlib.sha256()
+        with open(source, "rb") as file:
+            while chunk := file.read(_HASH_CHUNK):
+                digest.update(chunk)
+        wanted = DatasetUploadRequest(size=source.stat().st_size, sha256=digest.hexdigest(), part_size=part_size)
+        upload = DatasetUpload.model_validate(
+            self._json("POST", "/v1/datasets/uploads", json=wanted.model_dump(exclude_none=True))
+        )
+        try:
+            etags = _put_parts(source, upload, self._http.timeout)
+        except BaseException:
+            self._send("DELETE", f"/v1/datasets/uploads/{upload.id}", params={"upload_token": upload.upload_token})
+            raise
+        parts = [CompletedPart(part_number=number, etag=etag) for number, etag in enumerate(etags, start=1)]
+        completion = DatasetUploadCompletion(upload_token=upload.upload_token, parts=parts)
+        answer = self._json("POST", f"/v1/datasets/uploads/{upload.id}/complete", json=completion.model_dump())
+        return Dataset.model_validate(answer)
 
     def delete_dataset(self, dataset_id: str | uuid.UUID) -> None:
         """Delete a dataset's file (the service refuses while a queued or running job uses it)."""
@@ -334,6 +368,34 @@ def _json_text(value: Mapping[str, Any] | PathLike) -> str:
     if isinstance(value, Mapping):
         return json.dumps(dict(value))
     return Path(value).read_text()
+
+
+def _put_parts(source: Path, upload: DatasetUpload, timeout: httpx.Timeout) -> builtins.list[str]:
+    """PUT each part to its presigned URL, without this client's token (the URL is the credential); the
+    ETags in part order. A part that fails is tried again, then the upload fails."""
+    etags = []
+    with open(source, "rb") as file, httpx.Client(timeout=timeout) as store:
+        for part in upload.parts:
+            body = file.read(upload.part_size)
+            for attempt in range(_PART_TRIES):
+                try:
+                    answer = store.put(part.url, content=body)
+                except httpx.TransportError as exc:
+                    if attempt == _PART_TRIES - 1:
+                        raise ServerUnreachable(part.url.split("?", 1)[0], _reason(exc)) from exc
+                    continue
+                if answer.status_code == 200 and "ETag" in answer.headers:
+                    break
+                if attempt == _PART_TRIES - 1 or answer.status_code < 500:
+                    raise ApiError(
+                        "UPLOAD_FAILED",
+                        f"the object store answered {answer.status_code} to part {part.part_number}: "
+                        f"{answer.text[:200]}",
+                        "parts",
+                        answer.status_code,
+                    )
+            etags.append(answer.headers["ETag"])
+    return etags
 
 
 def _upload(stack: ExitStack, source: PathLike | IO[bytes], default_name: str) -> tuple[str, IO[bytes]]:

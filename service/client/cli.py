@@ -189,6 +189,28 @@ def delete(job_id: str, url: str | None, token: str | None, as_json: bool) -> No
     _act_on_job(Client.delete_files, ": files deleted", job_id, url, token, as_json)
 
 
+@click.command("upload-dataset")
+@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--in-parts",
+    is_flag=True,
+    help="Send it straight to the service's object store (S3), part by part: for files beyond the API's upload "
+    "limit (2 GiB by default). Without: through the API.",
+)
+@click.option("--part-size", type=click.IntRange(min=5 << 20), help="With --in-parts: bytes per part [64 MiB].")
+@client_options
+def upload_dataset(
+    data: Path, in_parts: bool, part_size: int | None, url: str | None, token: str | None, as_json: bool
+) -> None:
+    """Upload a dataset (.npz, or .zip/.tar of images) once; name its id in `qat submit --dataset-id`."""
+    with connect(url, token) as client:
+        if in_parts:
+            dataset = client.upload_dataset_in_parts(data, part_size=part_size)
+        else:
+            dataset = client.upload_dataset(data)
+    _emit(dataset.model_dump(mode="json"), lambda: _out.print(f"{dataset.id} {dataset.size} bytes"), as_json)
+
+
 def _act_on_job(
     act: Callable[[Client, str], Job], done: str, job_id: str, url: str | None, token: str | None, as_json: bool
 ) -> None:

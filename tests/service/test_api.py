@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -208,6 +209,73 @@ def test_datasets_dedup_and_reuse(api: Any, submit: Submit, data_npz: bytes) -> 
     assert error_of(client.get(f"/v1/datasets/{uuid.uuid4()}"), 404)["code"] == "NOT_FOUND"
     bad = client.post("/v1/datasets", files={"data": ("d.npz", npz(x_train=np.zeros((2, 3), np.float64)))})
     assert error_of(bad, 422) == {"code": "BAD_DATA", "message": bad.json()["error"]["message"], "field": "x_train"}
+
+
+@S3_ONLY
+def test_a_dataset_sent_in_parts_straight_to_s3(api: Any) -> None:
+    """The API signs one URL per part and joins them; it never carries the bytes. A declared size the parts
+    do not have is refused; another team's upload cannot be completed or aborted; an aborted one is gone."""
+    client, intruder = api.new_team(), api.new_team()
+    body = os.urandom((5 << 20) + 777)  # two parts of S3's smallest size
+    digest = hashlib.sha256(body).hexdigest()
+
+    def start(size: int) -> dict[str, Any]:
+        answer = client.post("/v1/datasets/uploads", json={"size": size, "sha256": digest, "part_size": 5 << 20})
+        assert answer.status_code == 201, answer.text
+        return dict(answer.json())
+
+    def send(upload: dict[str, Any]) -> dict[str, Any]:
+        parts = []
+        for part in upload["parts"]:
+            start_at = (part["part_number"] - 1) * upload["part_size"]
+            put = requests.put(part["url"], data=body[start_at : start_at + upload["part_size"]], timeout=30)
+            assert put.status_code == 200, put.text
+            parts.append({"part_number": part["part_number"], "etag": put.headers["ETag"]})
+        return {"upload_token": upload["upload_token"], "parts": parts}
+
+    upload = start(len(body))
+    assert [part["part_number"] for part in upload["parts"]] == [1, 2]
+    assert all("Authorization" not in part["url"] and "X-Amz-Signature" in part["url"] for part in upload["parts"])
+    completion = send(upload)
+    path = f"/v1/datasets/uploads/{upload['id']}"
+    assert error_of(intruder.post(f"{path}/complete", json=completion), 404)["code"] == "NOT_FOUND"
+    gone = intruder.delete(path, params={"upload_token": upload["upload_token"]})
+    assert error_of(gone, 404)["code"] == "NOT_FOUND"
+    shuffled = {**completion, "parts": completion["parts"][::-1]}
+    assert error_of(client.post(f"{path}/complete", json=shuffled), 400)["field"] == "parts"
+    done = client.post(f"{path}/complete", json=completion)
+    assert done.status_code == 201, done.text
+    dataset = done.json()
+    assert dataset["sha256"] == digest and dataset["size"] == len(body)
+    [key] = list(api.services.artifacts.list("datasets/"))
+    assert b"".join(api.services.artifacts.open_stream(key)) == body
+
+    again = start(len(body))  # the same bytes again: the same dataset, the copy removed
+    repeated = client.post(f"/v1/datasets/uploads/{again['id']}/complete", json=send(again))
+    assert repeated.status_code == 200 and repeated.json()["id"] == dataset["id"]
+    assert len(list(api.services.artifacts.list("datasets/"))) == 1
+
+    short = start(len(body) + 1)
+    refused = client.post(f"/v1/datasets/uploads/{short['id']}/complete", json=send(short))
+    assert error_of(refused, 400)["field"] == "parts" and "declared" in refused.json()["error"]["message"]
+    aborted = start(len(body))
+    assert client.delete(f"/v1/datasets/uploads/{aborted['id']}", params={"upload_token": aborted["upload_token"]})
+    stale = {"upload_token": aborted["upload_token"], "parts": [{"part_number": 1, "etag": "sent before"}]}
+    assert error_of(client.post(f"/v1/datasets/uploads/{aborted['id']}/complete", json=stale), 404)
+    assert len(list(api.services.artifacts.list("datasets/"))) == 1
+
+
+@LOCAL_ONLY
+def test_datasets_in_parts_need_s3_and_their_limits_name_the_field(api: Any) -> None:
+    client = api.new_team()
+    refused = client.post("/v1/datasets/uploads", json={"size": 10, "sha256": "a" * 64})
+    assert error_of(refused, 409)["field"] == "size" and "S3 artifact store" in refused.json()["error"]["message"]
+    too_big = client.post("/v1/datasets/uploads", json={"size": 1 << 50, "sha256": "a" * 64})
+    assert error_of(too_big, 413)["field"] == "size"
+    too_many = client.post("/v1/datasets/uploads", json={"size": 100 << 30, "sha256": "a" * 64, "part_size": 5 << 20})
+    assert error_of(too_many, 400)["field"] == "part_size"
+    assert error_of(client.post("/v1/datasets/uploads", json={"size": 10, "sha256": "xyz"}), 400)["field"] == "sha256"
+    assert error_of(client.post("/v1/datasets/uploads", data="{"), 400)["field"] == "Content-Type"
 
 
 @LOCAL_ONLY

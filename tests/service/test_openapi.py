@@ -9,11 +9,13 @@ documented one) the two directions are covered.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,7 @@ from flask import Blueprint, Flask
 from quantlib.report import REPORT_HTML
 from service.api.app import BLUEPRINTS, create_app
 from service.api.openapi import documented_routes, openapi_document, openapi_path
+from service.artifacts import LocalStore
 from service.db.migrate import upgrade
 from service.jobs import NewArtifact, claim_job, finish_job
 from service.settings import Settings
@@ -58,6 +61,7 @@ class World:
     api: ApiServer
     streamed: ApiServer  # downloads streamed, not redirected
     small: ApiServer  # 2 KiB upload limits
+    local: ApiServer  # local artifacts: no uploads in parts
     team: requests.Session
     queued: str
     finished: str
@@ -85,10 +89,10 @@ def _finish(api: ApiServer, job_id: str) -> None:
 
 
 @pytest.fixture
-def world(make_api: Callable[..., ApiServer]) -> World:
+def world(make_api: Callable[..., ApiServer], tmp_path: Path) -> World:
     api = make_api()
     team = api.new_team()
-    submit = World(api, api, api, team, "", "", "", "", "").submit
+    submit = World(api, api, api, api, team, "", "", "", "", "").submit
     queued, finished, deletable = (submit().json()["id"] for _ in range(3))
     _finish(api, finished)
     _finish(api, deletable)
@@ -97,7 +101,43 @@ def world(make_api: Callable[..., ApiServer]) -> World:
     assert submit(data=None, dataset_id=(None, busy)).status_code == 201
     streamed = make_api(QAT_DOWNLOAD_REDIRECT="false")
     small = make_api(QAT_MAX_MODEL_BYTES="2KiB", QAT_MAX_DATA_BYTES="2KiB")
-    return World(api, streamed, small, team, queued, finished, deletable, dataset, busy)
+    local = make_api(store=LocalStore(tmp_path / "local-artifacts"))
+    return World(api, streamed, small, local, team, queued, finished, deletable, dataset, busy)
+
+
+def _start_upload(team: requests.Session, body: bytes) -> dict[str, Any]:
+    answer = team.post("/v1/datasets/uploads", json={"size": len(body), "sha256": hashlib.sha256(body).hexdigest()})
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
+def _complete(team: requests.Session, upload: dict[str, Any], body: bytes) -> requests.Response:
+    put = requests.put(upload["parts"][0]["url"], data=body, timeout=30)
+    parts = [{"part_number": 1, "etag": put.headers["ETag"]}]
+    return team.post(
+        f"/v1/datasets/uploads/{upload['id']}/complete", json={"upload_token": upload["upload_token"], "parts": parts}
+    )
+
+
+def _sent_in_parts(team: requests.Session, body: bytes) -> requests.Response:
+    return _complete(team, _start_upload(team, body), body)
+
+
+def _full_when_completed(team: requests.Session, body: bytes) -> requests.Response:
+    """An upload started while the team had room, completed once another dataset took it."""
+    upload = _start_upload(team, body)
+    assert team.post("/v1/datasets", files={"data": ("d.npz", npz(uuid.uuid4().int % 1000))}).status_code == 201
+    return _complete(team, upload, body)
+
+
+def _no_dataset_room(team: requests.Session) -> requests.Response:
+    assert team.post("/v1/datasets", files={"data": ("d.npz", npz(5))}).status_code == 201
+    return team.post("/v1/datasets/uploads", json=UPLOAD)
+
+
+def _aborted(team: requests.Session) -> requests.Response:
+    upload = _start_upload(team, b"abandoned")
+    return team.delete(f"/v1/datasets/uploads/{upload['id']}", params={"upload_token": upload["upload_token"]})
 
 
 def _twice(w: World) -> requests.Response:
@@ -124,6 +164,7 @@ def _second(request: Callable[[requests.Session], requests.Response], team: requ
 
 
 MISSING = str(uuid.uuid4())
+UPLOAD = {"size": 10, "sha256": "a" * 64}
 Provoke = Callable[[World], requests.Response]
 # (method, path, status) -> a request that gets that answer; 401 and 503 are generic (below)
 PROVOKE: dict[tuple[str, str, int], Provoke] = {
@@ -170,6 +211,42 @@ PROVOKE: dict[tuple[str, str, int], Provoke] = {
     ("POST", "/v1/datasets", 507): lambda w: w.api.new_team(max_storage_bytes=100).post(
         "/v1/datasets", files={"data": ("d.npz", npz(4))}
     ),
+    ("POST", "/v1/datasets/uploads", 201): lambda w: w.team.post("/v1/datasets/uploads", json=UPLOAD),
+    ("POST", "/v1/datasets/uploads", 400): lambda w: w.team.post("/v1/datasets/uploads", json={**UPLOAD, "size": 0}),
+    ("POST", "/v1/datasets/uploads", 409): lambda w: w.local.client(
+        w.team.headers["Authorization"].removeprefix("Bearer ")
+    ).post("/v1/datasets/uploads", json=UPLOAD),
+    ("POST", "/v1/datasets/uploads", 413): lambda w: w.team.post(
+        "/v1/datasets/uploads", json={**UPLOAD, "size": 1 << 50}
+    ),
+    ("POST", "/v1/datasets/uploads", 429): lambda w: _no_dataset_room(w.api.new_team(max_datasets=1)),
+    ("POST", "/v1/datasets/uploads", 507): lambda w: w.api.new_team(max_storage_bytes=5).post(
+        "/v1/datasets/uploads", json=UPLOAD
+    ),
+    ("POST", "/v1/datasets/uploads/{upload_id}/complete", 201): lambda w: _sent_in_parts(w.team, b"new bytes"),
+    ("POST", "/v1/datasets/uploads/{upload_id}/complete", 200): lambda w: _second(
+        lambda team: _sent_in_parts(team, b"same bytes"), w.team
+    ),
+    ("POST", "/v1/datasets/uploads/{upload_id}/complete", 400): lambda w: w.team.post(
+        f"/v1/datasets/uploads/{MISSING}/complete",
+        json={"upload_token": "t", "parts": [{"part_number": 2, "etag": "e"}]},
+    ),
+    ("POST", "/v1/datasets/uploads/{upload_id}/complete", 404): lambda w: w.team.post(
+        f"/v1/datasets/uploads/{MISSING}/complete",
+        json={"upload_token": "t", "parts": [{"part_number": 1, "etag": "e"}]},
+    ),
+    ("POST", "/v1/datasets/uploads/{upload_id}/complete", 429): lambda w: _full_when_completed(
+        w.api.new_team(max_datasets=1), b"x" * 100
+    ),
+    ("POST", "/v1/datasets/uploads/{upload_id}/complete", 507): lambda w: _full_when_completed(
+        w.api.new_team(max_storage_bytes=1000),
+        b"x" * 700,  # fits alone; with the ~400-byte dataset, not
+    ),
+    ("DELETE", "/v1/datasets/uploads/{upload_id}", 204): lambda w: _aborted(w.team),
+    ("DELETE", "/v1/datasets/uploads/{upload_id}", 400): lambda w: w.team.delete(f"/v1/datasets/uploads/{MISSING}"),
+    ("DELETE", "/v1/datasets/uploads/{upload_id}", 404): lambda w: w.team.delete(
+        f"/v1/datasets/uploads/{MISSING}", params={"upload_token": "t"}
+    ),
     ("GET", "/v1/datasets/{dataset_id}", 200): lambda w: w.team.get(f"/v1/datasets/{w.dataset}"),
     ("GET", "/v1/datasets/{dataset_id}", 404): lambda w: w.team.get(f"/v1/datasets/{MISSING}"),
     ("DELETE", "/v1/datasets/{dataset_id}", 204): lambda w: w.team.delete(f"/v1/datasets/{w.dataset}"),
@@ -188,7 +265,8 @@ PROVOKE: dict[tuple[str, str, int], Provoke] = {
 
 
 def _concrete(path: str, w: World) -> str:
-    return path.replace("{job_id}", w.finished).replace("{dataset_id}", w.dataset).replace("{name}", "x")
+    concrete = path.replace("{job_id}", w.finished).replace("{dataset_id}", w.dataset).replace("{name}", "x")
+    return concrete.replace("{upload_id}", MISSING)
 
 
 def documented(document: dict[str, Any]) -> set[tuple[str, str, int]]:

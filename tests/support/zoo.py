@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.models import MeanPooled
+from bench.models import ImageLogits, MeanPooled
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched: weights ship in a package or are random
 
@@ -42,15 +42,6 @@ class TextLogits(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-
-
-class ImageLogits(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values).logits
 
 
 def _images(n: int, seed: int) -> tuple[torch.Tensor, ...]:

@@ -58,6 +58,18 @@ def test_class_folders_become_arrays_with_sorted_class_indices(tmp_path: Path) -
     assert red[:, 0].mean() > (220 / 255 - 0.5) / 0.25 - 0.5 and red[:, 2].mean() < 0
 
 
+def test_decoded_images_can_go_to_a_mapped_file(tmp_path: Path) -> None:
+    """What a job does: the decoded arrays are files in its folder, mapped, not process memory."""
+    preprocess = Preprocess(resize=[8, 8])
+    archive = _zip(tmp_path / "images.zip", _folders())
+    in_memory = load_dataset(archive, preprocess)
+    on_disk = load_dataset(archive, preprocess, tmp_path / "scratch")
+    x = on_disk.x_train.arrays[""]
+    assert isinstance(x, np.memmap) and (tmp_path / "scratch" / "x_train.npy").is_file()
+    np.testing.assert_array_equal(x, in_memory.x_train.arrays[""])
+    assert np.load(tmp_path / "scratch" / "x_eval.npy").shape == (9, 3, 8, 8)
+
+
 def test_a_tar_with_a_csv_of_labels_and_the_preprocess_arithmetic(tmp_path: Path) -> None:
     image = _png((255, 0, 51), size=(6, 4))
     rows = "file,label,split\nimgs/a.png,cat,train\nimgs/b.png,dog,train\nimgs/c.png,cat,eval\n"
