@@ -54,13 +54,12 @@ from quantlib.spec import QATSpec
 model, data, scratch, out = sys.argv[1:5]
 started = time.perf_counter()
 dataset = load_dataset(data, scratch=None if scratch == "-" else Path(scratch))
-report = run_qat(load_exported_program(model), dataset, out, spec=QATSpec(epochs=1, batch_size=50))
+run_qat(load_exported_program(model), dataset, out, spec=QATSpec(epochs=1, batch_size=50))
 time.sleep(0.05)
 print(json.dumps({
     "peak_anon_mib": round(peaks["RssAnon"] / 1024, 1),
     "peak_rss_mib": round(peaks["VmRSS"] / 1024, 1),
     "seconds": round(time.perf_counter() - started, 1),
-    "top1_int8": report.accuracy["int8_onnxruntime"].top1,
 }))
 """
 
@@ -84,7 +83,7 @@ def _write_dataset(path: Path, gib: float) -> int:
         block = labels[start : start + 20_000]
         x_train[start : start + len(block)] = rng.standard_normal((len(block), FEATURES), np.float32) + block[:, None]
     eval_labels = rng.integers(0, 10, EVAL_ROWS)
-    x_eval = rng.standard_normal((EVAL_ROWS, FEATURES), np.float32) + eval_labels[:, None]
+    x_eval = (rng.standard_normal((EVAL_ROWS, FEATURES), np.float32) + eval_labels[:, None]).astype(np.float32)
     np.savez(path, x_train=x_train, y_train=labels, x_eval=x_eval, y_eval=eval_labels)
     del x_train
     path.with_suffix(".x.npy").unlink()

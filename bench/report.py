@@ -173,18 +173,15 @@ def sentence_embeddings_table(rows: list[dict[str, Any]]) -> str:
 
 def dataset_memory_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| dataset GiB (train rows) | variant | peak own memory MiB (RssAnon) | peak RSS MiB (with mapped pages) "
-        "| s | INT8 top-1 |",
-        "|---|---|---|---|---|---|",
+        "| dataset GiB (train rows) | variant | peak own memory MiB (RssAnon) | peak RSS MiB (with mapped pages) | s |",
+        "|---|---|---|---|---|",
     ]
     for r in rows:
         head = f"| {r['dataset_gib']} ({r['train_rows']}) | {r['variant']} |"
         if "error" in r:
-            lines.append(f"{head} failed: {r['error']} | | | |")
+            lines.append(f"{head} failed: {r['error']} | | |")
             continue
-        lines.append(
-            f"{head} {r['peak_anon_mib']:.0f} | {r['peak_rss_mib']:.0f} | {r['seconds']:.1f} | {_num(r['top1_int8'], 4)} |"
-        )
+        lines.append(f"{head} {r['peak_anon_mib']:.0f} | {r['peak_rss_mib']:.0f} | {r['seconds']:.1f} |")
     return "\n".join(lines)
 
 
