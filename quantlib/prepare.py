@@ -16,6 +16,7 @@ from quantlib.config import (
     BITS,
     EMBEDDING,
     QUANTIZABLE_TYPES,
+    ConfigError,
     QuantConfig,
     build_config,
     check_layers,
@@ -27,6 +28,7 @@ from quantlib.export.fold import can_fold
 from quantlib.graph import GraphFacts, analyze_exported, analyze_module, trainable_module
 from quantlib.graph.exported import widen_batch
 from quantlib.layers import QuantLayer, runs_on_gemm, supported_kind
+from quantlib.matmuls import quantize_activation_matmuls
 from quantlib.spec import TARGET_FORMS, Target, refusal
 
 log = logging.getLogger(__name__)
@@ -35,13 +37,14 @@ ModelLike = nn.Module | torch.export.ExportedProgram
 
 
 def as_module(
-    model: ModelLike, input_data: object = None, target: Target = "generic-qdq"
+    model: ModelLike, input_data: object = None, target: Target = "generic-qdq", graph: bool = False
 ) -> tuple[nn.Module, GraphFacts | None]:
     """A private, trainable nn.Module for ``model``, and graph facts when they come free.
 
-    A target that quantizes tensors between layers needs the model as a graph: an
-    nn.Module is exported (batch axis dynamic) and lifted like a ``.pt2``, where that keeps
-    every quantizable layer; otherwise it stays as it is and only its layers are quantized.
+    A target that quantizes tensors between layers, or a config that quantizes activation
+    matmuls (``graph``), needs the model as a graph: an nn.Module is exported (batch axis
+    dynamic) and lifted like a ``.pt2``, where that keeps every quantizable layer; otherwise
+    it stays as it is and only its layers are quantized.
     """
     if isinstance(model, torch.export.ExportedProgram):
         # ep.module() shares the program's tensors: lift a copy, so training leaves ``model`` as it was.
@@ -49,7 +52,7 @@ def as_module(
     if not isinstance(model, nn.Module):
         raise _not_a_model(model)
     module = copy.deepcopy(model)
-    if TARGET_FORMS[target].between != "none" and input_data is not None:
+    if (graph or TARGET_FORMS[target].between != "none") and input_data is not None:
         lifted = _as_graph(module, as_inputs(input_data))
         if lifted is not None:
             return lifted
@@ -200,12 +203,20 @@ def quantize_layers(
         setattr(parent, child, quant)
     if form.between != "none" and isinstance(model, fx.GraphModule):
         quantize_between(model, config.batch_num, form)
+    if config.quantize_activation_matmuls:
+        if not isinstance(model, fx.GraphModule):
+            raise ConfigError(
+                "quantize_activation_matmuls needs the model as a graph, and torch.export could not make one of "
+                "this nn.Module (see the warning above); give it as a .pt2, or leave the key out",
+                field="quantize_activation_matmuls",
+            )
+        quantize_activation_matmuls(model, config.batch_num, form)
     return model
 
 
 def prepare(model: ModelLike, config: QuantConfig, input_data: object, target: Target = "generic-qdq") -> nn.Module:
     """The QAT model for ``model``: a copy, with the config's layers quantized for ``target``."""
-    module, facts = as_module(model, input_data, target)
+    module, facts = as_module(model, input_data, target, graph=config.quantize_activation_matmuls)
     return quantize_layers(module, config, facts, input_data, target)
 
 

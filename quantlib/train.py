@@ -40,6 +40,7 @@ from quantlib.loop import (
     steps_per_epoch,
     tensors,
 )
+from quantlib.matmuls import MatmulInputQuantizer
 from quantlib.metrics import sqnr_db
 from quantlib.modelfile import ModelError
 from quantlib.outputs import OUTPUT_FILES
@@ -127,6 +128,8 @@ class Report:
     selection: Selection | None = None
     caveats: list[str] = field(default_factory=list)
     embeddings: dict[str, EmbeddingReport] = field(default_factory=dict)
+    # per input quantizer of an activation x activation matmul (config quantize_activation_matmuls)
+    activation_matmuls: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         tuning = {} if self.tuning is None else {"tuning": self.tuning}
@@ -139,6 +142,7 @@ class Report:
                 "deploy_vs_simulated": asdict(self.deploy_vs_simulated),
                 "layers": {key: asdict(layer) for key, layer in self.layers.items()},
                 "embeddings": {key: asdict(table) for key, table in self.embeddings.items()},
+                "activation_matmuls": self.activation_matmuls,
                 "loss": {"kind": self.loss, "epoch_means": self.epoch_losses},
                 "timings_s": self.timings_s,
                 "dataset": self.dataset,
@@ -208,7 +212,9 @@ def train(
     x_train, example = dataset.x_train, dataset.x_train[:1]
 
     with phases.phase(Phase.LOADING, 1):
-        module, facts = as_module(model, tensors(example, torch.device("cpu")), spec.target)
+        module, facts = as_module(
+            model, tensors(example, torch.device("cpu")), spec.target, graph=config.quantize_activation_matmuls
+        )
         types = layer_types(module)
         check_layers(config, types)  # before any forward pass is spent on a config that cannot apply
         check_target(config, spec.target, types)
@@ -275,6 +281,7 @@ def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases:
         deploy_vs_simulated=scores(simulated, deployed, None, task),
         layers=_layer_reports(qat, trained.config),
         embeddings=_embedding_reports(qat, trained.config),
+        activation_matmuls=_matmul_reports(qat),
         loss=trained.loss_kind,
         epoch_losses=trained.epoch_losses,
         timings_s=phases.timings,
@@ -384,6 +391,22 @@ def scores(reference: np.ndarray, outputs: np.ndarray, labels: np.ndarray | None
 def _relative_error(quantized: torch.Tensor, weight: torch.Tensor) -> float:
     """|Q(w) - w|^2 / |w|^2."""
     return float((quantized - weight).pow(2).sum() / weight.pow(2).sum().clamp_min(1e-30))
+
+
+@torch.no_grad()
+def _matmul_reports(qat: nn.Module) -> dict[str, dict[str, float]]:
+    """Observed range and clips of each matmul input's quantizer, by its name (``<matmul>_input<i>_quant``)."""
+    reports = {}
+    for name, quantizer in qat.named_modules():
+        if isinstance(quantizer, MatmulInputQuantizer):
+            clip_max, clip_min = quantizer.clips()
+            reports[name] = {
+                "observed_min": float(quantizer.observed_min),
+                "observed_max": float(quantizer.observed_max),
+                "clip_min": float(clip_min),
+                "clip_max": float(clip_max),
+            }
+    return reports
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ from quantlib.config.schema import (
 )
 from quantlib.errors import QuantlibError, first_error
 
-GLOBAL_KEYS = ("version", "batch_num")
+GLOBAL_KEYS = ("version", "batch_num", "quantize_activation_matmuls")
 _SECTIONS: dict[str, type[BaseModel]] = {
     "retrain_data_config": DataConfig,
     "retrain_weight_config": WeightConfig,
@@ -109,8 +109,13 @@ def parse_config(data: Mapping[str, Any]) -> QuantConfig:
             "a layer entry has an empty name; key each layer by its module path, e.g. 'layer1.0.conv1'",
             field="config",
         )
+    matmuls = data.get("quantize_activation_matmuls", False)
+    if type(matmuls) is not bool:
+        raise ConfigError(
+            f"quantize_activation_matmuls must be true or false, got {matmuls!r}", field="quantize_activation_matmuls"
+        )
     layers = {name: parse_layer(name, entry) for name, entry in data.items() if name not in GLOBAL_KEYS}
-    return QuantConfig(version=1, batch_num=batch_num, layers=layers)
+    return QuantConfig(version=1, batch_num=batch_num, quantize_activation_matmuls=matmuls, layers=layers)
 
 
 def parse_layer(name: str, entry: Any) -> LayerConfig:

@@ -68,6 +68,9 @@ class QuantConfig(_Strict):
 
     version: Literal[1] = 1
     batch_num: int = Field(default=1, gt=0)
+    # both inputs of every activation x activation matmul (attention's scores and values) quantized too;
+    # not AMCT's, so off unless asked for, and written to the file only when on
+    quantize_activation_matmuls: bool = False
     layers: dict[str, LayerConfig] = Field(default_factory=dict)
 
     def enabled_layers(self) -> dict[str, LayerConfig]:
@@ -76,6 +79,8 @@ class QuantConfig(_Strict):
     def to_file_dict(self) -> dict[str, object]:
         """The config in the file layout: layers inline, keyed by name, unset keys omitted."""
         out: dict[str, object] = {"version": self.version, "batch_num": self.batch_num}
+        if self.quantize_activation_matmuls:
+            out["quantize_activation_matmuls"] = True
         for name, layer in self.layers.items():
             out[name] = layer.model_dump(exclude_none=True)
         return out

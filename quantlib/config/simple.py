@@ -5,6 +5,7 @@ from the defaults: layers or layer types to skip, and overrides by type or by na
 Example (JSON or YAML)::
 
     batch_num: 2
+    quantize_activation_matmuls: true  # attention's matmuls too (not AMCT's; off by default)
     skip_layers: [fc]
     skip_layer_types: [ConvTranspose2d]
     defaults: {channel_wise: true}
@@ -64,6 +65,7 @@ class SimpleConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     batch_num: int = Field(default=1, gt=0)
+    quantize_activation_matmuls: bool = False
     skip_layers: list[str] = Field(default_factory=list)
     skip_layer_types: list[str] = Field(default_factory=list)
     defaults: Override = Field(default_factory=Override)
@@ -129,4 +131,6 @@ def build_config(layer_types: Mapping[str, str], simple: SimpleConfig | None = N
         if name in simple.skip_layers or kind in simple.skip_layer_types:
             entry["retrain_enable"] = False
         layers[name] = parse_layer(name, entry)
-    return QuantConfig(batch_num=simple.batch_num, layers=layers)
+    return QuantConfig(
+        batch_num=simple.batch_num, quantize_activation_matmuls=simple.quantize_activation_matmuls, layers=layers
+    )

@@ -26,7 +26,11 @@ def bert_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_token_ids_and_a_mask_are_fed_by_name_and_deployed_with_their_dtypes(bert_job, tmp_path: Path) -> None:
     model, data = bert_job
     out = tmp_path / "out"
-    run = qat("quantize", model, "--data", data, "--out", out, "--epochs", 1, "--batch-size", 8)
+    simple = tmp_path / "simple.yaml"
+    simple.write_text("quantize_activation_matmuls: true\n")  # attention's matmuls too (tests/unit/test_matmuls.py)
+    run = qat(
+        "quantize", model, "--data", data, "--out", out, "--epochs", 1, "--batch-size", 8, "--config-defination", simple
+    )
     assert run.returncode == 0, run.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["dataset"]["inputs"] == {
@@ -43,6 +47,10 @@ def test_token_ids_and_a_mask_are_fed_by_name_and_deployed_with_their_dtypes(ber
         f"model.bert.embeddings.{kind}_embeddings" for kind in ("position", "token_type", "word")
     ]
     assert report["embeddings"]["model.bert.embeddings.word_embeddings"]["rows"] == 500
+    # both inputs of the 2 x 2 attention matmuls, the probabilities one-sided
+    matmuls = report["activation_matmuls"]
+    assert len(matmuls) == 8 and sum(q["clip_min"] == 0 for q in matmuls.values()) == 2, matmuls
+    assert config["quantize_activation_matmuls"] is True
     # the deployed model takes the inputs under the model's names and dtypes, and computes what QAT simulated
     deploy = onnx.load(str(out / "model_int8.onnx"))
     declared = {i.name: i.type.tensor_type.elem_type for i in deploy.graph.input}
