@@ -130,6 +130,12 @@ def _tuning_lines(tuning: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _default_threads() -> int:
+    """``OMP_NUM_THREADS`` where set (what a worker gives its jobs), else the CPUs this process may use."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    return int(given) if given.isdigit() and int(given) > 0 else len(os.sched_getaffinity(0))
+
+
 def _precheck_config(config_file: Path | None, config_defination: Path | None, spec: QATSpec) -> None:
     """What can be checked without the model, before torch loads (seconds): syntax, keys,
     values and the calibration budget. Layer names are checked against the model later."""
@@ -218,6 +224,11 @@ def _internal_error(exc: Exception) -> NoReturn:
 @click.option(
     "--weight-bits-budget", type=float, help="tuning: average weight bits (4..8); INT4 for the least sensitive layers"
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="CPU threads for torch and onnxruntime [default: OMP_NUM_THREADS, else every CPU this process may use]",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON on stdout, no progress bar")
 def quantize(
     model: Path,
@@ -225,6 +236,7 @@ def quantize(
     config_file: Path | None,
     config_defination: Path | None,
     out: Path,
+    threads: int | None,
     as_json: bool,
     **spec_options: Any,
 ) -> None:
@@ -234,7 +246,11 @@ def quantize(
         spec = parse_spec(_spec_values(**spec_options))
         _precheck_config(config_file, config_defination, spec)
         _quiet_libraries()
+        import torch
+
         from quantlib.run import run_qat
+
+        torch.set_num_threads(threads or _default_threads())
 
         # the dataset stays on disk, mapped (decoded images are written there): memory bounded by the batch
         with (

@@ -199,6 +199,8 @@ def predict_onnx(path: Path, x: Inputs, *, integer_kernels: bool = True) -> np.n
     """Outputs of the ONNX model at ``path``; without ``integer_kernels`` its Q/DQ arithmetic as written
     (onnxruntime's basic optimizations only, which fuse no Q/DQ group into an integer kernel)."""
     options = ort.SessionOptions()
+    # the run's thread budget (torch's, from OMP_NUM_THREADS or --threads), not onnxruntime's own one per core
+    options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
     if not integer_kernels:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -130,6 +130,8 @@ class Report:
     embeddings: dict[str, EmbeddingReport] = field(default_factory=dict)
     # per input quantizer of an activation x activation matmul (config quantize_activation_matmuls)
     activation_matmuls: dict[str, dict[str, float]] = field(default_factory=dict)
+    # the run's CPU threads (torch's and onnxruntime's): QAT_CHILD_THREADS in a job, --threads in qat quantize
+    threads: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         tuning = {} if self.tuning is None else {"tuning": self.tuning}
@@ -143,6 +145,7 @@ class Report:
                 "layers": {key: asdict(layer) for key, layer in self.layers.items()},
                 "embeddings": {key: asdict(table) for key, table in self.embeddings.items()},
                 "activation_matmuls": self.activation_matmuls,
+                "threads": self.threads,
                 "loss": {"kind": self.loss, "epoch_means": self.epoch_losses},
                 "timings_s": self.timings_s,
                 "dataset": self.dataset,
@@ -282,6 +285,7 @@ def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases:
         layers=_layer_reports(qat, trained.config),
         embeddings=_embedding_reports(qat, trained.config),
         activation_matmuls=_matmul_reports(qat),
+        threads=torch.get_num_threads(),
         loss=trained.loss_kind,
         epoch_losses=trained.epoch_losses,
         timings_s=phases.timings,

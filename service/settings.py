@@ -158,6 +158,11 @@ class Settings(BaseSettings):
         description="processes and threads a job's pipeline may run at once (`RLIMIT_NPROC` in its sandbox): "
         "a fork bomb stops there instead of filling the host's process table",
     )
+    child_threads: PositiveInt = Field(
+        1,
+        description="CPU threads of a job's pipeline process (torch, OpenMP, onnxruntime): the CPUs a worker slot "
+        "owns. One by default: on a shared host, threads beyond a job's share make every job slower",
+    )
     child_log_bytes: Size = Field(
         ByteSize(8 << 20), description="the most of a job's output its `log.txt` keeps: the first and the last half"
     )

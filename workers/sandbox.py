@@ -38,6 +38,8 @@ PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 # names that look like secrets are refused even if a prefix above allows them
 _SECRET_MARKERS = ("PASSWORD", "SECRET", "TOKEN", "CREDENTIAL", "_KEY")
+# what sets a child's threads: OpenMP (torch's intra-op pool), MKL and OpenBLAS
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # CPU seconds between SIGXCPU (the soft limit, which ends the child) and SIGKILL (the hard one)
 CPU_GRACE_S = 5
 
@@ -50,6 +52,8 @@ class ChildLimits:
     cpu_seconds: int | None = None
     max_processes: int | None = None
     log_bytes: int = 8 << 20
+    # the child's CPU threads (OMP_NUM_THREADS and the like; quantlib sizes torch and onnxruntime by it)
+    threads: int = 1
 
     def for_job(self, max_runtime_s: int | None) -> ChildLimits:
         """These limits for a job with ``spec.max_runtime_s``: CPU time at most that many seconds on every CPU.
@@ -118,6 +122,7 @@ def start_pipeline(
         jail.prepare(folder)
         argv = jail.command(argv, folder, limits.max_processes)
     env = child_environment(os.environ, home=where)
+    env.update(dict.fromkeys(THREAD_VARIABLES, str(limits.threads)))
     if jail is not None:
         env["TMPDIR"] = "/tmp"  # the job's own tmp folder inside the sandbox
     read_end, write_end = os.pipe()

@@ -37,7 +37,11 @@ def run_job(job_id: str) -> None:
     """Claim and run job ``job_id`` (a UUID string: the only thing the broker carries)."""
     settings, db, artifacts = _resources()
     limits = ChildLimits(
-        settings.child_memory_bytes, settings.child_cpu_seconds, settings.child_max_processes, settings.child_log_bytes
+        settings.child_memory_bytes,
+        settings.child_cpu_seconds,
+        settings.child_max_processes,
+        settings.child_log_bytes,
+        settings.child_threads,
     )
     jail = jail_for(settings.sandbox, settings.sandbox_uid)
     execute_job(db, artifacts, uuid.UUID(job_id), worker_id(), settings.lease_seconds, limits, jail)

@@ -29,7 +29,20 @@ def test_token_ids_and_a_mask_are_fed_by_name_and_deployed_with_their_dtypes(ber
     simple = tmp_path / "simple.yaml"
     simple.write_text("quantize_activation_matmuls: true\n")  # attention's matmuls too (tests/unit/test_matmuls.py)
     run = qat(
-        "quantize", model, "--data", data, "--out", out, "--epochs", 1, "--batch-size", 8, "--config-defination", simple
+        "quantize",
+        model,
+        "--data",
+        data,
+        "--out",
+        out,
+        "--epochs",
+        1,
+        "--batch-size",
+        8,
+        "--config-defination",
+        simple,
+        "--threads",
+        1,
     )
     assert run.returncode == 0, run.stderr
     report = json.loads((out / "report.json").read_text())
@@ -47,6 +60,7 @@ def test_token_ids_and_a_mask_are_fed_by_name_and_deployed_with_their_dtypes(ber
         f"model.bert.embeddings.{kind}_embeddings" for kind in ("position", "token_type", "word")
     ]
     assert report["embeddings"]["model.bert.embeddings.word_embeddings"]["rows"] == 500
+    assert report["threads"] == 1
     # both inputs of the 2 x 2 attention matmuls, the probabilities one-sided
     matmuls = report["activation_matmuls"]
     assert len(matmuls) == 8 and sum(q["clip_min"] == 0 for q in matmuls.values()) == 2, matmuls

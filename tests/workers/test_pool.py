@@ -58,6 +58,7 @@ def test_job_succeeds_and_its_int8_model_scores_what_was_reported(digits: tuple[
     assert not [name for name in seen if name.startswith(("QAT_", "AWS_"))], seen
     report = json.loads(pool.get(f"/v1/jobs/{job_id}/artifacts/report.json").content)
     assert report["files"]["deploy_model"] == "model_int8.onnx"
+    assert report["threads"] == 1, "the worker slot's one thread (QAT_CHILD_THREADS), not one per core"
 
 
 def test_config_naming_a_missing_layer_fails_as_the_users_bad_config(digits: tuple[Path, Path], pool: Pool) -> None:

@@ -16,7 +16,23 @@ from workers.childlog import BoundedLog
 from workers.jail import Jail
 from workers.progress import ProgressTail
 from workers.protocol import ProgressLine, child_file, read_child_file
-from workers.sandbox import child_environment, killed_by
+from workers.sandbox import ChildLimits, child_environment, killed_by, start_pipeline
+
+
+@pytest.mark.parametrize("jailed", [False, True], ids=["plain", "bwrap"])
+def test_a_child_gets_the_worker_slots_threads_whatever_the_worker_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jailed: bool
+) -> None:
+    """QAT_CHILD_THREADS, not the worker's own OMP_NUM_THREADS (or torch's one thread per core)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    code = "import os; print(*(os.environ[v] for v in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')))"
+    log = BoundedLog(tmp_path / "log.txt", 1 << 16)
+    folder = tmp_path / "job"
+    folder.mkdir()
+    child = start_pipeline(folder, log, ChildLimits(threads=3), Jail() if jailed else None, ("-c", code))
+    assert child.wait(timeout=60) == 0
+    log.finish()
+    assert (tmp_path / "log.txt").read_text().split() == ["3", "3", "3"]
 
 
 def test_child_environment_is_an_allowlist_without_secrets(tmp_path: Path) -> None:
