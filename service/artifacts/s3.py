@@ -133,7 +133,9 @@ class S3Store:
         with _errors(key):
             listed = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=name)
         if not any(u["Key"] == name and u["UploadId"] == upload_id for u in listed.get("Uploads", [])):
-            raise NotFound(f"no unfinished upload {upload_id!r} to {key!r}", field="upload_id")
+            raise NotFound(
+                "no unfinished upload with that id and token (completed, aborted, or never made)", field="upload_id"
+            )
 
     def list(self, prefix: str = "") -> Iterator[str]:
         full = self.prefix + validate_prefix(prefix)
