@@ -71,7 +71,9 @@ def main() -> None:
         results["deploy_speed"] = deploy_speed.measure(args.quick, log=lambda line: print(line, flush=True))
         report.write(results, args.out)
     if "sentences" in parts:
-        results["sentence_embeddings"] = sentence_embeddings.measure(log=lambda line: print(line, flush=True))
+        results["sentence_embeddings"] = sentence_embeddings.measure(
+            args.quick, log=lambda line: print(line, flush=True)
+        )
         report.write(results, args.out)
     if "memory" in parts:
         results["dataset_memory"] = dataset_memory.measure(args.quick, log=lambda line: print(line, flush=True))
