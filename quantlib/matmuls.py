@@ -12,13 +12,12 @@ out as the ops it stands for (scale, mask, softmax), so its matmuls can be quant
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import fx
 
 from quantlib.graph.analysis import nonneg_nodes, op_name
-from quantlib.graph.exported import free_attr
+from quantlib.graph.exported import free_attr, node_arg
 from quantlib.quant import ActivationQuantizer
 from quantlib.spec import TargetForm
 
@@ -33,10 +32,6 @@ class MatmulInputQuantizer(ActivationQuantizer):
     report; it quantizes like any other)."""
 
 
-def _arg(node: fx.Node, index: int, name: str, default: Any) -> Any:
-    return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
-
-
 def write_out_attention(gm: fx.GraphModule) -> int:
     """Replace each ``scaled_dot_product_attention`` of ``gm`` by its ops; how many were. One with dropout,
     grouped-query heads or a head size the graph does not fix stays as it is (its matmuls stay float)."""
@@ -46,9 +41,9 @@ def write_out_attention(gm: fx.GraphModule) -> int:
             continue
         q, k, v = node.args[:3]
         mask, dropout, causal = (
-            _arg(node, 3, "attn_mask", None),
-            _arg(node, 4, "dropout_p", 0.0),
-            _arg(node, 5, "is_causal", False),
+            node_arg(node, 3, "attn_mask", None),
+            node_arg(node, 4, "dropout_p", 0.0),
+            node_arg(node, 5, "is_causal", False),
         )
         scale = _scale(node, q)
         if dropout or node.kwargs.get("enable_gqa") or scale is None:

@@ -6,7 +6,7 @@ import copy
 import logging
 import os
 from collections.abc import Iterator
-from typing import cast
+from typing import TypeVar, cast
 
 import torch
 from torch import fx, nn
@@ -34,6 +34,7 @@ from quantlib.spec import TARGET_FORMS, Target, refusal
 log = logging.getLogger(__name__)
 
 ModelLike = nn.Module | torch.export.ExportedProgram
+M = TypeVar("M", bound=nn.Module)
 
 
 def as_module(
@@ -220,13 +221,16 @@ def prepare(model: ModelLike, config: QuantConfig, input_data: object, target: T
     return quantize_layers(module, config, facts, input_data, target)
 
 
-def quant_layers(model: nn.Module) -> Iterator[tuple[str, QuantLayer]]:
+def modules_of(model: nn.Module, kind: type[M]) -> Iterator[tuple[str, M]]:
+    """Every submodule of ``model`` that is a ``kind``, with its path."""
     for name, module in model.named_modules():
-        if isinstance(module, QuantLayer):
+        if isinstance(module, kind):
             yield name, module
+
+
+def quant_layers(model: nn.Module) -> Iterator[tuple[str, QuantLayer]]:
+    return modules_of(model, QuantLayer)
 
 
 def quant_embeddings(model: nn.Module) -> Iterator[tuple[str, QuantEmbedding]]:
-    for name, module in model.named_modules():
-        if isinstance(module, QuantEmbedding):
-            yield name, module
+    return modules_of(model, QuantEmbedding)

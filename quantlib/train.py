@@ -45,7 +45,15 @@ from quantlib.metrics import sqnr_db
 from quantlib.modelfile import ModelError
 from quantlib.outputs import OUTPUT_FILES
 from quantlib.phases import Phase, Phases, ProgressFn
-from quantlib.prepare import ModelLike, as_module, layer_types, quant_embeddings, quant_layers, quantize_layers
+from quantlib.prepare import (
+    ModelLike,
+    as_module,
+    layer_types,
+    modules_of,
+    quant_embeddings,
+    quant_layers,
+    quantize_layers,
+)
 from quantlib.report import write_report_html
 from quantlib.selection import Selection, keep_better, snapshot
 from quantlib.signature import model_inputs
@@ -401,15 +409,14 @@ def _relative_error(quantized: torch.Tensor, weight: torch.Tensor) -> float:
 def _matmul_reports(qat: nn.Module) -> dict[str, dict[str, float]]:
     """Observed range and clips of each matmul input's quantizer, by its name (``<matmul>_input<i>_quant``)."""
     reports = {}
-    for name, quantizer in qat.named_modules():
-        if isinstance(quantizer, MatmulInputQuantizer):
-            clip_max, clip_min = quantizer.clips()
-            reports[name] = {
-                "observed_min": float(quantizer.observed_min),
-                "observed_max": float(quantizer.observed_max),
-                "clip_min": float(clip_min),
-                "clip_max": float(clip_max),
-            }
+    for name, quantizer in modules_of(qat, MatmulInputQuantizer):
+        clip_max, clip_min = quantizer.clips()
+        reports[name] = {
+            "observed_min": float(quantizer.observed_min),
+            "observed_max": float(quantizer.observed_max),
+            "clip_min": float(clip_min),
+            "clip_max": float(clip_max),
+        }
     return reports
 
 

@@ -23,7 +23,8 @@ from quantlib.graph.analysis import DROPOUTS, op_name
 warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
 
 
-def _arg(node: fx.Node, index: int, name: str, default: Any) -> Any:
+def node_arg(node: fx.Node, index: int, name: str, default: Any) -> Any:
+    """Argument ``index`` (or keyword ``name``) of the call ``node``; ``default`` where the call leaves it out."""
     if len(node.args) > index:
         return node.args[index]
     return node.kwargs.get(name, default)
@@ -40,20 +41,20 @@ def _input(node: fx.Node, index: int) -> fx.Node:
 def _conv(cls: type[nn.Module]) -> Callable[[fx.Node, torch.Tensor, torch.Tensor | None], nn.Module]:
     def make(node: fx.Node, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
         transposed = issubclass(cls, nn.modules.conv._ConvTransposeNd)
-        groups = _arg(node, 7 if transposed else 6, "groups", 1)
+        groups = node_arg(node, 7 if transposed else 6, "groups", 1)
         out_ch = weight.shape[1] * groups if transposed else weight.shape[0]
         in_ch = weight.shape[0] if transposed else weight.shape[1] * groups
         kwargs: dict[str, Any] = {
-            "stride": _arg(node, 3, "stride", 1),
-            "padding": _arg(node, 4, "padding", 0),
+            "stride": node_arg(node, 3, "stride", 1),
+            "padding": node_arg(node, 4, "padding", 0),
             "groups": groups,
             "bias": bias is not None,
         }
         if transposed:
-            kwargs["output_padding"] = _arg(node, 5, "output_padding", 0)
-            kwargs["dilation"] = _arg(node, 6, "dilation", 1)
+            kwargs["output_padding"] = node_arg(node, 5, "output_padding", 0)
+            kwargs["dilation"] = node_arg(node, 6, "dilation", 1)
         else:
-            kwargs["dilation"] = _arg(node, 5, "dilation", 1)
+            kwargs["dilation"] = node_arg(node, 5, "dilation", 1)
         return cls(in_ch, out_ch, tuple(weight.shape[2:]), device="meta", **kwargs)
 
     return make
@@ -132,7 +133,7 @@ def _called_elsewhere(node: fx.Node, weight_arg: int = 1) -> bool:
 
 def _lift_layer(gm: fx.GraphModule, node: fx.Node) -> None:
     path = _owner(gm, node.args[1], "weight")
-    bias_node = _arg(node, 2, "bias", None)
+    bias_node = node_arg(node, 2, "bias", None)
     if path is None or (bias_node is not None and _owner(gm, bias_node, "bias") != path):
         return
     if _called_elsewhere(node) or not _replaceable(gm, path, {"weight", "bias"}):
@@ -200,13 +201,13 @@ def _lift_embedding(gm: fx.GraphModule, node: fx.Node) -> None:
     weight = cast(nn.Parameter, gm.get_submodule(path).weight)
     if weight.dim() != 2:
         return
-    padding_idx = _arg(node, 2, "padding_idx", -1)
+    padding_idx = node_arg(node, 2, "padding_idx", -1)
     module = nn.Embedding(
         weight.shape[0],
         weight.shape[1],
         padding_idx=None if padding_idx < 0 else padding_idx,
-        scale_grad_by_freq=bool(_arg(node, 3, "scale_grad_by_freq", False)),
-        sparse=bool(_arg(node, 4, "sparse", False)),
+        scale_grad_by_freq=bool(node_arg(node, 3, "scale_grad_by_freq", False)),
+        sparse=bool(node_arg(node, 4, "sparse", False)),
         device="meta",
     )
     module.weight = weight
