@@ -14,6 +14,7 @@ from bench import (
     dataset_memory,
     datasets,
     deploy_speed,
+    job_start,
     quality,
     report,
     sandbox_startup,
@@ -79,10 +80,13 @@ def main() -> None:
         results["dataset_memory"] = dataset_memory.measure(args.quick, log=lambda line: print(line, flush=True))
         report.write(results, args.out)
     if "service" in parts:
-        results["service"] = service_throughput.measure(
-            jobs=8 if args.quick else 200, deadline_s=90 if args.quick else 840
-        )
-        print(f"service: {results['service']['summary']}", flush=True)
+        for key, start_ahead in (("service", True), ("service_cold", False)):
+            results[key] = service_throughput.measure(
+                jobs=8 if args.quick else 200, deadline_s=90 if args.quick else 840, start_ahead=start_ahead
+            )
+            print(f"{key}: {results[key]['summary']}", flush=True)
+        results["job_start"] = job_start.measure(jobs=3 if args.quick else 6)
+        print(f"job on an idle worker: {results['job_start']}", flush=True)
         results["api_under_load"] = api_under_load.measure(seconds=8 if args.quick else 30)
         print(f"API under load: {results['api_under_load']}", flush=True)
     if "sandbox" in parts:

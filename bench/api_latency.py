@@ -132,7 +132,9 @@ def tiny_inputs() -> tuple[bytes, bytes]:
     """A one-layer ``.pt2`` and an eight-sample ``.npz``: the smallest realistic submission."""
     model = io.BytesIO()
     batch = {0: torch.export.Dim("batch", min=1, max=4096)}
-    program = torch.export.export(torch.nn.Linear(4, 2).eval(), (torch.randn(2, 4),), dynamic_shapes=(batch,))
+    # a layer of its own (a root module that is itself the Linear has no layer name to configure)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 2)).eval()
+    program = torch.export.export(net, (torch.randn(2, 4),), dynamic_shapes=(batch,))
     torch.export.save(program, model)
     data = io.BytesIO()
     np.savez(data, x_train=np.zeros((8, 4), np.float32), y_train=np.zeros(8, np.int64))

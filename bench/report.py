@@ -91,24 +91,44 @@ def step_time_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def service_table(summary: dict[str, Any]) -> str:
-    waits = ", ".join(
-        f"{team} {w['median']} s (max {w['max']})" if w else f"{team} –" for team, w in summary["queue_wait_s"].items()
-    )
-    return "\n".join(
-        [
-            "| measure | value |",
-            "|---|---|",
-            f"| jobs submitted / succeeded / unfinished at the deadline | {summary['submitted']} / "
-            f"{summary['succeeded']} / {summary['unfinished_at_deadline']} |",
-            f"| jobs per minute (2 workers) | {summary['jobs_per_minute']} |",
-            f"| submit latency p50 / p99 | {summary['submit']['p50_ms']} / {summary['submit']['p99_ms']} ms |",
-            f"| status latency p50 / p99 | {summary['status']['p50_ms']} / {summary['status']['p99_ms']} ms |",
-            f"| queue wait per team, median | {waits} |",
-            f"| overhead per job beyond quantization compute, median | {summary['overhead_s']['median_per_job']} s "
-            f"(child start-up {summary['overhead_s']['child_startup_median']} s) |",
-        ]
-    )
+def service_table(*summaries: dict[str, Any]) -> str:
+    """One column per run of the service bench: children started ahead of their jobs, then (if run) not."""
+
+    def waits(summary: dict[str, Any]) -> str:
+        return ", ".join(
+            f"{team} {w['median']} s (max {w['max']})" if w else f"{team} –"
+            for team, w in summary["queue_wait_s"].items()
+        )
+
+    rows = {
+        "jobs submitted / succeeded / unfinished at the deadline": lambda s: (
+            f"{s['submitted']} / {s['succeeded']} / {s['unfinished_at_deadline']}"
+        ),
+        "jobs per minute (2 workers)": lambda s: f"{s['jobs_per_minute']}",
+        "submit latency p50 / p99": lambda s: f"{s['submit']['p50_ms']} / {s['submit']['p99_ms']} ms",
+        "status latency p50 / p99": lambda s: f"{s['status']['p50_ms']} / {s['status']['p99_ms']} ms",
+        "queue wait per team, median": waits,
+        "overhead per job beyond quantization compute, median": lambda s: (
+            f"{s['overhead_s']['median_per_job']} s (child start-up {s['overhead_s']['child_startup_median']} s)"
+        ),
+    }
+    names = ["child started ahead" if s.get("child_start_ahead", True) else "child started per job" for s in summaries]
+    lines = [f"| measure | {' | '.join(names)} |", "|---" * (len(summaries) + 1) + "|"]
+    lines += [f"| {label} | {' | '.join(cell(s) for s in summaries)} |" for label, cell in rows.items()]
+    return "\n".join(lines)
+
+
+def job_start_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| worker's child | jobs | worker wall time per job, median | child start-up, median (max) |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {row['mode']} | {row['jobs']} | {row['worker_wall_s_median']} s | "
+        f"{row['child_startup_s_median']} s ({row['child_startup_s_max']} s) |"
+        for row in rows
+    ]
+    return "\n".join(lines)
 
 
 def api_under_load_table(figures: dict[str, Any]) -> str:
@@ -260,7 +280,17 @@ def markdown(results: dict[str, Any]) -> str:
         md += [
             "## Service: small jobs from 4 teams, PostgreSQL, Redis, 2 CPU workers",
             "",
-            service_table(results["service"]["summary"]),
+            service_table(
+                results["service"]["summary"],
+                *([results["service_cold"]["summary"]] if "service_cold" in results else []),
+            ),
+            "",
+        ]
+    if results.get("job_start"):
+        md += [
+            "## A small job on an idle worker (one at a time, both modes alternating)",
+            "",
+            job_start_table(results["job_start"]),
             "",
         ]
     if results.get("api_under_load"):

@@ -16,6 +16,8 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import torch
+
 from quantlib.config import QUANTIZABLE_TYPES, ConfigError, QuantConfig, load_config
 from quantlib.data import Dataset
 from quantlib.errors import NoQuantizableLayers, SpecError
@@ -113,6 +115,13 @@ def _check_something_to_quantize(model: ModelLike, config: QuantConfig, *, given
             "quantized; enable at least one layer, or leave it out to quantize every supported one",
             field=given,
         )
+    root = _root_weights(model)
+    if root:
+        raise NoQuantizableLayers(
+            f"the model's weights ({', '.join(root[:4])}) belong to its root module, so no layer has a name a "
+            "config could refer to; wrap the layer in a module (torch.nn.Sequential(layer)) and export that",
+            field="model",
+        )
     types = model_layer_types(model)
     leaves = Counter(kind for name, kind in types.items() if not any(other.startswith(f"{name}.") for other in types))
     found = ", ".join(f"{kind} x{count}" for kind, count in leaves.most_common(6)) or "none"
@@ -122,3 +131,9 @@ def _check_something_to_quantize(model: ModelLike, config: QuantConfig, *, given
         "where a matmul on a module's own weight (addmm as transformers' Conv1D, x @ self.weight) is found too",
         field="model",
     )
+
+
+def _root_weights(model: ModelLike) -> list[str]:
+    """The parameters of ``model``'s root module itself (an exported bare ``nn.Linear``): layers need a name."""
+    names = model.state_dict.keys() if isinstance(model, torch.export.ExportedProgram) else model.state_dict()
+    return sorted(name for name in names if "." not in name)

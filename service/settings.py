@@ -166,6 +166,12 @@ class Settings(BaseSettings):
     child_log_bytes: Size = Field(
         ByteSize(8 << 20), description="the most of a job's output its `log.txt` keeps: the first and the last half"
     )
+    child_start_ahead: bool = Field(
+        True,
+        description="start the next job's pipeline process (sandboxed, torch imported, no job yet) while the "
+        "current job runs, so a worker starts a job in well under a second; costs one idle process (~420 MiB resident) "
+        "per worker",
+    )
     sandbox: Literal["bwrap", "none"] = Field(
         "bwrap",
         description="`bwrap`: each job's pipeline runs in a bubblewrap sandbox (no network, its own pids and "

@@ -39,7 +39,7 @@ from service.jobs import (
     retry_job,
 )
 from workers.childlog import BoundedLog
-from workers.jail import Jail
+from workers.children import CHILD_FOLDER, JobChild, JobChildren
 from workers.protocol import (
     ARTIFACTS,
     LOG_FILE,
@@ -50,16 +50,12 @@ from workers.protocol import (
     child_file,
     read_child_file,
 )
-from workers.sandbox import ChildLimits, kill_pipeline, start_pipeline
-from workers.scratch import job_workdir, remove_stale_workdirs
+from workers.sandbox import kill_pipeline
+from workers.scratch import remove_stale_workdirs
 from workers.supervise import ChildResult, Heartbeat, JobLease, Outcome, supervise
 
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 30
-NO_LIMITS = ChildLimits()  # the default: a job limited only by its spec's max_runtime_s
-# inside a job's scratch folder: the child's own folder (its inputs and outputs); the
-# worker's files (log.txt) sit beside it, out of the child's reach
-CHILD_FOLDER = "job"
 
 
 def execute_job(
@@ -68,14 +64,13 @@ def execute_job(
     job_id: uuid.UUID,
     worker_id: str,
     lease_s: int,
-    limits: ChildLimits = NO_LIMITS,
-    jail: Jail | None = None,
+    children: JobChildren,
 ) -> None:
     """Run ``job_id`` if this worker wins the claim; every ending is written to the job row.
 
-    ``limits`` are the worker's ceilings for the process that runs the user's model, and
-    ``jail`` its sandbox (``None``: ``QAT_SANDBOX=none``). First, the work folders of
-    killed workers on this host are removed: nothing else will.
+    ``children`` gives the job its sandboxed process (the worker's ceilings and sandbox,
+    started ahead when it can be). First, the work folders of killed workers on this host
+    are removed: nothing else will.
     """
     for path in remove_stale_workdirs():
         log.warning("removed %s, left by a worker that is no longer running", path)
@@ -85,8 +80,9 @@ def execute_job(
     job = load_job(db, job_id)
     lease = JobLease(db, job_id, worker_id, job.attempt, lease_s)
     try:
-        with Heartbeat(lease) as heartbeat, job_workdir(job_id) as workdir:
-            _run(job, heartbeat, artifacts, workdir, limits.for_job(job.spec.get("max_runtime_s")), jail)
+        with Heartbeat(lease) as heartbeat, children.take() as child:
+            log.info("job %s attempt %d runs in %s", job_id, job.attempt, child.workdir)
+            _run(job, heartbeat, artifacts, child, children)
     except LeaseLost:
         log.warning("job %s attempt %d: lease lost; results discarded", job_id, job.attempt)
     except (StorageUnavailable, StorageFull) as exc:  # boto3 has retried already; the store is down or full
@@ -98,22 +94,22 @@ def execute_job(
         # the exception's text may hold SQL, hosts or paths: it is in the worker's log, not the message
         message = f"the worker failed while handling the job ({type(exc).__name__}); it is safe to resubmit"
         _fail_if_held(lease, PipelineError(FailureCode.INTERNAL, message, user_error=False))
+    finally:
+        children.prepare_next()  # if the job ended before its child started, it never asked for one
 
 
-def _run(
-    job: Job, heartbeat: Heartbeat, artifacts: ArtifactStore, workdir: Path, limits: ChildLimits, jail: Jail | None
-) -> None:
+def _run(job: Job, heartbeat: Heartbeat, artifacts: ArtifactStore, child: JobChild, children: JobChildren) -> None:
     lease = heartbeat.lease
+    limits = children.limits.for_job(job.spec.get("max_runtime_s"))
     timings: dict[str, float] = {"queue_wait": _seconds(job.created_at, job.started_at)}
     started = time.monotonic()
     if heartbeat.note(lease.progress(Phase.LOADING, None)) is not LeaseStatus.HELD:
         _stop_early(lease)
         return
     deadline = started + job.spec["max_runtime_s"] if job.spec.get("max_runtime_s") else None
-    folder = workdir / CHILD_FOLDER
-    folder.mkdir()
+    folder = child.folder
     try:
-        _fetch_inputs(job, lease, artifacts, folder)
+        _fetch_inputs(job, lease, artifacts, folder, limits.cpu_seconds)
     except DataError as exc:
         _fail_if_held(lease, PipelineError(exc.code, f"{exc.message} ({exc.field})", user_error=True))
         return
@@ -122,23 +118,24 @@ def _run(
         _stop_early(lease)
         return
     child_started = time.monotonic()
-    output = BoundedLog(workdir / LOG_FILE, limits.log_bytes)
-    child = start_pipeline(folder, output, limits, jail)
+    child.go()
+    children.prepare_next()  # the next job's child imports torch while this one runs
     try:
-        result = supervise(child, folder, heartbeat, deadline, limits, jailed=jail is not None)
+        result = supervise(child.process, folder, heartbeat, deadline, limits, jailed=children.jail is not None)
     finally:  # the worker itself failed (database down): leave no orphan training
-        if child.poll() is None:
-            kill_pipeline(child)
-        output.finish()
-    # the child's whole life: its phases plus interpreter start-up and reading the model and data
+        if child.process.poll() is None:
+            kill_pipeline(child.process)
+        child.log.finish()
+    # from the job's start to the child's end: its phases, reading the model and data, and
+    # whatever of the interpreter's start-up a child started ahead had not finished yet
     timings["pipeline"] = round(time.monotonic() - child_started, 3)
     if result.outcome is Outcome.SUCCEEDED:
-        _publish(job, lease, artifacts, workdir, timings)
+        _publish(job, lease, artifacts, child.workdir, timings)
     else:
-        _end_unsuccessful(lease, artifacts, result, output, job.spec.get("max_runtime_s"))
+        _end_unsuccessful(lease, artifacts, result, child.log, job.spec.get("max_runtime_s"))
 
 
-def _fetch_inputs(job: Job, lease: JobLease, artifacts: ArtifactStore, folder: Path) -> None:
+def _fetch_inputs(job: Job, lease: JobLease, artifacts: ArtifactStore, folder: Path, cpu_seconds: int | None) -> None:
     """Copy the model, data and config into the child's ``folder`` and describe them in ``job.json``."""
     data_key, data_sha256 = job.data_key, job.data_sha256
     if data_key is None:  # the API guarantees exactly one of data_key and dataset_id
@@ -156,7 +153,7 @@ def _fetch_inputs(job: Job, lease: JobLease, artifacts: ArtifactStore, folder: P
     if job.config_key:
         _download(artifacts, job.config_key, folder / "config.json")
     spec = {key: value for key, value in job.spec.items() if key not in JOB_OPTION_KEYS}
-    PipelineJob("model.pt2", "data.npz", "config.json" if job.config_key else None, spec).write(folder)
+    PipelineJob("model.pt2", "data.npz", "config.json" if job.config_key else None, spec, cpu_seconds).write(folder)
 
 
 def _download(artifacts: ArtifactStore, key: str, path: Path) -> str:

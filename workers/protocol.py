@@ -35,16 +35,28 @@ MAX_ERROR_BYTES = 64 << 10
 MAX_REPORT_BYTES = 64 << 20
 # exit status of a child that wrote ERROR_FILE
 EXIT_REPORTED_ERROR = 3
+# CPU seconds between SIGXCPU (the soft limit, which ends the child) and SIGKILL (the hard one)
+CPU_GRACE_S = 5
+# the line on the child's stdin that starts it on the job in its folder (EOF instead: exit unused)
+GO = b"go\n"
+# the child's process name (``/proc/<pid>/comm``) while it waits for its job, and once it has one
+WAITING_NAME = "qat-waiting"
+RUNNING_NAME = "qat-job"
 
 
 @dataclass(frozen=True)
 class PipelineJob:
-    """What the child runs: input file names relative to the work directory and the QAT spec."""
+    """What the child runs: input file names relative to the work directory and the QAT spec.
+
+    ``cpu_seconds`` is the job's own CPU-time limit (from ``spec.max_runtime_s``): the child
+    was started before its job was known, so it sets that limit itself before it loads the model.
+    """
 
     model: str
     data: str
     config: str | None
     spec: dict[str, Any]
+    cpu_seconds: int | None = None
 
     def write(self, workdir: Path) -> None:
         (workdir / JOB_FILE).write_text(json.dumps(asdict(self)), encoding="utf-8")

@@ -28,7 +28,7 @@ from pathlib import Path
 from service.contract import FailureCode
 from workers.childlog import BoundedLog
 from workers.jail import JOB_ROOT, Jail
-from workers.protocol import PipelineError
+from workers.protocol import CPU_GRACE_S, GO, PipelineError
 
 # variables the child may inherit: locale, paths, and what selects and tunes CPUs/GPUs
 _ALLOWED = {"PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "PYTHONPATH"}
@@ -40,8 +40,6 @@ PR_SET_NO_NEW_PRIVS = 38
 _SECRET_MARKERS = ("PASSWORD", "SECRET", "TOKEN", "CREDENTIAL", "_KEY")
 # what sets a child's threads: OpenMP (torch's intra-op pool), MKL and OpenBLAS
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-# CPU seconds between SIGXCPU (the soft limit, which ends the child) and SIGKILL (the hard one)
-CPU_GRACE_S = 5
 
 
 @dataclass(frozen=True)
@@ -106,6 +104,8 @@ def start_pipeline(
 ) -> subprocess.Popen[bytes]:
     """Run ``python -m workers.pipeline`` on ``folder`` in its own session, its output drained into ``log``.
 
+    The pipeline imports what a job needs and waits: :func:`release_pipeline` starts it on
+    the job in ``folder``, so a worker can start a job's child before it has the job.
     With a ``jail`` the child sees ``folder`` as ``/job`` and nothing of the worker; with
     none (``QAT_SANDBOX=none``) it runs as the worker's user with only the limits below.
     ``limits.memory_bytes`` caps the child's data memory (``RLIMIT_DATA``: heap and
@@ -131,7 +131,7 @@ def start_pipeline(
             argv,
             cwd=folder,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=write_end,
             stderr=write_end,
             start_new_session=True,
@@ -144,6 +144,16 @@ def start_pipeline(
         os.close(write_end)
     log.start(read_end)
     return child
+
+
+def release_pipeline(child: subprocess.Popen[bytes]) -> None:
+    """Start a waiting pipeline child on the job now in its folder (inputs and ``job.json``)."""
+    assert child.stdin is not None
+    try:
+        child.stdin.write(GO)
+        child.stdin.close()
+    except BrokenPipeError:  # it ended while it waited: how is the exit status's and error.json's to say
+        pass
 
 
 def _prepare_child(limits: ChildLimits, unconfined: bool) -> None:
@@ -185,3 +195,5 @@ def kill_pipeline(child: subprocess.Popen[bytes]) -> None:
     except ProcessLookupError:
         pass
     child.wait()
+    if child.stdin is not None:
+        child.stdin.close()

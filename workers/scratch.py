@@ -2,7 +2,7 @@
 
 A worker killed with SIGKILL runs no ``finally``, so its job's folder (the model, the
 data, a half-trained model: gigabytes) would stay in ``$TMPDIR`` for good. Each folder
-is named after the worker process, ``qat-pid<pid>-job-<job id>-<random>``, so a later
+is named after the worker process, ``qat-pid<pid>-job-<random>``, so a later
 worker on the host can tell whose it is and remove the folders of processes that no
 longer run. A pid the kernel has since given to another process only delays the removal;
 a running worker's folder is never removed.
@@ -14,20 +14,18 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 _PREFIX = "qat-pid"
 _OWNER = re.compile(rf"^{_PREFIX}(\d+)-job-")
 
 
-@contextmanager
-def job_workdir(job_id: uuid.UUID) -> Iterator[Path]:
-    """A fresh folder for one job of this process, removed when the job ends."""
-    with tempfile.TemporaryDirectory(prefix=f"{_PREFIX}{os.getpid()}-job-{job_id}-") as path:
-        yield Path(path)
+def new_workdir() -> Path:
+    """A fresh folder for one job's child of this process; its owner removes it (:func:`shutil.rmtree`).
+
+    Made before the job is known (the child starts ahead of its job), so the name has no job id.
+    """
+    return Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-job-"))
 
 
 def remove_stale_workdirs(root: Path | None = None) -> list[Path]:

@@ -90,6 +90,16 @@ def test_the_markdown_names_machine_versions_date_and_every_part(tmp_path: Path)
         "quality": rows,
         "step_time": [step],
         "service": {"summary": service},
+        "service_cold": {"summary": {**service, "child_start_ahead": False, "jobs_per_minute": 4.5}},
+        "job_start": [
+            {
+                "mode": "child started ahead",
+                "jobs": 6,
+                "worker_wall_s_median": 2.1,
+                "child_startup_s_median": 0.3,
+                "child_startup_s_max": 0.5,
+            }
+        ],
         "sandbox": [
             {"command": "python -c pass", "rounds": 5, "plain_ms": 32.3, "sandboxed_ms": 38.9, "added_ms": 6.6}
         ],
@@ -116,7 +126,10 @@ def test_the_markdown_names_machine_versions_date_and_every_part(tmp_path: Path)
     assert "| torch.ao FX QAT | failed: NotImplementedError: no ConvTranspose2d" in md
     assert "| digits CNN | ours QAT W8A8 | 0.50 | 2.00 | 3.00 |" in md
     assert "| m (2, 3) | 10.00 (1.00x), 1.0 | 12.00 (1.20x), 1.5 |" in md
-    assert "| jobs submitted / succeeded / unfinished at the deadline | 3 / 1 / 2 |" in md
+    assert "| measure | child started ahead | child started per job |" in md
+    assert "| jobs submitted / succeeded / unfinished at the deadline | 3 / 1 / 2 | 3 / 1 / 2 |" in md
+    assert "| jobs per minute (2 workers) | 6.0 | 4.5 |" in md
+    assert "| child started ahead | 6 | 2.1 s | 0.3 s (0.5 s) |" in md
     assert "| submit latency p50 / p99 | 20.0 / 29.8 ms |" in md and "vision 4.0 s (max 4.0), speech –" in md
     assert "median of 5 interleaved runs" in md and "| `python -c pass` | 32.3 | 38.9 | 6.6 |" in md
     assert "| ours | 0.9886 / 0.9815 | 1.000 | 0.950 | 31.8 |" in md

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from support.fault_servers import RedisServer, wait_until
-from support.pool import Pool, child_pids, finished, running
+from support.pool import Pool, finished, job_processes, running
 
 
 def test_jobs_survive_a_redis_restart_and_queued_ones_are_readmitted(
@@ -29,7 +29,7 @@ def test_jobs_survive_a_redis_restart_and_queued_ones_are_readmitted(
             ids.append(created.json()["id"])
         first, second = ids
         worker = pool.processes["worker-0"][0].pid
-        wait_until(lambda: bool(child_pids(worker)), "the first job's pipeline process", timeout_s=120)
+        wait_until(lambda: bool(job_processes(worker)), "the first job's pipeline process", timeout_s=120)
         assert [pool.get(f"/v1/jobs/{i}").json()["state"] for i in ids] == ["RUNNING", "QUEUED"]
 
         own_redis.kill()

@@ -21,7 +21,7 @@ from service.artifacts import S3Store
 from service.db import Artifact, reading
 from service.errors import StorageUnavailable
 from support.fault_servers import MotoServer, tiny_inputs, wait_until
-from support.pool import Pool, child_pids, finished, running
+from support.pool import Pool, finished, job_processes, running
 
 BUCKET = "qat-faults"
 
@@ -47,7 +47,7 @@ def _submit(pool: Pool, small_job: tuple[Path, Path]) -> str:
     job_id: str = created.json()["id"]
     # the pipeline child starts once the inputs are downloaded: from then on S3 is needed only for results
     worker = pool.processes["worker-0"][0].pid
-    wait_until(lambda: bool(child_pids(worker)), "the job's pipeline process", timeout_s=120, every_s=0.05)
+    wait_until(lambda: bool(job_processes(worker)), "the job's pipeline process", timeout_s=120, every_s=0.05)
     assert pool.get(f"/v1/jobs/{job_id}").json()["state"] == "RUNNING"
     return job_id
 

@@ -21,7 +21,7 @@ import pytest
 from workers.childlog import BoundedLog
 from workers.jail import JOB_ROOT, Jail
 from workers.protocol import OUT_DIR, PipelineJob, child_file, read_child_file
-from workers.sandbox import PIPELINE, ChildLimits, kill_pipeline, start_pipeline
+from workers.sandbox import PIPELINE, ChildLimits, kill_pipeline, release_pipeline, start_pipeline
 
 CANARY = "escape-canary-5d1e"
 MAX_PROCESSES = 64
@@ -54,6 +54,7 @@ def _vm(field: str) -> int:
 
 def _run(folder: Path, log: BoundedLog, limits: ChildLimits, program: tuple[str, ...] = PIPELINE) -> int:
     child = start_pipeline(folder, log, limits, Jail(SANDBOX_UID), program)
+    release_pipeline(child)
     try:
         return child.wait(timeout=300)
     finally:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from support.hostile_pt2 import WithConstant, hostile, variants
-from support.pool import Pool, child_pids, finished, running
+from support.pool import Pool, finished, job_processes, running
 from support.untrusted_models import CANARY, CEILING, Forever, Hog, dataset, export, submit
 
 SECRET_NAMES = ("QAT_", "AWS_", "PGPASSWORD")
@@ -65,13 +65,13 @@ def test_model_looping_forever_times_out_and_its_process_holds_no_secrets(sandbo
     job = sandboxed_pool.wait_for_job(job_id, finished, timeout_s=60)
     assert job["state"] == "FAILED"
     assert job["failure"]["code"] == "TIMEOUT" and "max_runtime_s" in job["failure"]["message"]
-    assert child_pids(worker.pid) == [], "the looping process was killed"
+    assert job_processes(worker.pid) == [], "the looping process was killed"
 
 
 def _wait_for_children(pid: int, timeout_s: float = 60) -> list[int]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        children = child_pids(pid)
+        children = job_processes(pid)
         if children:
             return children
         time.sleep(0.05)

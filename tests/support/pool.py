@@ -23,6 +23,7 @@ import requests
 
 from bench.served import free_port
 from service.db import SessionFactory, make_engine, session_factory
+from workers.protocol import RUNNING_NAME
 
 QAT = str(Path(sys.executable).parent / "qat")
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
@@ -178,3 +179,25 @@ def child_pids(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             children.append(int(stat.parent.name))
     return children
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``: a jailed job's Python runs under bubblewrap's own processes."""
+    found, frontier = [], [pid]
+    while frontier:
+        children = child_pids(frontier.pop())
+        found += children
+        frontier += children
+    return found
+
+
+def job_processes(worker_pid: int, name: str = RUNNING_NAME) -> list[int]:
+    """The pipeline processes under worker ``worker_pid`` that run a job (``WAITING_NAME``: that wait for one)."""
+    found = []
+    for pid in descendants(worker_pid):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == name:
+                found.append(pid)
+        except OSError:  # exited while we looked
+            continue
+    return found

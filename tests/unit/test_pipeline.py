@@ -166,6 +166,16 @@ def test_a_model_with_nothing_to_quantize_is_refused_before_training(tmp_path: P
     assert report.deploy_vs_simulated.agreement == 1.0 and report.deploy_vs_simulated.sqnr_db > 40
 
 
+def test_a_bare_layer_exported_as_the_whole_model_is_told_to_wrap_it(tmp_path: Path) -> None:
+    """Its weight is the root module's ``weight``: there is no layer name a config could refer to."""
+    batch = {0: torch.export.Dim("batch")}
+    program = torch.export.export(nn.Linear(4, 2).eval(), (torch.randn(2, 4),), dynamic_shapes=(batch,))
+    dataset = validate_arrays({"x_train": np.zeros((8, 4), np.float32)})
+    with pytest.raises(NoQuantizableLayers, match=r"weights \(bias, weight\) belong to its root module") as refused:
+        run_qat(program, dataset, tmp_path, spec=QATSpec(epochs=1))
+    assert refused.value.field == "model" and "torch.nn.Sequential(layer)" in refused.value.message
+
+
 def test_a_config_that_enables_no_layer_is_refused(tmp_path: Path) -> None:
     model, dataset = _tiny()
     config = tmp_path / "given.json"

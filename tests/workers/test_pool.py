@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from support.pool import Pool, finished, submit
+from support.fault_servers import wait_until
+from support.pool import Pool, finished, job_processes, submit
+from workers.protocol import WAITING_NAME
 
 LAYER = {
     "retrain_enable": True,
@@ -105,3 +107,21 @@ def test_job_over_its_max_runtime_fails_with_timeout(digits: tuple[Path, Path], 
     assert job["state"] == "FAILED"
     assert job["failure"]["code"] == "TIMEOUT" and job["failure"]["user_error"] is True
     assert "max_runtime_s" in job["failure"]["message"]
+
+
+def test_each_job_takes_the_child_started_ahead_of_it_and_the_next_one_waits(
+    digits: tuple[Path, Path], pool: Pool
+) -> None:
+    """Started before its job, used by that job alone, and replaced while the job runs."""
+    worker = pool.processes["worker-0"][0].pid
+    wait_until(lambda: len(job_processes(worker, WAITING_NAME)) == 1, "a child waiting for the next job")
+    [ahead] = job_processes(worker, WAITING_NAME)
+
+    job = pool.wait_for_job(submit(pool, digits, {"epochs": 1}), finished)
+
+    assert job["state"] == "SUCCEEDED", job["failure"]
+    assert not Path(f"/proc/{ahead}").exists(), "the child started ahead ran this job and ended with it"
+    wait_until(lambda: len(job_processes(worker, WAITING_NAME)) == 1, "the next job's child")
+    assert job_processes(worker, WAITING_NAME) != [ahead] and job_processes(worker) == []
+    log = pool.get(f"/v1/jobs/{job['id']}/artifacts/log.txt").text
+    assert log.count("environment variables:") == 1, "one child ran the job"

@@ -6,21 +6,20 @@ import signal
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
 
-from workers.scratch import job_workdir, remove_stale_workdirs
+from workers.scratch import new_workdir, remove_stale_workdirs
 
 # a worker stand-in: opens a job folder, says where, and waits to be killed inside the job
 HOLD_A_FOLDER = """
-import sys, time, uuid
-from workers.scratch import job_workdir
-with job_workdir(uuid.uuid4()) as path:
-    (path / "model.pt2").write_bytes(b"x" * 1024)
-    print(path, flush=True)
-    time.sleep(60)
+import sys, time
+from workers.scratch import new_workdir
+path = new_workdir()
+(path / "model.pt2").write_bytes(b"x" * 1024)
+print(path, flush=True)
+time.sleep(60)
 """
 
 
@@ -38,9 +37,8 @@ def test_folder_of_a_sigkilled_process_is_removed_and_a_running_ones_kept(
     unrelated = tmp_path / "qat-something-else"
     unrelated.mkdir()
 
-    with job_workdir(uuid.uuid4()) as ours:
-        assert ours.parent == tmp_path
-        assert remove_stale_workdirs() == [left]
-        assert not left.exists()
-        assert ours.is_dir() and unrelated.is_dir()
-    assert not ours.exists()
+    ours = new_workdir()
+    assert ours.parent == tmp_path
+    assert remove_stale_workdirs() == [left]
+    assert not left.exists()
+    assert ours.is_dir() and unrelated.is_dir()
