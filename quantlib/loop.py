@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -103,10 +104,18 @@ def fine_tune(
     spec: QATSpec,
     device: torch.device,
     phases: Phases,
+    *,
+    resume: Mapping[str, Any] | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> list[float]:
     """Fine-tune with the lr decaying to 0 (cosine): a converged FP32 model needs polishing,
     not another descent. The loss is read on the host only when progress is due and once
-    per epoch, so steps queue up on a GPU without waiting."""
+    per epoch, so steps queue up on a GPU without waiting.
+
+    ``on_epoch(epoch, state)`` gets the loop's state after each epoch but the last (what a
+    checkpoint needs besides the model); ``resume`` is such a state: the loop goes on from
+    the epoch after it, with the same batches and lr it would have had.
+    """
     params = [p for p in qat.parameters() if p.requires_grad]
     if spec.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=spec.lr, momentum=0.9)
@@ -118,8 +127,16 @@ def fine_tune(
     step = 0
     varied_at_start = False
     epoch_losses: list[float] = []
+    done = 0
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["schedule"])
+        generator.set_state(resume["generator"])
+        torch.set_rng_state(resume["rng"])
+        step, varied_at_start, done = resume["step"], resume["varied_at_start"], resume["epoch"]
+        epoch_losses = list(resume["epoch_losses"])
     train_mode(qat, freeze_bn=spec.freeze_bn)
-    for epoch in range(1, spec.epochs + 1):
+    for epoch in range(done + 1, spec.epochs + 1):
         batches = _batches(len(x), spec.batch_size, generator)
         running = torch.zeros((), device=device)
         for idx in batches:
@@ -139,6 +156,18 @@ def fine_tune(
         epoch_losses.append(_finite(float(running) / len(batches), epoch, spec))
         if varied_at_start and _constant(outputs.detach(), wanted):
             raise _collapsed(epoch, spec)
+        if on_epoch is not None and epoch < spec.epochs:
+            state = {
+                "epoch": epoch,
+                "step": step,
+                "varied_at_start": varied_at_start,
+                "epoch_losses": epoch_losses,
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "generator": generator.get_state(),
+                "rng": torch.get_rng_state(),
+            }
+            on_epoch(epoch, state)
     return epoch_losses
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from quantlib.checkpoint import Checkpoints
 from quantlib.config import QUANTIZABLE_TYPES, ConfigError, QuantConfig, load_config
 from quantlib.data import Dataset
 from quantlib.errors import NoQuantizableLayers, SpecError
@@ -42,13 +43,16 @@ def run_qat(
     config_defination: str | Path | None = None,
     spec: QATSpec | None = None,
     on_progress: ProgressFn | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> Report:
     """Quantize ``model`` with QAT on ``dataset`` and write the results into ``out_dir``.
 
     Without ``config_file`` the default config (optionally shaped by
     ``config_defination``) is generated. With ``spec.accuracy`` the config is tuned
     until the accuracy target is met (:mod:`quantlib.tune`). Bad inputs raise
-    ConfigError, DataError or ModelError before any training starts.
+    ConfigError, DataError or ModelError before any training starts. ``checkpoints``
+    (a plain run's, not a tuned one's) saves the fine-tune after each epoch and resumes
+    from an earlier attempt's checkpoint (:mod:`quantlib.checkpoint`).
     """
     spec = spec or QATSpec()
     dataset = dataset.bound(model_inputs(model))
@@ -69,7 +73,7 @@ def run_qat(
         )
         return run_tuned(model, dataset, out, config, origin=origin, spec=spec, on_progress=on_progress)
     phases = Phases(on_progress)
-    report = finish(train(model, dataset, config, spec, phases), dataset, out, spec, phases)
+    report = finish(train(model, dataset, config, spec, phases, checkpoints=checkpoints), dataset, out, spec, phases)
     write_report(report)
     return report
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from quantlib.caveats import run_caveats
+from quantlib.checkpoint import Checkpoints
 from quantlib.config import QuantConfig, check_calibration, check_layers, check_target
 from quantlib.data import DataError, Dataset, check_labels
 from quantlib.errors import SpecError, is_out_of_memory, one_line
@@ -140,6 +142,8 @@ class Report:
     activation_matmuls: dict[str, dict[str, float]] = field(default_factory=dict)
     # the run's CPU threads (torch's and onnxruntime's): QAT_CHILD_THREADS in a job, --threads in qat quantize
     threads: int = 1
+    # the first epoch this run trained, when it went on from an earlier attempt's checkpoint
+    resumed_at_epoch: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         tuning = {} if self.tuning is None else {"tuning": self.tuning}
@@ -154,6 +158,7 @@ class Report:
                 "embeddings": {key: asdict(table) for key, table in self.embeddings.items()},
                 "activation_matmuls": self.activation_matmuls,
                 "threads": self.threads,
+                "resumed_at_epoch": self.resumed_at_epoch,
                 "loss": {"kind": self.loss, "epoch_means": self.epoch_losses},
                 "timings_s": self.timings_s,
                 "dataset": self.dataset,
@@ -198,6 +203,7 @@ class Trained:
     device: torch.device
     # fine-tuned or calibrated only, whichever scored better (None without fine-tuning)
     selection: Selection | None = None
+    resumed_at_epoch: int | None = None
 
 
 def output_files(out: Path) -> dict[str, Path]:
@@ -206,14 +212,23 @@ def output_files(out: Path) -> dict[str, Path]:
 
 
 def train(
-    model: ModelLike, dataset: Dataset, config: QuantConfig, spec: QATSpec, phases: Phases, *, first: bool = True
+    model: ModelLike,
+    dataset: Dataset,
+    config: QuantConfig,
+    spec: QATSpec,
+    phases: Phases,
+    *,
+    first: bool = True,
+    checkpoints: Checkpoints | None = None,
 ) -> Trained:
     """Calibrate and fine-tune a QAT copy of ``model`` quantized as ``config`` says.
 
     ``model`` is copied once: the copy first gives the FP32 outputs (the distillation
     targets and the eval reference), then its layers are quantized in place, so no FP32
     model is held beside the QAT one. The ``first`` run of a model also checks that it
-    exports to ONNX at all (the tuner's later trials skip that).
+    exports to ONNX at all (the tuner's later trials skip that). With ``checkpoints`` the
+    fine-tune saves its state after each epoch and, given one, goes on from it: everything
+    before (probe, calibration) runs again, cheaply and identically, and is then overwritten.
     """
     device = _device(spec.device)
     torch.manual_seed(spec.seed)
@@ -246,13 +261,37 @@ def train(
     assert labels is not None  # a run without labels distills toward the teacher's outputs
     targets = shared_tensor(labels)
     calibrated = snapshot(qat) if spec.epochs else None
+    resume = _resume(qat, checkpoints, spec)
+    if resume is not None:
+        calibrated = resume["calibrated"]
+
+    def save(epoch: int, state: dict[str, Any]) -> None:
+        assert checkpoints is not None
+        checkpoints.save(epoch, {**state, "model": qat.state_dict(), "calibrated": calibrated})
+
     with phases.phase(Phase.TRAINING, steps_per_epoch(len(x_train), spec.batch_size) * spec.epochs):
         loss = loss_function(loss_kind, task.ignore_index if task.name == "segmentation" else None)
-        epoch_losses = fine_tune(qat, x_train, targets, loss, spec, device, phases)
+        epoch_losses = fine_tune(
+            qat, x_train, targets, loss, spec, device, phases, resume=resume, on_epoch=save if checkpoints else None
+        )
     x_eval, y_eval, _ = dataset.eval_split()
     labels = y_eval if task.labelled else None
     selection = None if calibrated is None else keep_better(qat, calibrated, x_eval, labels, fp32, task, device)
-    return Trained(qat, config, fp32, task, loss_kind, epoch_losses, example, device, selection)
+    resumed_at = None if resume is None else resume["epoch"] + 1
+    return Trained(qat, config, fp32, task, loss_kind, epoch_losses, example, device, selection, resumed_at)
+
+
+def _resume(qat: nn.Module, checkpoints: Checkpoints | None, spec: QATSpec) -> dict[str, Any] | None:
+    """The checkpoint to go on from, its model state already in ``qat``; ``None`` to train from the start."""
+    state = checkpoints.load() if checkpoints is not None and spec.epochs else None
+    if state is None or not 0 < state["epoch"] < spec.epochs:
+        return None
+    qat.load_state_dict(state["model"])
+    print(
+        f"resuming the fine-tune at epoch {state['epoch'] + 1} of {spec.epochs} from an earlier attempt",
+        file=sys.stderr,
+    )
+    return state
 
 
 def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases: Phases) -> Report:
@@ -294,6 +333,7 @@ def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases:
         embeddings=_embedding_reports(qat, trained.config),
         activation_matmuls=_matmul_reports(qat),
         threads=torch.get_num_threads(),
+        resumed_at_epoch=trained.resumed_at_epoch,
         loss=trained.loss_kind,
         epoch_losses=trained.epoch_losses,
         timings_s=phases.timings,

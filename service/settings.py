@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, ByteSize, Field, PositiveInt, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ByteSize,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, EnvSettingsSource, InitSettingsSource, NoDecode, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
@@ -165,6 +174,11 @@ class Settings(BaseSettings):
     )
     child_log_bytes: Size = Field(
         ByteSize(8 << 20), description="the most of a job's output its `log.txt` keeps: the first and the last half"
+    )
+    checkpoint_interval_s: NonNegativeInt = Field(
+        300,
+        description="a training job's newest checkpoint (saved after each epoch) is stored at most this often; "
+        "a job whose worker or sandbox is killed resumes from it. `0`: every epoch",
     )
     child_start_ahead: bool = Field(
         True,

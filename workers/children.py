@@ -8,6 +8,9 @@ the job's inputs go into that folder and one line on stdin sets it going.
 
 Isolation is unchanged: a child still serves one job only. It has seen no job before its
 own, it is never handed a second one, and it dies with its job (or with its worker).
+
+A child is started without a CPU-time limit; it sets its job's own before it opens the
+model (``job.json``'s ``cpu_seconds``), so seconds spent waiting never count against a job.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import logging
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -108,7 +111,8 @@ class JobChildren:
         try:
             (workdir / CHILD_FOLDER).mkdir()
             output = BoundedLog(workdir / LOG_FILE, self.limits.log_bytes)
-            process = start_pipeline(workdir / CHILD_FOLDER, output, self.limits, self.jail)
+            limits = replace(self.limits, cpu_seconds=None)  # the child sets its job's (see above)
+            process = start_pipeline(workdir / CHILD_FOLDER, output, limits, self.jail)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise

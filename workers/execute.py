@@ -38,6 +38,7 @@ from service.jobs import (
     load_job,
     retry_job,
 )
+from workers.checkpoints import CheckpointUploads, newest_checkpoint, remove_checkpoints
 from workers.childlog import BoundedLog
 from workers.children import CHILD_FOLDER, JobChild, JobChildren
 from workers.protocol import (
@@ -45,6 +46,7 @@ from workers.protocol import (
     LOG_FILE,
     MAX_REPORT_BYTES,
     OUT_DIR,
+    RESUME_FILE,
     PipelineError,
     PipelineJob,
     child_file,
@@ -65,11 +67,13 @@ def execute_job(
     worker_id: str,
     lease_s: int,
     children: JobChildren,
+    checkpoint_interval_s: float = 0.0,
 ) -> None:
     """Run ``job_id`` if this worker wins the claim; every ending is written to the job row.
 
     ``children`` gives the job its sandboxed process (the worker's ceilings and sandbox,
-    started ahead when it can be). First, the work folders of killed workers on this host
+    started ahead when it can be); its training checkpoints are stored at most every
+    ``checkpoint_interval_s``. First, the work folders of killed workers on this host
     are removed: nothing else will.
     """
     for path in remove_stale_workdirs():
@@ -82,7 +86,7 @@ def execute_job(
     try:
         with Heartbeat(lease) as heartbeat, children.take() as child:
             log.info("job %s attempt %d runs in %s", job_id, job.attempt, child.workdir)
-            _run(job, heartbeat, artifacts, child, children)
+            _run(job, heartbeat, artifacts, child, children, checkpoint_interval_s)
     except LeaseLost:
         log.warning("job %s attempt %d: lease lost; results discarded", job_id, job.attempt)
     except (StorageUnavailable, StorageFull) as exc:  # boto3 has retried already; the store is down or full
@@ -98,7 +102,14 @@ def execute_job(
         children.prepare_next()  # if the job ended before its child started, it never asked for one
 
 
-def _run(job: Job, heartbeat: Heartbeat, artifacts: ArtifactStore, child: JobChild, children: JobChildren) -> None:
+def _run(
+    job: Job,
+    heartbeat: Heartbeat,
+    artifacts: ArtifactStore,
+    child: JobChild,
+    children: JobChildren,
+    checkpoint_interval_s: float,
+) -> None:
     lease = heartbeat.lease
     limits = children.limits.for_job(job.spec.get("max_runtime_s"))
     timings: dict[str, float] = {"queue_wait": _seconds(job.created_at, job.started_at)}
@@ -112,6 +123,7 @@ def _run(job: Job, heartbeat: Heartbeat, artifacts: ArtifactStore, child: JobChi
         _fetch_inputs(job, lease, artifacts, folder, limits.cpu_seconds)
     except DataError as exc:
         _fail_if_held(lease, PipelineError(exc.code, f"{exc.message} ({exc.field})", user_error=True))
+        remove_checkpoints(artifacts, job.id)
         return
     timings["download"] = round(time.monotonic() - started, 3)
     if heartbeat.status is not LeaseStatus.HELD:  # cancelled, or taken, while the inputs came in
@@ -120,8 +132,19 @@ def _run(job: Job, heartbeat: Heartbeat, artifacts: ArtifactStore, child: JobChi
     child_started = time.monotonic()
     child.go()
     children.prepare_next()  # the next job's child imports torch while this one runs
+    # a checkpoint holds the weights, the optimizer's two moments and the calibrated state
+    bound = 8 * (folder / "model.pt2").stat().st_size + (64 << 20)
+    checkpoints = CheckpointUploads(artifacts, job.id, job.attempt, folder, checkpoint_interval_s, bound)
     try:
-        result = supervise(child.process, folder, heartbeat, deadline, limits, jailed=children.jail is not None)
+        result = supervise(
+            child.process,
+            folder,
+            heartbeat,
+            deadline,
+            limits,
+            jailed=children.jail is not None,
+            on_tick=checkpoints.poll,
+        )
     finally:  # the worker itself failed (database down): leave no orphan training
         if child.process.poll() is None:
             kill_pipeline(child.process)
@@ -133,6 +156,8 @@ def _run(job: Job, heartbeat: Heartbeat, artifacts: ArtifactStore, child: JobChi
         _publish(job, lease, artifacts, child.workdir, timings)
     else:
         _end_unsuccessful(lease, artifacts, result, child.log, job.spec.get("max_runtime_s"))
+    if result.outcome not in (Outcome.KILLED, Outcome.LOST):  # ended: no attempt will resume
+        remove_checkpoints(artifacts, job.id)
 
 
 def _fetch_inputs(job: Job, lease: JobLease, artifacts: ArtifactStore, folder: Path, cpu_seconds: int | None) -> None:
@@ -152,8 +177,14 @@ def _fetch_inputs(job: Job, lease: JobLease, artifacts: ArtifactStore, folder: P
         )
     if job.config_key:
         _download(artifacts, job.config_key, folder / "config.json")
+    checkpoint = newest_checkpoint(artifacts, job.id) if job.attempt > 1 else None
+    if checkpoint is not None:
+        _download(artifacts, checkpoint, folder / RESUME_FILE)
+        log.info("job %s attempt %d resumes from %s", job.id, job.attempt, checkpoint)
     spec = {key: value for key, value in job.spec.items() if key not in JOB_OPTION_KEYS}
-    PipelineJob("model.pt2", "data.npz", "config.json" if job.config_key else None, spec, cpu_seconds).write(folder)
+    config = "config.json" if job.config_key else None
+    resume = RESUME_FILE if checkpoint else None
+    PipelineJob("model.pt2", "data.npz", config, spec, cpu_seconds, resume).write(folder)
 
 
 def _download(artifacts: ArtifactStore, key: str, path: Path) -> str:

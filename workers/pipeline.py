@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import resource  # here, not in the failure handler: at the memory ceiling even that import fails
+import select
 import sys
 import traceback
 from pathlib import Path
@@ -23,6 +24,7 @@ from pathlib import Path
 from quantlib.errors import QuantlibError, is_out_of_memory
 from service.contract import FailureCode
 from workers.protocol import (
+    CHECKPOINT_DIR,
     CPU_GRACE_S,
     EXIT_REPORTED_ERROR,
     GO,
@@ -43,8 +45,9 @@ def warm_up() -> None:
     """Import, and run once on a throwaway layer, what every job needs: seconds a waiting child has spent already.
 
     torch's ONNX exporter imports and builds its operator tables on first use: a tiny
-    export here took a digits job's pipeline from 4.6 to 2.8 s. torch's random state is
-    put back: the job seeds what it uses, and nothing else may depend on this export.
+    export here took a digits job's pipeline from 4.6 to 2.8 s, but costs more than it saves
+    when the job is already waiting, so a child started for a waiting job skips it.
+    torch's random state is put back: the job seeds what it uses.
     """
     import torch
 
@@ -54,6 +57,8 @@ def warm_up() -> None:
     import quantlib.spec  # noqa: F401
     from quantlib.export.onnx_export import export_onnx
 
+    if select.select([sys.stdin], [], [], 0)[0]:  # GO (or EOF) is there already
+        return
     with torch.random.fork_rng(devices=[]):
         export_onnx(torch.nn.Linear(2, 2), (torch.zeros(2, 2),))
 
@@ -87,6 +92,7 @@ def _name_process(name: str) -> None:
 
 def run(workdir: Path, job: PipelineJob) -> None:
     """Load the model and data and run QAT, which leaves the results under their published names."""
+    from quantlib.checkpoint import Checkpoints
     from quantlib.data import load_dataset
     from quantlib.modelfile import load_exported_program
     from quantlib.run import run_qat
@@ -110,6 +116,7 @@ def run(workdir: Path, job: PipelineJob) -> None:
             config_file=workdir / job.config if job.config else None,
             spec=spec,
             on_progress=on_progress,
+            checkpoints=Checkpoints(workdir / CHECKPOINT_DIR, workdir / job.resume if job.resume else None),
         )
 
 

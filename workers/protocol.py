@@ -24,6 +24,9 @@ ERROR_FILE = "error.json"
 OUT_DIR = "out"
 # the dataset's arrays as files the child maps (inflated .npz members, decoded images)
 SCRATCH_DIR = "arrays"
+# where the child writes its training checkpoints, and the one it resumes from (a later attempt's)
+CHECKPOINT_DIR = "checkpoints"
+RESUME_FILE = "resume.pt"
 
 # The files a succeeded job publishes, in ``OUT_DIR`` (``log.txt`` is the child's log).
 ARTIFACTS = (*OUTPUT_FILES.values(), LOG_FILE)
@@ -57,6 +60,8 @@ class PipelineJob:
     config: str | None
     spec: dict[str, Any]
     cpu_seconds: int | None = None
+    # a checkpoint an earlier attempt of the job left, to resume from
+    resume: str | None = None
 
     def write(self, workdir: Path) -> None:
         (workdir / JOB_FILE).write_text(json.dumps(asdict(self)), encoding="utf-8")

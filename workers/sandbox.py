@@ -100,7 +100,11 @@ PIPELINE = ("-m", "workers.pipeline")
 
 
 def start_pipeline(
-    folder: Path, log: BoundedLog, limits: ChildLimits, jail: Jail | None, program: Sequence[str] = PIPELINE
+    folder: Path,
+    log: BoundedLog,
+    limits: ChildLimits,
+    jail: Jail | None,
+    program: Sequence[str] = PIPELINE,
 ) -> subprocess.Popen[bytes]:
     """Run ``python -m workers.pipeline`` on ``folder`` in its own session, its output drained into ``log``.
 

@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -123,11 +124,13 @@ def supervise(
     limits: ChildLimits,
     *,
     jailed: bool,
+    on_tick: Callable[[], None] | None = None,
 ) -> ChildResult:
     """Wait for ``child``, relaying its progress; kill it on cancel, lease loss or ``deadline`` (monotonic).
 
     ``limits`` are the ones ``child`` was started with, to name the one that ended it;
     ``jailed``: it is bubblewrap, which reports a signal that ended the pipeline as 128 + n.
+    ``on_tick`` runs every poll while the child runs (storing its checkpoints).
     """
     tail = ProgressTail(workdir / PROGRESS_FILE)
     last_write = time.monotonic()
@@ -154,6 +157,8 @@ def supervise(
             if status is LeaseStatus.LOST:
                 return ChildResult(Outcome.LOST)
             return ChildResult(Outcome.TIMED_OUT)
+        if on_tick is not None:
+            on_tick()
         time.sleep(POLL_S)
 
 

@@ -57,4 +57,6 @@ def worker_id() -> str:
 def run_job(job_id: str) -> None:
     """Claim and run job ``job_id`` (a UUID string: the only thing the broker carries)."""
     settings, db, artifacts, children = _resources()
-    execute_job(db, artifacts, uuid.UUID(job_id), worker_id(), settings.lease_seconds, children)
+    execute_job(
+        db, artifacts, uuid.UUID(job_id), worker_id(), settings.lease_seconds, children, settings.checkpoint_interval_s
+    )

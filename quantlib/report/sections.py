@@ -406,6 +406,10 @@ def run_section(report: Report) -> str:
     loss = report.get("loss", {})
     means = ", ".join(general(m) for m in loss.get("epoch_means", [])) or "-"
     facts.append(("loss per epoch", f"{escape(str(loss.get('kind', '-')))}: {means}"))
+    if report.get("resumed_at_epoch"):
+        facts.append(
+            ("resumed", f"at epoch {escape(str(report['resumed_at_epoch']))}, from an earlier attempt's checkpoint")
+        )
     chosen = report.get("fine_tune")
     if chosen:
         unit = METRIC_UNITS.get(str(chosen.get("metric")), str(chosen.get("metric")))

@@ -44,6 +44,10 @@ class Pool:
             "QAT_LEASE_SECONDS": "4",
             # the pool's own temp directory: job work folders can be inspected, none leak out
             "TMPDIR": str(root / "tmp"),
+            # each job's child starts at its job: most pools here run a job or two, and a child started
+            # ahead costs each worker a start-up it may never use (test_pool.py, test_recovery.py and
+            # test_children.py run children started ahead, the default of a deployment)
+            "QAT_CHILD_START_AHEAD": "false",
             **settings,
         }
         (root / "tmp").mkdir(exist_ok=True)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import signal
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
+from support.fault_servers import wait_until
 from support.untrusted_models import Forever, dataset, export
 from workers.children import JobChildren
-from workers.protocol import PipelineJob
+from workers.protocol import RUNNING_NAME, WAITING_NAME, PipelineJob
 from workers.sandbox import ChildLimits, killed_by
 
 
@@ -20,17 +22,29 @@ def children(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> JobChildren:
     return JobChildren(ChildLimits(), jail=None)
 
 
+def _name(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
 def test_a_child_started_ahead_takes_its_jobs_cpu_limit_from_job_json(children: JobChildren) -> None:
-    """Started with the worker's limits only; the job's own (from spec.max_runtime_s) it sets before loading the model."""
+    """It waits with no CPU limit; with its job it sets the job's own (from spec.max_runtime_s) before loading
+    the model, counted from the CPU time it has used: the time spent waiting is not the job's."""
     children.prepare_next()
     with children.take() as child:
-        assert list(child.folder.iterdir()) == [], "a child started ahead has seen no job"
+        wait_until(lambda: _name(child.process.pid) == WAITING_NAME, "the child names itself", timeout_s=60)
+        time.sleep(4)  # it imports and warms up meanwhile: seconds of CPU that must not count
+        # nothing of a job; its warm-up's export may leave caches in its home, this folder
+        assert {path.name for path in child.folder.iterdir()} <= {".cache"}, "a child started ahead has seen no job"
         (child.folder / "model.pt2").write_bytes(export(Forever()))
         (child.folder / "data.npz").write_bytes(dataset())
         PipelineJob("model.pt2", "data.npz", None, {"epochs": 1, "batch_size": 8}, cpu_seconds=2).write(child.folder)
+        went = time.monotonic()
         child.go()
+        wait_until(lambda: _name(child.process.pid) == RUNNING_NAME, "the child runs its job", timeout_s=60)
         returncode = child.process.wait(timeout=120)
     assert killed_by(returncode, jailed=False) == signal.SIGXCPU
+    # one thread looping: its 2 CPU-seconds take at least that long; counted from the start, it died at once
+    assert time.monotonic() - went >= 1.5
     assert not child.workdir.exists(), "closing the child removes its folder"
 
 

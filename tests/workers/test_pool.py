@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 from support.fault_servers import wait_until
-from support.pool import Pool, finished, job_processes, submit
+from support.pool import Pool, finished, job_processes, running, submit
 from workers.protocol import WAITING_NAME
 
 LAYER = {
@@ -23,6 +25,13 @@ LAYER = {
     "retrain_weight_config": {"algo": "arq_retrain", "channel_wise": True, "dst_type": "INT8"},
 }
 LONG_SPEC = {"epochs": 200, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
+    """The embedded deployment with one worker, as deployed: each job's child started ahead of it."""
+    with running(Pool(tmp_path_factory.mktemp("pool"), QAT_CHILD_START_AHEAD="true")) as started:
+        yield started
 
 
 def test_job_succeeds_and_its_int8_model_scores_what_was_reported(digits: tuple[Path, Path], pool: Pool) -> None:

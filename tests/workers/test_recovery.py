@@ -1,4 +1,5 @@
-"""A worker killed mid-training: the reaper re-queues its job and the other worker finishes it once.
+"""A worker killed mid-training: the reaper re-queues its job and the other worker finishes it once,
+going on from the last epoch the killed attempt finished (its checkpoint).
 
 A job whose sandboxed process alone is killed from outside runs again at once (SANDBOX_KILLED).
 """
@@ -24,18 +25,33 @@ from support.pool import Pool, descendants, finished, job_processes, running, su
 SPEC = {"epochs": 30}
 
 
+# three samples a batch: epochs of a few seconds, so the kill lands inside the third
+RESUMABLE = {"epochs": 6, "batch_size": 3, "seed": 5}
+
+
+def _epoch(job: dict) -> int | None:
+    return (job["progress"] or {}).get("epoch") if job["phase"] == "training" else None
+
+
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     """Two CPU workers and a 3 s lease, so a dead worker's job is re-queued within seconds."""
-    with running(Pool(tmp_path_factory.mktemp("recovery"), QAT_LEASE_SECONDS="3"), workers=2) as pool:
+    settings = {"QAT_LEASE_SECONDS": "3", "QAT_CHECKPOINT_INTERVAL_S": "0", "QAT_CHILD_START_AHEAD": "true"}
+    pool = Pool(tmp_path_factory.mktemp("recovery"), **settings)
+    with running(pool, workers=2):
         yield pool
 
 
-def test_job_of_a_sigkilled_worker_succeeds_once_on_the_other(digits: tuple[Path, Path], two_workers: Pool) -> None:
+def test_job_of_a_worker_killed_in_epoch_3_succeeds_once_on_the_other_resuming_at_epoch_3(
+    digits: tuple[Path, Path], two_workers: Pool
+) -> None:
+    """The reaper re-queues it and the other worker runs it once, going on from the checkpoint the
+    killed attempt stored after epoch 2; it ends exactly as the same job run unbroken beside it."""
     pool = two_workers
-    job_id = submit(pool, digits, SPEC)
-    training = pool.wait_for_job(job_id, lambda job: job["phase"] == "training" or finished(job))
-    assert training["state"] == "RUNNING" and training["attempt"] == 1
+    job_id = submit(pool, digits, RESUMABLE)
+    unbroken_id = submit(pool, digits, RESUMABLE)  # on the other worker, never interrupted
+    killed_in = pool.wait_for_job(job_id, lambda job: (_epoch(job) or 0) >= 3 or finished(job))
+    assert _epoch(killed_in) == 3 and killed_in["attempt"] == 1, killed_in
 
     db = pool.db()
     owner = load_job(db, uuid.UUID(job_id)).lease_owner
@@ -56,9 +72,18 @@ def test_job_of_a_sigkilled_worker_succeeds_once_on_the_other(digits: tuple[Path
         if Path(f"/proc/{pid}").exists():
             os.kill(pid, 9)
 
-    job = pool.wait_for_job(job_id, finished, timeout_s=300)
+    resumed_epochs: list[int] = []
+
+    def record(job: dict) -> bool:
+        if job["attempt"] == 2 and (epoch := _epoch(job)) is not None:
+            resumed_epochs.append(epoch)
+        return finished(job)
+
+    job = pool.wait_for_job(job_id, record, timeout_s=300)
     assert job["state"] == "SUCCEEDED", job["failure"]
     assert job["attempt"] == 2
+    assert resumed_epochs and min(resumed_epochs) >= 3, resumed_epochs
+    assert pool.get(f"/v1/jobs/{job_id}/artifacts/report.json").json()["resumed_at_epoch"] == 3
     assert not any(path.exists() for path in workdirs), "the next job on the host removed the killed worker's folders"
 
     with reading(db) as session:
@@ -68,8 +93,17 @@ def test_job_of_a_sigkilled_worker_succeeds_once_on_the_other(digits: tuple[Path
     listed = pool.get(f"/v1/jobs/{job_id}/artifacts").json()["artifacts"]
     assert sorted(a["name"] for a in listed) == sorted(row.name for row in rows)
     assert len(listed) == len({a["name"] for a in listed}), "every artifact is listed once"
-    stored = {path.name for path in (pool.root / "artifacts" / "jobs" / job_id).glob("attempt-*")}
-    assert stored == {"attempt-2"}, "the killed attempt uploaded nothing"
+    stored = [path for path in (pool.root / "artifacts" / "jobs" / job_id).rglob("*") if path.is_file()]
+    left = [path for path in stored if "attempt-1" in path.parts or "checkpoints" in path.parts]
+    assert left == [], "the killed attempt's only upload, its checkpoint, is removed when the job ends"
+
+    unbroken = pool.wait_for_job(unbroken_id, finished, timeout_s=300)
+    assert unbroken["state"] == "SUCCEEDED" and unbroken["attempt"] == 1
+    ours, theirs = job["metrics"]["accuracy"]["int8_simulated"], unbroken["metrics"]["accuracy"]["int8_simulated"]
+    assert abs(ours["top1"] - theirs["top1"]) <= 0.005 and abs(ours["sqnr_db"] - theirs["sqnr_db"]) < 0.5, (
+        ours,
+        theirs,
+    )
     print("\nattempt 2 timings (s):", job["metrics"]["timings_s"])
 
 
