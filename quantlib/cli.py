@@ -204,7 +204,7 @@ def _internal_error(exc: Exception) -> NoReturn:
 @click.option(
     "--freeze-bn/--update-bn", default=None, help="keep BatchNorm statistics fixed while fine-tuning [default: freeze]"
 )
-@click.option("--device", type=str, help="cpu, cuda or cuda:N [default: cpu]")
+@click.option("--device", type=str, help="auto, cpu, cuda or cuda:N [default: auto: the GPU if torch sees one]")
 @click.option(
     "--target",
     type=click.Choice(list(get_args(Target))),

@@ -155,7 +155,12 @@ class QATSpec(BaseModel):
         description="keep BatchNorm running statistics from the FP32 model: a short fine-tune "
         "should not replace them with noisy small-batch estimates",
     )
-    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
+    device: str = Field(
+        default="auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="auto: the machine's GPU when torch sees one (on a GPU worker, its own), else the CPU; "
+        "cuda or cuda:N asks for a GPU",
+    )
     target: Target = Field(
         default="onnxruntime-cpu",
         description="the runtime the INT8 model is for; it decides the Q/DQ form and QAT simulates exactly "
@@ -208,7 +213,7 @@ def parse_spec(values: Mapping[str, Any]) -> QATSpec:
             fields = AccuracyTarget.model_fields if key.startswith("accuracy.") else QATSpec.model_fields
             message = f"unknown setting '{key}'; allowed: {', '.join(fields)}"
         elif key == "device":
-            message = f"invalid device {err.value!r}; use cpu, cuda or cuda:N"
+            message = f"invalid device {err.value!r}; use auto, cpu, cuda or cuda:N"
         else:
             message = f"invalid {key} {err.value!r}: {err.message}"
         raise SpecError(message, field=key) from None

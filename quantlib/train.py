@@ -144,6 +144,8 @@ class Report:
     threads: int = 1
     # the first epoch this run trained, when it went on from an earlier attempt's checkpoint
     resumed_at_epoch: int | None = None
+    # where it trained: "cpu", or "cuda:0 (<the GPU's name>)"
+    device: str = "cpu"
 
     def to_dict(self) -> dict[str, Any]:
         tuning = {} if self.tuning is None else {"tuning": self.tuning}
@@ -159,6 +161,7 @@ class Report:
                 "activation_matmuls": self.activation_matmuls,
                 "threads": self.threads,
                 "resumed_at_epoch": self.resumed_at_epoch,
+                "device": self.device,
                 "loss": {"kind": self.loss, "epoch_means": self.epoch_losses},
                 "timings_s": self.timings_s,
                 "dataset": self.dataset,
@@ -334,6 +337,7 @@ def finish(trained: Trained, dataset: Dataset, out: Path, spec: QATSpec, phases:
         activation_matmuls=_matmul_reports(qat),
         threads=torch.get_num_threads(),
         resumed_at_epoch=trained.resumed_at_epoch,
+        device=_device_name(trained.device),
         loss=trained.loss_kind,
         epoch_losses=trained.epoch_losses,
         timings_s=phases.timings,
@@ -360,7 +364,17 @@ def write_report(report: Report) -> None:
     write_report_html(report.to_dict(), report.out_dir)
 
 
+def _device_name(device: torch.device) -> str:
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
 def _device(name: str) -> torch.device:
+    """The device ``spec.device`` names; ``auto`` is the GPU torch sees, if any, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise SpecError(
             f"device '{name}' was requested, but torch sees no CUDA device here; use device cpu", field="device"

@@ -129,12 +129,13 @@ def _run(
     if heartbeat.status is not LeaseStatus.HELD:  # cancelled, or taken, while the inputs came in
         _stop_early(lease)
         return
+    # a checkpoint holds the weights, the optimizer's two moments and the calibrated state;
+    # measured before the child runs, while the model file is still the one downloaded
+    bound = 8 * (folder / "model.pt2").stat().st_size + (64 << 20)
+    checkpoints = CheckpointUploads(artifacts, job.id, job.attempt, folder, checkpoint_interval_s, bound)
     child_started = time.monotonic()
     child.go()
     children.prepare_next()  # the next job's child imports torch while this one runs
-    # a checkpoint holds the weights, the optimizer's two moments and the calibrated state
-    bound = 8 * (folder / "model.pt2").stat().st_size + (64 << 20)
-    checkpoints = CheckpointUploads(artifacts, job.id, job.attempt, folder, checkpoint_interval_s, bound)
     try:
         result = supervise(
             child.process,

@@ -88,6 +88,7 @@ def connect(url: str | None, token: str | None) -> Iterator[Client]:
 @click.option("--epochs", type=int, help="QAT epochs (instead of --spec).")
 @click.option("--lr", type=float, help="Learning rate (instead of --spec).")
 @click.option("--batch-size", type=int, help="Batch size (instead of --spec).")
+@click.option("--device", help="auto (the worker's GPU if it has one), cpu, cuda or cuda:N (instead of --spec).")
 @click.option("--idempotency-key", help="Retrying with the same key returns the same job.")
 @click.option("--wait", "wait_", is_flag=True, help="Follow the job until it finishes.")
 @click.option("--download", type=click.Path(file_okay=False, path_type=Path), help="With --wait: fetch artifacts here.")
@@ -101,6 +102,7 @@ def submit(
     epochs: int | None,
     lr: float | None,
     batch_size: int | None,
+    device: str | None,
     idempotency_key: str | None,
     wait_: bool,
     download: Path | None,
@@ -109,9 +111,10 @@ def submit(
     as_json: bool,
 ) -> None:
     """Submit MODEL.pt2 for quantization-aware training; prints the job id (or, with --wait, the result)."""
-    inline = {k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size}.items() if v is not None}
+    given = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "device": device}
+    inline = {k: v for k, v in given.items() if v is not None}
     if spec is not None and inline:
-        raise click.UsageError("give --spec or --epochs/--lr/--batch-size, not both")
+        raise click.UsageError("give --spec or --epochs/--lr/--batch-size/--device, not both")
     if download is not None and not wait_:
         raise click.UsageError("--download needs --wait (or run `qat download ID DIR` later)")
     with connect(url, token) as client:

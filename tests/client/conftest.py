@@ -41,6 +41,8 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def finished(service: Service, digits: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Finished:
     model, data = digits
     folder = tmp_path_factory.mktemp("download")
-    run = service.cli("submit", model, "--data", data, "--epochs", 1, "--wait", "--download", folder, "--json")
+    run = service.cli(
+        "submit", model, "--data", data, "--epochs", 1, "--device", "auto", "--wait", "--download", folder, "--json"
+    )
     assert run.returncode == 0, f"{run.stderr}\n--- worker\n{service.deployment.log('worker')[-3000:]}"
     return Finished(json.loads(run.stdout), folder)

@@ -26,12 +26,14 @@ EXPECTED = {
 
 def test_submit_wait_download_gets_a_verified_int8_model(finished: Finished) -> None:
     assert finished.job["state"] == "SUCCEEDED"
-    assert finished.job["spec"]["epochs"] == 1
+    assert finished.job["spec"]["epochs"] == 1 and finished.job["spec"]["device"] == "auto"
     downloaded = {Path(path).name for path in finished.job["downloaded"]}
     assert EXPECTED <= downloaded
     assert not list(finished.folder.glob("*.part"))
     accuracy = finished.job["metrics"]["accuracy"]
     assert accuracy["int8_onnxruntime"]["top1"] > 0.8
+    report = json.loads((finished.folder / "report.json").read_text())
+    assert report["device"] == "cpu", "auto: this worker has no GPU"
 
 
 def test_status_list_and_wait_show_the_finished_job(service: Service, finished: Finished) -> None:

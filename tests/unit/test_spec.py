@@ -52,6 +52,9 @@ def test_bad_settings_name_the_field(values: dict[str, object], field: str) -> N
 def test_defaults_and_loss_resolution() -> None:
     spec = parse_spec({"device": "cuda:1", "epochs": 0})
     assert spec.device == "cuda:1" and spec.epochs == 0 and spec.freeze_bn
+    assert parse_spec({}).device == "auto", "a GPU worker's jobs use its GPU unless told otherwise"
+    with pytest.raises(SpecError, match="use auto, cpu, cuda or cuda:N"):
+        parse_spec({"device": "gpu"})
     losses = {task: QATSpec().resolved_loss(task) for task in TASKS}
     assert losses == {
         "classification": "ce",

@@ -31,8 +31,8 @@ def test_a_child_started_ahead_takes_its_jobs_cpu_limit_from_job_json(children: 
     the model, counted from the CPU time it has used: the time spent waiting is not the job's."""
     children.prepare_next()
     with children.take() as child:
+        # it reads GO only once it has imported torch: seconds of CPU that must not count against the job
         wait_until(lambda: _name(child.process.pid) == WAITING_NAME, "the child names itself", timeout_s=60)
-        time.sleep(4)  # it imports and warms up meanwhile: seconds of CPU that must not count
         # nothing of a job; its warm-up's export may leave caches in its home, this folder
         assert {path.name for path in child.folder.iterdir()} <= {".cache"}, "a child started ahead has seen no job"
         (child.folder / "model.pt2").write_bytes(export(Forever()))
