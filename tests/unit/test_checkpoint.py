@@ -45,8 +45,12 @@ def test_a_run_resumed_from_its_checkpoint_ends_as_the_uninterrupted_run(tmp_pat
     assert (tmp_path / "resumed" / "record.txt").read_text() == (tmp_path / "whole" / "record.txt").read_text()
 
 
-def test_a_checkpoint_that_cannot_be_read_means_starting_over(tmp_path: Path) -> None:
+def test_a_checkpoint_that_cannot_be_read_or_is_not_ours_means_starting_over(tmp_path: Path) -> None:
+    """Torn by a kill mid-write, or something else under its name: the epochs are lost, not the job."""
     torn = tmp_path / "epoch-0002.pt"
     torn.write_bytes(b"PK\x03\x04 not a whole archive")
-    report = _run(tmp_path / "out", Checkpoints(tmp_path / "saved", torn))
-    assert report["resumed_at_epoch"] is None and len(report["loss"]["epoch_means"]) == 4
+    assert Checkpoints(tmp_path / "saved", torn).load() is None
+    foreign = tmp_path / "epoch-0003.pt"
+    torch.save([1, 2, 3], foreign)
+    assert Checkpoints(tmp_path / "saved", foreign).load() is None
+    assert Checkpoints(tmp_path / "saved").load() is None
