@@ -40,8 +40,7 @@ class LocalStore:
         path = self._path(key)
         reader = HashingReader(fileobj)
         with _disk_full_as_error(key):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, partial = tempfile.mkstemp(prefix=_PARTIAL, dir=path.parent)
+            fd, partial = self._partial_beside(path)
             try:
                 with os.fdopen(fd, "wb") as out:
                     while chunk := reader.read(CHUNK_SIZE):
@@ -51,6 +50,17 @@ class LocalStore:
                 Path(partial).unlink(missing_ok=True)
                 raise
         return reader.size, reader.sha256
+
+    @staticmethod
+    def _partial_beside(path: Path) -> tuple[int, str]:
+        """A new partial file in ``path``'s folder, made if missing (a delete may prune it meanwhile)."""
+        for _ in range(3):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                return tempfile.mkstemp(prefix=_PARTIAL, dir=path.parent)
+            except FileNotFoundError:  # the folder was emptied and pruned between the two calls
+                continue
+        return tempfile.mkstemp(prefix=_PARTIAL, dir=path.parent)
 
     def open_stream(self, key: str) -> Iterator[bytes]:
         try:
@@ -63,7 +73,16 @@ class LocalStore:
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        """Remove ``key`` and the folders it leaves empty: S3 leaves none, so neither does this store."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder == self.root or self.root not in folder.parents:
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, or gone already
+                break
 
     def size(self, key: str) -> int:
         path = self._path(key)

@@ -58,6 +58,17 @@ def test_exists_list_delete(artifact_store: ArtifactStore) -> None:
     assert b"".join(artifact_store.open_stream("jobs/a/y.bin")) == b"jobs/a/y.bin"
 
 
+def test_a_local_store_leaves_no_empty_folder_behind(tmp_path: Path) -> None:
+    """Like S3, which has no folders: deleting a job's last file leaves nothing under jobs/."""
+    store = LocalStore(tmp_path / "artifacts")
+    store.put_stream("jobs/j/attempt-1/checkpoints/epoch-0001.pt", io.BytesIO(b"c"))
+    store.put_stream("jobs/k/model.pt2", io.BytesIO(b"m"))
+    store.delete("jobs/j/attempt-1/checkpoints/epoch-0001.pt")
+    assert sorted(path.name for path in (tmp_path / "artifacts" / "jobs").iterdir()) == ["k"]
+    store.put_stream("jobs/j/attempt-1/checkpoints/epoch-0002.pt", io.BytesIO(b"again"))
+    assert store.exists("jobs/j/attempt-1/checkpoints/epoch-0002.pt"), "a pruned folder is made again"
+
+
 def test_overwrite_and_empty_object(artifact_store: ArtifactStore) -> None:
     artifact_store.put_stream("k/file", io.BytesIO(b"first version"))
     assert artifact_store.put_stream("k/file", io.BytesIO(b"")) == (0, hashlib.sha256(b"").hexdigest())
