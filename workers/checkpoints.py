@@ -26,7 +26,8 @@ from service.errors import StorageFull, StorageUnavailable
 from workers.protocol import CHECKPOINT_DIR
 
 log = logging.getLogger(__name__)
-_KEY = re.compile(r"^jobs/[^/]+/attempt-(\d+)/checkpoints/epoch-(\d{4})\.pt$")
+# a stored checkpoint: the attempt, then the child's own name for it (CHECKPOINT_NAME, epoch in group 2)
+_KEY = re.compile(rf"^jobs/[^/]+/attempt-(\d+)/{CHECKPOINT_DIR}/{CHECKPOINT_NAME.pattern[1:]}")
 
 
 class _Prefix:

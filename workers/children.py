@@ -18,8 +18,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -42,7 +41,6 @@ class JobChild:
     process: subprocess.Popen[bytes]
     workdir: Path
     log: BoundedLog
-    started: float = field(default_factory=time.monotonic)
 
     @property
     def folder(self) -> Path:
